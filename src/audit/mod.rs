@@ -1,0 +1,205 @@
+//! Audit log (DESIGN.md section 6): durable, HMAC-chained JSON Lines.
+//!
+//! # Format
+//! One record per line, fields in this order: `seq` (from 1, continuing across
+//! restarts and rotations), `ts` (UTC, RFC 3339, microseconds), `event`, the
+//! [`AuditRecord`] fields (`None` fields left out), `prev`, `mac`:
+//!
+//! ```text
+//! {"seq":1,"ts":"2025-01-01T00:00:00.000001Z","event":"payment.forwarded",...,"prev":"000…0","mac":"…"}
+//! ```
+//!
+//! The writer builds the unsigned line L = `{"seq":..,...,"prev":"<hex>"}`, then
+//! writes L with its final `}` replaced by `,"mac":"<hex>"}` and a `\n`, where
+//! `mac` = lowercase hex HMAC-SHA-256(audit key, L) and `prev` is the previous
+//! record's `mac` (64 zeros for the first record ever). Changing any byte,
+//! removing, inserting or reordering lines makes [`verify_files`] fail at the
+//! first line that no longer verifies, naming the file and the line.
+//!
+//! Records hold card data only as a [`CardSummary`]: there is no field for a
+//! PAN or a CVV.
+//!
+//! # Durability
+//! [`AuditLog::append`] resolves once the record is written and `fdatasync`ed.
+//! A dedicated thread commits records in groups: one write and one sync for
+//! all the records queued while the previous group was syncing. If the file
+//! cannot be written or synced, the whole group gets [`AuditError::Unavailable`],
+//! the log reports unhealthy (the proxy answers 503 and fails readiness), the
+//! chain does not advance, and the next attempt first cuts the file back to its
+//! last synced length. The writer retries on every new record, and on its own
+//! every second while unhealthy, so readiness comes back without traffic.
+//!
+//! On start, the chain continues from the last complete line of the file (or of
+//! the newest rotated file if the current one is empty). An incomplete last
+//! line left by a crash is cut off with a warning. If that last line does not
+//! verify with the key (wrong `audit.key`), the log stays unhealthy rather than
+//! starting a chain nobody can verify.
+//!
+//! # Rotation and verification
+//! When a record would take the file past `max_file_bytes`, the file is renamed
+//! to `<path>.<N>` (N = 1 + the highest existing N, so `.1` is the oldest) and a
+//! new `<path>` is started; the chain runs on across files. To verify, give the
+//! files oldest first and the current file last, as [`chain_files`] lists them:
+//!
+//! ```text
+//! payshim audit verify $(ls -v var/audit/payshim.jsonl.*) var/audit/payshim.jsonl
+//! ```
+//!
+//! (`ls -v` sorts `.2` before `.10`.) Verification starts at the first record
+//! ever written, so keep every rotated file that is to be verified with its
+//! predecessors.
+
+mod record;
+mod verify;
+mod writer;
+
+#[cfg(test)]
+mod tests;
+
+use std::fmt;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use tokio::sync::{mpsc, oneshot, watch};
+use tracing::error;
+
+pub use record::{AuditEvent, AuditRecord, CardSummary, GENESIS_PREV, card_fingerprint};
+pub use verify::{VerifyError, VerifyReport, verify_files};
+
+use writer::{CHANNEL_CAPACITY, Msg, Shared, Writer};
+
+/// Where and how the log is written.
+#[derive(Debug)]
+pub struct AuditSettings {
+    /// The current file, e.g. `var/audit/payshim.jsonl`; its directory is created if missing.
+    pub path: PathBuf,
+    /// HMAC key of the chain (and of card fingerprints).
+    pub key: secrecy::SecretSlice<u8>,
+    /// Rotation size. A record is never split: a file only goes past this size
+    /// when a single record is larger.
+    pub max_file_bytes: u64,
+}
+
+impl AuditSettings {
+    /// 64 MiB.
+    pub const DEFAULT_MAX_FILE_BYTES: u64 = 64 * 1024 * 1024;
+}
+
+/// Why a record was not made durable.
+#[derive(thiserror::Error, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AuditError {
+    /// The log could not be written or synced (the writer logged the cause).
+    #[error("audit log unavailable: the record could not be written to disk")]
+    Unavailable,
+    /// The writer has stopped (after [`AuditLog::shutdown`]).
+    #[error("audit log closed")]
+    Closed,
+}
+
+/// Counters for the benchmark: `records / syncs` is the mean group size.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct AuditStats {
+    /// Records made durable.
+    pub records: u64,
+    /// Successful `fdatasync` calls on the log file.
+    pub syncs: u64,
+}
+
+/// A cheap, cloneable handle to the audit writer.
+#[derive(Clone)]
+pub struct AuditLog {
+    tx: mpsc::Sender<Msg>,
+    shared: Arc<Shared>,
+    stopped: watch::Receiver<()>,
+}
+
+impl fmt::Debug for AuditLog {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AuditLog")
+            .field("healthy", &self.is_healthy())
+            .field("stats", &self.stats())
+            .finish_non_exhaustive()
+    }
+}
+
+impl AuditLog {
+    /// Opens the log and starts the writer thread.
+    ///
+    /// Never fails: if the file cannot be opened (missing or unwritable
+    /// directory, wrong key for the existing chain), the log starts unhealthy
+    /// and keeps retrying.
+    pub fn start(settings: AuditSettings) -> AuditLog {
+        let (tx, rx) = mpsc::channel(CHANNEL_CAPACITY);
+        let (stopped_tx, stopped) = watch::channel(());
+        let shared = Arc::new(Shared::new());
+        let mut writer = Writer::new(settings, Arc::clone(&shared));
+        writer.open_at_start();
+        let spawned = std::thread::Builder::new()
+            .name("audit-writer".into())
+            .spawn(move || writer.run(rx, stopped_tx));
+        if let Err(e) = spawned {
+            // The closure (and with it the receiver) is gone: appends answer Closed.
+            shared.healthy.store(false, Ordering::Release);
+            error!(error = %e, "cannot start the audit writer thread");
+        }
+        AuditLog {
+            tx,
+            shared,
+            stopped,
+        }
+    }
+
+    /// Appends one record. Resolves with its `seq` once it is written and
+    /// `fdatasync`ed; `Err` if it could not be made durable.
+    ///
+    /// Dropping the future after the record was queued does not withdraw it.
+    pub async fn append(&self, record: AuditRecord) -> Result<u64, AuditError> {
+        let (reply, answer) = oneshot::channel();
+        self.tx
+            .send(Msg::Append {
+                record: Box::new(record),
+                reply,
+            })
+            .await
+            .map_err(|_| AuditError::Closed)?;
+        answer.await.map_err(|_| AuditError::Closed)?
+    }
+
+    /// `false` after a failed open, write or sync (and after shutdown); `true`
+    /// again once a group (or the writer's own retry) succeeds.
+    pub fn is_healthy(&self) -> bool {
+        self.shared.healthy.load(Ordering::Acquire)
+    }
+
+    pub fn stats(&self) -> AuditStats {
+        AuditStats {
+            records: self.shared.records.load(Ordering::Relaxed),
+            syncs: self.shared.syncs.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Writes every record queued so far, then stops the writer thread (for
+    /// every clone of this handle: later appends answer [`AuditError::Closed`]).
+    pub async fn shutdown(self) {
+        // Fails only if the writer is already gone.
+        let _ = self.tx.send(Msg::Shutdown).await;
+        let mut stopped = self.stopped;
+        // The writer thread drops its sender when it ends.
+        while stopped.changed().await.is_ok() {}
+    }
+}
+
+/// The files of the chain at `path` in verification order: `<path>.1`,
+/// `<path>.2`, … (numerically), then `<path>` if it exists.
+pub fn chain_files(path: &Path) -> io::Result<Vec<PathBuf>> {
+    let mut files: Vec<PathBuf> = writer::rotated_files(path)?
+        .into_iter()
+        .map(|(_, file)| file)
+        .collect();
+    if path.exists() {
+        files.push(path.to_path_buf());
+    }
+    Ok(files)
+}

@@ -1,0 +1,464 @@
+//! What one audit record holds, and the signed line it becomes in the chain.
+//!
+//! A record never holds a card number or a CVV: the only card data is a
+//! [`CardSummary`] (brand, first six, last four and a keyed fingerprint),
+//! as DESIGN.md section 5 rule 4 requires.
+
+use std::fmt;
+
+use hmac::{Hmac, Mac};
+use serde::{Deserialize, Serialize};
+use sha2::Sha256;
+
+pub(super) type HmacSha256 = Hmac<Sha256>;
+
+/// `prev` of the first record ever written.
+pub const GENESIS_PREV: &str = "0000000000000000000000000000000000000000000000000000000000000000";
+
+const MAC_HEX_LEN: usize = 64;
+const MAC_PREFIX: &[u8] = b",\"mac\":\"";
+const MAC_SUFFIX: &[u8] = b"\"}";
+/// `,"mac":"<64 hex>"}`: what the writer puts in place of the unsigned line's final `}`.
+const SIGNED_TAIL_LEN: usize = MAC_PREFIX.len() + MAC_HEX_LEN + MAC_SUFFIX.len();
+
+/// The kind of event a record reports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+pub enum AuditEvent {
+    /// A payment refused by payshim: nothing was sent upstream.
+    #[serde(rename = "payment.rejected")]
+    PaymentRejected,
+    /// A payment about to be sent upstream (durable before the upstream call).
+    #[serde(rename = "payment.forwarded")]
+    PaymentForwarded,
+    /// The upstream answer (or failure) for a forwarded payment.
+    #[serde(rename = "payment.completed")]
+    PaymentCompleted,
+    /// A transaction action (capture, refund, cancel) refused by payshim.
+    #[serde(rename = "transaction.rejected")]
+    TransactionRejected,
+    /// A transaction action about to be sent upstream.
+    #[serde(rename = "transaction.forwarded")]
+    TransactionForwarded,
+    /// The upstream answer (or failure) for a forwarded transaction action.
+    #[serde(rename = "transaction.completed")]
+    TransactionCompleted,
+}
+
+impl AuditEvent {
+    /// The name written to the log, e.g. `payment.forwarded`.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::PaymentRejected => "payment.rejected",
+            Self::PaymentForwarded => "payment.forwarded",
+            Self::PaymentCompleted => "payment.completed",
+            Self::TransactionRejected => "transaction.rejected",
+            Self::TransactionForwarded => "transaction.forwarded",
+            Self::TransactionCompleted => "transaction.completed",
+        }
+    }
+}
+
+impl fmt::Display for AuditEvent {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The only card data an audit record may hold (PCI DSS 3.3.1, 3.4.1, 3.5.1.1).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct CardSummary {
+    /// Card brand, e.g. `visa`.
+    pub brand: String,
+    /// First six digits.
+    pub bin: String,
+    /// Last four digits.
+    pub last4: String,
+    /// Hex HMAC-SHA-256(audit key, PAN): see [`card_fingerprint`].
+    pub fingerprint: String,
+}
+
+/// One audit event. `seq`, `ts`, `prev` and `mac` are added by the writer.
+///
+/// `None` fields are left out of the line.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct AuditRecord {
+    pub event: AuditEvent,
+    pub request_id: String,
+    pub client_id: String,
+    pub remote_addr: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub order_id: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub transaction_id: Option<String>,
+    /// `capture`, `refund` or `cancel` for transaction events.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub action: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub gateway: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub method: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub card: Option<CardSummary>,
+    /// e.g. `rejected`, `forwarded`, `approved`, `declined`, `upstream_error`, `timeout`.
+    pub outcome: String,
+    /// Rejection reason title; never an input value.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub upstream_status: Option<u16>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub latency_ms: Option<f64>,
+}
+
+impl AuditRecord {
+    /// A record with the required fields set and every optional field `None`.
+    pub fn new(
+        event: AuditEvent,
+        request_id: impl Into<String>,
+        client_id: impl Into<String>,
+        remote_addr: impl Into<String>,
+        outcome: impl Into<String>,
+    ) -> Self {
+        Self {
+            event,
+            request_id: request_id.into(),
+            client_id: client_id.into(),
+            remote_addr: remote_addr.into(),
+            order_id: None,
+            transaction_id: None,
+            action: None,
+            gateway: None,
+            method: None,
+            card: None,
+            outcome: outcome.into(),
+            reason: None,
+            upstream_status: None,
+            latency_ms: None,
+        }
+    }
+}
+
+/// The card fingerprint of DESIGN.md section 5: hex HMAC-SHA-256(audit key, PAN digits).
+pub fn card_fingerprint(key: &[u8], pan_digits: &str) -> String {
+    let mut mac = keyed(key);
+    mac.update(pan_digits.as_bytes());
+    hex::encode(mac.finalize().into_bytes())
+}
+
+pub(super) fn keyed(key: &[u8]) -> HmacSha256 {
+    // HMAC takes keys of any length; only fixed-size MACs can refuse one.
+    <HmacSha256 as Mac>::new_from_slice(key).expect("HMAC accepts keys of any length")
+}
+
+/// Where the chain stands: the `seq` the next record gets and the `mac` it links to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) struct ChainHead {
+    pub next_seq: u64,
+    pub prev: String,
+}
+
+impl ChainHead {
+    pub fn genesis() -> Self {
+        Self {
+            next_seq: 1,
+            prev: GENESIS_PREV.to_owned(),
+        }
+    }
+
+    /// The head after `line`, or `None` if its seq is `u64::MAX`.
+    pub fn after(line: &SignedLine) -> Option<Self> {
+        Some(Self {
+            next_seq: line.seq.checked_add(1)?,
+            prev: line.mac.clone(),
+        })
+    }
+}
+
+/// The unsigned line L: `{"seq":..,"ts":..,"event":..,<record fields>,"prev":".."}`.
+#[derive(Serialize)]
+struct Unsigned<'a> {
+    seq: u64,
+    ts: &'a str,
+    #[serde(flatten)]
+    record: &'a AuditRecord,
+    prev: &'a str,
+}
+
+/// Encodes `record` as a signed line, `\n` included; returns the line and its mac (hex).
+pub(super) fn encode_line(
+    key: &HmacSha256,
+    seq: u64,
+    ts: &str,
+    record: &AuditRecord,
+    prev: &str,
+) -> Result<(Vec<u8>, String), serde_json::Error> {
+    let mut line = serde_json::to_vec(&Unsigned {
+        seq,
+        ts,
+        record,
+        prev,
+    })?;
+    let mut mac = key.clone();
+    mac.update(&line);
+    let mac_hex = hex::encode(mac.finalize().into_bytes());
+    // L ends with the object's `}`: replace it with `,"mac":"<hex>"}`.
+    debug_assert_eq!(line.last(), Some(&b'}'));
+    line.pop();
+    line.reserve(SIGNED_TAIL_LEN + 1);
+    line.extend_from_slice(MAC_PREFIX);
+    line.extend_from_slice(mac_hex.as_bytes());
+    line.extend_from_slice(MAC_SUFFIX);
+    line.push(b'\n');
+    Ok((line, mac_hex))
+}
+
+/// The chain fields of a line whose mac verified.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) struct SignedLine {
+    pub seq: u64,
+    pub prev: String,
+    pub mac: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) enum LineError {
+    Malformed(&'static str),
+    BadMac,
+}
+
+impl fmt::Display for LineError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Malformed(what) => write!(f, "malformed line: {what}"),
+            Self::BadMac => f.write_str("bad mac"),
+        }
+    }
+}
+
+#[derive(Deserialize)]
+struct ChainFields {
+    seq: u64,
+    prev: String,
+}
+
+fn is_lower_hex(bytes: &[u8]) -> bool {
+    bytes.iter().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+}
+
+/// Checks one line (without its `\n`): shape, mac, then the chain fields.
+///
+/// Error messages never quote the line's content.
+pub(super) fn check_line(key: &HmacSha256, line: &[u8]) -> Result<SignedLine, LineError> {
+    if line.len() <= SIGNED_TAIL_LEN || !line.ends_with(MAC_SUFFIX) {
+        return Err(LineError::Malformed(
+            "does not end with ,\"mac\":\"<64 hex digits>\"}",
+        ));
+    }
+    let (body, tail) = line.split_at(line.len() - SIGNED_TAIL_LEN);
+    if !tail.starts_with(MAC_PREFIX) {
+        return Err(LineError::Malformed(
+            "does not end with ,\"mac\":\"<64 hex digits>\"}",
+        ));
+    }
+    let mac_hex = &tail[MAC_PREFIX.len()..MAC_PREFIX.len() + MAC_HEX_LEN];
+    // Lowercase only, so that the mac text (outside the signed bytes) has one spelling.
+    if !is_lower_hex(mac_hex) {
+        return Err(LineError::Malformed("mac is not 64 lowercase hex digits"));
+    }
+    let mut expected = [0u8; MAC_HEX_LEN / 2];
+    hex::decode_to_slice(mac_hex, &mut expected)
+        .map_err(|_| LineError::Malformed("mac is not 64 lowercase hex digits"))?;
+    let mut mac = key.clone();
+    mac.update(body);
+    mac.update(b"}");
+    mac.verify_slice(&expected).map_err(|_| LineError::BadMac)?;
+
+    let mut unsigned = Vec::with_capacity(body.len() + 1);
+    unsigned.extend_from_slice(body);
+    unsigned.push(b'}');
+    let fields: ChainFields = serde_json::from_slice(&unsigned)
+        .map_err(|_| LineError::Malformed("not a JSON record with seq and prev"))?;
+    if fields.prev.len() != MAC_HEX_LEN || !is_lower_hex(fields.prev.as_bytes()) {
+        return Err(LineError::Malformed("prev is not 64 lowercase hex digits"));
+    }
+    Ok(SignedLine {
+        seq: fields.seq,
+        prev: fields.prev,
+        mac: String::from_utf8_lossy(mac_hex).into_owned(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn card_record() -> AuditRecord {
+        let mut record = AuditRecord::new(
+            AuditEvent::PaymentForwarded,
+            "req-1",
+            "web-eu",
+            "192.0.2.7:5555",
+            "forwarded",
+        );
+        record.order_id = Some("order-1".into());
+        record.gateway = Some("card_connect".into());
+        record.method = Some("purchase".into());
+        record.card = Some(CardSummary {
+            brand: "visa".into(),
+            bin: "411111".into(),
+            last4: "1111".into(),
+            fingerprint: card_fingerprint(b"k", "4111111111111111"),
+        });
+        record
+    }
+
+    fn keys(value: &serde_json::Value, out: &mut Vec<String>) {
+        match value {
+            serde_json::Value::Object(map) => {
+                for (k, v) in map {
+                    out.push(k.clone());
+                    keys(v, out);
+                }
+            }
+            serde_json::Value::Array(items) => items.iter().for_each(|v| keys(v, out)),
+            _ => {}
+        }
+    }
+
+    #[test]
+    fn record_json_has_no_card_number_or_cvv_field() {
+        let key = keyed(b"k");
+        let (line, _) = encode_line(&key, 1, "ts", &card_record(), GENESIS_PREV).unwrap();
+        for json in [
+            serde_json::to_value(card_record()).unwrap(),
+            serde_json::from_slice(&line).unwrap(),
+        ] {
+            let mut names = Vec::new();
+            keys(&json, &mut names);
+            assert!(names.iter().any(|n| n == "fingerprint"), "{names:?}");
+            for forbidden in [
+                "number",
+                "pan",
+                "cvv",
+                "cvc",
+                "verification_value",
+                "security_code",
+            ] {
+                assert!(!names.iter().any(|n| n == forbidden), "field {forbidden}");
+            }
+        }
+        assert!(
+            !String::from_utf8(line)
+                .unwrap()
+                .contains("4111111111111111")
+        );
+    }
+
+    #[test]
+    fn line_has_fields_in_order_and_omits_none() {
+        let key = keyed(b"k");
+        let (line, mac) = encode_line(
+            &key,
+            7,
+            "2024-01-02T03:04:05.000006Z",
+            &card_record(),
+            GENESIS_PREV,
+        )
+        .unwrap();
+        let text = String::from_utf8(line.clone()).unwrap();
+        assert!(text.starts_with("{\"seq\":7,\"ts\":\"2024-01-02T03:04:05.000006Z\",\"event\":\"payment.forwarded\",\"request_id\":\"req-1\""), "{text}");
+        assert!(text.ends_with(&format!(
+            ",\"prev\":\"{GENESIS_PREV}\",\"mac\":\"{mac}\"}}\n"
+        )));
+        let order = [
+            "\"seq\":",
+            "\"ts\":",
+            "\"event\":",
+            "\"request_id\":",
+            "\"client_id\":",
+            "\"remote_addr\":",
+            "\"order_id\":",
+            "\"gateway\":",
+            "\"method\":",
+            "\"card\":",
+            "\"outcome\":",
+            "\"prev\":",
+            "\"mac\":",
+        ];
+        let positions: Vec<usize> = order.iter().map(|k| text.find(k).unwrap()).collect();
+        assert!(positions.is_sorted(), "{text}");
+        for absent in [
+            "transaction_id",
+            "action",
+            "reason",
+            "upstream_status",
+            "latency_ms",
+        ] {
+            assert!(!text.contains(absent), "{absent} in {text}");
+        }
+        assert_eq!(text.matches('\n').count(), 1);
+
+        let checked = check_line(&key, &line[..line.len() - 1]).unwrap();
+        assert_eq!(
+            checked,
+            SignedLine {
+                seq: 7,
+                prev: GENESIS_PREV.into(),
+                mac
+            }
+        );
+        assert_eq!(
+            check_line(&keyed(b"other"), &line[..line.len() - 1]),
+            Err(LineError::BadMac)
+        );
+    }
+
+    #[test]
+    fn newlines_in_fields_stay_escaped() {
+        let key = keyed(b"k");
+        let mut record = card_record();
+        record.reason = Some("a\nb\r\"c\"".into());
+        let (line, _) = encode_line(&key, 1, "ts", &record, GENESIS_PREV).unwrap();
+        assert_eq!(line.iter().filter(|&&b| b == b'\n').count(), 1);
+        assert!(check_line(&key, &line[..line.len() - 1]).is_ok());
+    }
+
+    #[test]
+    fn uppercase_mac_is_malformed() {
+        let key = keyed(b"k");
+        let (line, mac) = encode_line(&key, 1, "ts", &card_record(), GENESIS_PREV).unwrap();
+        let text = String::from_utf8(line).unwrap();
+        let upper = text.replace(&mac, &mac.to_uppercase());
+        assert_ne!(upper, text);
+        assert!(matches!(
+            check_line(&key, upper.trim_end().as_bytes()),
+            Err(LineError::Malformed(_))
+        ));
+    }
+
+    #[test]
+    fn fingerprint_is_hmac_sha256() {
+        // RFC 4231 test case 2.
+        assert_eq!(
+            card_fingerprint(b"Jefe", "what do ya want for nothing?"),
+            "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843"
+        );
+    }
+
+    #[test]
+    fn events_serialize_as_dotted_names() {
+        for event in [
+            AuditEvent::PaymentRejected,
+            AuditEvent::PaymentForwarded,
+            AuditEvent::PaymentCompleted,
+            AuditEvent::TransactionRejected,
+            AuditEvent::TransactionForwarded,
+            AuditEvent::TransactionCompleted,
+        ] {
+            assert_eq!(
+                serde_json::to_string(&event).unwrap(),
+                format!("\"{event}\"")
+            );
+        }
+    }
+}

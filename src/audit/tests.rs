@@ -1,0 +1,508 @@
+//! Writer and verifier tests, on real files under the system temp directory.
+
+use std::collections::HashSet;
+use std::fs;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use super::*;
+
+const KEY: &[u8] = b"payshim test audit key, 32 bytes";
+
+/// A directory removed on drop (no tempfile crate here).
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new(name: &str) -> Self {
+        static COUNTER: AtomicU64 = AtomicU64::new(0);
+        let dir = std::env::temp_dir().join(format!(
+            "payshim-audit-{name}-{}-{}",
+            std::process::id(),
+            COUNTER.fetch_add(1, Ordering::Relaxed)
+        ));
+        let _ = fs::remove_dir_all(&dir);
+        fs::create_dir_all(&dir).unwrap();
+        Self(dir)
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.0.join(name)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = fs::remove_dir_all(&self.0);
+    }
+}
+
+fn settings(path: &Path, max_file_bytes: u64) -> AuditSettings {
+    AuditSettings {
+        path: path.to_path_buf(),
+        key: KEY.to_vec().into(),
+        max_file_bytes,
+    }
+}
+
+fn start(path: &Path) -> AuditLog {
+    AuditLog::start(settings(path, AuditSettings::DEFAULT_MAX_FILE_BYTES))
+}
+
+fn record(i: u64) -> AuditRecord {
+    let mut record = AuditRecord::new(
+        AuditEvent::PaymentForwarded,
+        format!("req-{i:06}"),
+        "web-eu",
+        "192.0.2.1:40000",
+        "forwarded",
+    );
+    record.order_id = Some(format!("order-{i}"));
+    record.gateway = Some("card_connect".into());
+    record.method = Some("purchase".into());
+    record.card = Some(CardSummary {
+        brand: "visa".into(),
+        bin: "411111".into(),
+        last4: "1111".into(),
+        fingerprint: card_fingerprint(KEY, "4111111111111111"),
+    });
+    record
+}
+
+async fn append_n(log: &AuditLog, range: std::ops::Range<u64>) -> Vec<u64> {
+    let mut seqs = Vec::new();
+    for i in range {
+        seqs.push(log.append(record(i)).await.unwrap());
+    }
+    seqs
+}
+
+fn verify(paths: &[PathBuf]) -> Result<VerifyReport, VerifyError> {
+    verify_files(paths, KEY)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_appends_are_group_committed() {
+    const N: u64 = 2000;
+    let dir = TempDir::new("concurrent");
+    let path = dir.path("audit.jsonl");
+    let log = start(&path);
+    assert!(log.is_healthy());
+
+    let tasks: Vec<_> = (0..N)
+        .map(|i| {
+            let log = log.clone();
+            tokio::spawn(async move { log.append(record(i)).await })
+        })
+        .collect();
+    let mut seqs = HashSet::new();
+    for task in tasks {
+        let seq = task.await.unwrap().unwrap();
+        assert!(seqs.insert(seq), "seq {seq} twice");
+    }
+    assert_eq!(seqs, (1..=N).collect::<HashSet<_>>());
+
+    let stats = log.stats();
+    println!(
+        "group commit: {} records, {} syncs, {:.1} records per sync",
+        stats.records,
+        stats.syncs,
+        stats.records as f64 / stats.syncs as f64
+    );
+    assert_eq!(stats.records, N);
+    assert!(stats.syncs < stats.records, "{stats:?}");
+    assert!(log.is_healthy());
+    log.shutdown().await;
+
+    let report = verify(&[path]).unwrap();
+    assert_eq!(
+        report,
+        VerifyReport {
+            records: N,
+            files: 1,
+            torn_tail: false
+        }
+    );
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Tamper {
+    /// Change the byte at this offset of line k (negative: from the end, before the `\n`).
+    Edit(usize, isize),
+    Delete(usize),
+    /// Swap lines k and k+1.
+    Swap(usize),
+    /// Insert a copy of line k-1 before line k (a replay).
+    Duplicate(usize),
+}
+
+impl Tamper {
+    fn line(self) -> usize {
+        match self {
+            Self::Edit(k, _) | Self::Delete(k) | Self::Swap(k) | Self::Duplicate(k) => k,
+        }
+    }
+
+    fn apply(self, lines: &mut Vec<Vec<u8>>) {
+        match self {
+            Self::Edit(k, offset) => {
+                let line = &mut lines[k - 1];
+                let at = if offset >= 0 {
+                    offset as usize
+                } else {
+                    line.len() - offset.unsigned_abs()
+                };
+                line[at] = if line[at] == b'1' { b'2' } else { b'1' };
+            }
+            Self::Delete(k) => {
+                lines.remove(k - 1);
+            }
+            Self::Swap(k) => lines.swap(k - 1, k),
+            Self::Duplicate(k) => {
+                let copy = lines[k - 2].clone();
+                lines.insert(k - 1, copy);
+            }
+        }
+    }
+}
+
+#[tokio::test]
+async fn tampering_fails_at_the_tampered_line() {
+    const N: usize = 10;
+    let dir = TempDir::new("tamper");
+    let path = dir.path("audit.jsonl");
+    let log = start(&path);
+    append_n(&log, 0..N as u64).await;
+    log.shutdown().await;
+    let original = fs::read(&path).unwrap();
+    let lines: Vec<Vec<u8>> = original
+        .split_inclusive(|&b| b == b'\n')
+        .map(|l| l.strip_suffix(b"\n").unwrap().to_vec())
+        .collect();
+    assert_eq!(lines.len(), N);
+    assert_eq!(
+        verify(std::slice::from_ref(&path)).unwrap().records,
+        N as u64
+    );
+
+    let cases = [
+        Tamper::Edit(1, 0),   // the opening brace
+        Tamper::Edit(1, 7),   // the seq value
+        Tamper::Edit(4, 40),  // inside ts
+        Tamper::Edit(5, 120), // inside the record fields
+        Tamper::Edit(6, -80), // the end of prev
+        Tamper::Edit(7, -3),  // inside mac
+        Tamper::Edit(N, -1),  // the closing brace of the last line
+        Tamper::Delete(1),
+        Tamper::Delete(5),
+        Tamper::Delete(N - 1),
+        Tamper::Swap(1),
+        Tamper::Swap(5),
+        Tamper::Swap(N - 1),
+        Tamper::Duplicate(2),
+        Tamper::Duplicate(N),
+    ];
+    for (i, case) in cases.into_iter().enumerate() {
+        let mut tampered = lines.clone();
+        case.apply(&mut tampered);
+        let tampered_path = dir.path(&format!("tampered-{i}.jsonl"));
+        let mut bytes = tampered.join(&b'\n');
+        bytes.push(b'\n');
+        fs::write(&tampered_path, &bytes).unwrap();
+        let err = verify(std::slice::from_ref(&tampered_path))
+            .expect_err(&format!("{case:?} not detected"));
+        assert_eq!(err.line(), case.line() as u64, "{case:?}: {err}");
+        assert_eq!(err.file(), tampered_path, "{case:?}");
+        let message = err.to_string();
+        assert!(
+            message.contains(&format!("tampered-{i}.jsonl: line {}:", case.line())),
+            "{message}"
+        );
+    }
+
+    let err = verify_files(&[path], b"another key").unwrap_err();
+    assert!(matches!(err, VerifyError::BadMac { line: 1, .. }), "{err}");
+}
+
+#[tokio::test]
+async fn restart_continues_the_chain() {
+    let dir = TempDir::new("restart");
+    let path = dir.path("audit.jsonl");
+    let log = start(&path);
+    assert_eq!(append_n(&log, 0..3).await, vec![1, 2, 3]);
+    log.shutdown().await;
+
+    let log = start(&path);
+    assert!(log.is_healthy());
+    assert_eq!(append_n(&log, 3..5).await, vec![4, 5]);
+    log.shutdown().await;
+
+    let report = verify(&[path]).unwrap();
+    assert_eq!(report.records, 5);
+    assert!(!report.torn_tail);
+}
+
+#[tokio::test]
+async fn torn_tail_is_reported_then_cut_off_on_restart() {
+    let dir = TempDir::new("torn");
+    let path = dir.path("audit.jsonl");
+    let log = start(&path);
+    append_n(&log, 0..4).await;
+    log.shutdown().await;
+    let complete_len = fs::metadata(&path).unwrap().len();
+
+    // A crash in the middle of writing the next group.
+    let mut file = fs::OpenOptions::new().append(true).open(&path).unwrap();
+    file.write_all(b"{\"seq\":5,\"ts\":\"2025-01-01T00:0")
+        .unwrap();
+    drop(file);
+
+    let report = verify(std::slice::from_ref(&path)).unwrap();
+    assert_eq!(
+        report,
+        VerifyReport {
+            records: 4,
+            files: 1,
+            torn_tail: true
+        }
+    );
+
+    let log = start(&path);
+    assert!(log.is_healthy());
+    assert_eq!(fs::metadata(&path).unwrap().len(), complete_len);
+    assert_eq!(append_n(&log, 4..6).await, vec![5, 6]);
+    log.shutdown().await;
+    let report = verify(&[path]).unwrap();
+    assert_eq!(report.records, 6);
+    assert!(!report.torn_tail);
+}
+
+#[tokio::test]
+async fn torn_tail_only_line_starts_a_fresh_chain() {
+    let dir = TempDir::new("torn-only");
+    let path = dir.path("audit.jsonl");
+    fs::write(&path, b"{\"seq\":1,\"ts\"").unwrap();
+    assert_eq!(
+        verify(std::slice::from_ref(&path)).unwrap(),
+        VerifyReport {
+            records: 0,
+            files: 1,
+            torn_tail: true
+        }
+    );
+    let log = start(&path);
+    assert_eq!(append_n(&log, 0..2).await, vec![1, 2]);
+    log.shutdown().await;
+    assert_eq!(verify(&[path]).unwrap().records, 2);
+}
+
+#[tokio::test]
+async fn rotation_keeps_one_chain_across_files() {
+    const MAX: u64 = 2048;
+    let dir = TempDir::new("rotate");
+    let path = dir.path("audit.jsonl");
+    let log = AuditLog::start(settings(&path, MAX));
+
+    // One by one, then many at once (groups split across files).
+    append_n(&log, 0..20).await;
+    let tasks: Vec<_> = (20..120)
+        .map(|i| {
+            let log = log.clone();
+            tokio::spawn(async move { log.append(record(i)).await })
+        })
+        .collect();
+    for task in tasks {
+        task.await.unwrap().unwrap();
+    }
+    log.shutdown().await;
+
+    let files = chain_files(&path).unwrap();
+    assert!(files.len() > 5, "{files:?}");
+    assert_eq!(files[0], dir.path("audit.jsonl.1"));
+    assert_eq!(files.last().unwrap(), &path);
+    for file in &files {
+        let len = fs::metadata(file).unwrap().len();
+        assert!(len <= MAX, "{} has {len} bytes", file.display());
+    }
+    let report = verify(&files).unwrap();
+    assert_eq!(report.records, 120);
+    assert_eq!(report.files, files.len());
+
+    // Out of order: the second file first.
+    let mut swapped = files.clone();
+    swapped.swap(0, 1);
+    let err = verify(&swapped).unwrap_err();
+    assert_eq!((err.file(), err.line()), (files[1].as_path(), 1), "{err}");
+    assert!(matches!(err, VerifyError::BrokenChain { .. }), "{err}");
+
+    // A rotated file missing.
+    let mut missing = files.clone();
+    missing.remove(1);
+    let err = verify(&missing).unwrap_err();
+    assert_eq!((err.file(), err.line()), (files[2].as_path(), 1), "{err}");
+
+    // Only the current file: does not start the chain.
+    let err = verify(std::slice::from_ref(&path)).unwrap_err();
+    assert!(
+        matches!(err, VerifyError::BrokenChain { line: 1, .. }),
+        "{err}"
+    );
+}
+
+#[tokio::test]
+async fn restart_after_a_crash_between_rename_and_new_file() {
+    let dir = TempDir::new("rotate-crash");
+    let path = dir.path("audit.jsonl");
+    let log = AuditLog::start(settings(&path, 1500));
+    append_n(&log, 0..10).await;
+    log.shutdown().await;
+    let rotated = chain_files(&path).unwrap().len() - 1;
+    assert!(rotated >= 1);
+
+    // The writer renamed the full file, then died before creating the new one.
+    fs::rename(&path, dir.path(&format!("audit.jsonl.{}", rotated + 1))).unwrap();
+    assert!(!path.exists());
+
+    let log = AuditLog::start(settings(&path, 1500));
+    assert!(log.is_healthy());
+    assert_eq!(log.append(record(10)).await, Ok(11));
+    log.shutdown().await;
+    let files = chain_files(&path).unwrap();
+    assert_eq!(files.len(), rotated + 2);
+    assert_eq!(verify(&files).unwrap().records, 11);
+}
+
+#[tokio::test]
+async fn unwritable_path_is_unavailable_and_recovers() {
+    let dir = TempDir::new("unwritable");
+    // Root ignores permissions, so make the parent a regular file instead.
+    let blocker = dir.path("not-a-dir");
+    fs::write(&blocker, b"").unwrap();
+    let path = blocker.join("audit.jsonl");
+    let log = start(&path);
+    assert!(!log.is_healthy());
+    assert_eq!(log.append(record(0)).await, Err(AuditError::Unavailable));
+    assert!(!log.is_healthy());
+    assert_eq!(log.stats(), AuditStats::default());
+
+    // Fix the directory: the writer's own retry makes it healthy without traffic.
+    fs::remove_file(&blocker).unwrap();
+    fs::create_dir(&blocker).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !log.is_healthy() {
+        assert!(Instant::now() < deadline, "still unhealthy");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(log.append(record(1)).await, Ok(1));
+    log.shutdown().await;
+    assert_eq!(verify(&[path]).unwrap().records, 1);
+}
+
+#[tokio::test]
+async fn failed_write_is_cut_off_and_the_chain_does_not_advance() {
+    let dir = TempDir::new("write-failure");
+    let path = dir.path("audit.jsonl");
+    let log = start(&path);
+    append_n(&log, 0..3).await;
+    let committed = fs::metadata(&path).unwrap().len();
+
+    log.shared.fail_next_write.store(true, Ordering::SeqCst);
+    assert_eq!(log.append(record(3)).await, Err(AuditError::Unavailable));
+    assert!(!log.is_healthy());
+    // Half a line is on disk now.
+    assert!(fs::metadata(&path).unwrap().len() > committed);
+
+    assert_eq!(log.append(record(4)).await, Ok(4));
+    assert!(log.is_healthy());
+    log.shutdown().await;
+    assert_eq!(
+        verify(&[path]).unwrap(),
+        VerifyReport {
+            records: 4,
+            files: 1,
+            torn_tail: false
+        }
+    );
+}
+
+#[tokio::test]
+async fn wrong_key_on_restart_keeps_the_log_unhealthy() {
+    let dir = TempDir::new("wrong-key");
+    let path = dir.path("audit.jsonl");
+    let log = start(&path);
+    append_n(&log, 0..2).await;
+    log.shutdown().await;
+    let before = fs::read(&path).unwrap();
+
+    let log = AuditLog::start(AuditSettings {
+        path: path.clone(),
+        key: b"another key".to_vec().into(),
+        max_file_bytes: AuditSettings::DEFAULT_MAX_FILE_BYTES,
+    });
+    assert!(!log.is_healthy());
+    assert_eq!(log.append(record(2)).await, Err(AuditError::Unavailable));
+    log.shutdown().await;
+    assert_eq!(fs::read(&path).unwrap(), before);
+}
+
+#[tokio::test]
+async fn shutdown_flushes_and_later_appends_are_closed() {
+    let dir = TempDir::new("shutdown");
+    let path = dir.path("audit.jsonl");
+    let log = start(&path);
+    let other = log.clone();
+    let queued: Vec<_> = (0..50)
+        .map(|i| {
+            let log = log.clone();
+            tokio::spawn(async move { log.append(record(i)).await })
+        })
+        .collect();
+    for task in queued {
+        assert!(task.await.unwrap().is_ok());
+    }
+    log.shutdown().await;
+    assert_eq!(other.append(record(50)).await, Err(AuditError::Closed));
+    assert!(!other.is_healthy());
+    assert_eq!(other.stats().records, 50);
+    assert_eq!(verify(&[path]).unwrap().records, 50);
+}
+
+#[test]
+fn verify_edge_cases() {
+    let dir = TempDir::new("verify-edges");
+    assert_eq!(
+        verify(&[]).unwrap(),
+        VerifyReport {
+            records: 0,
+            files: 0,
+            torn_tail: false
+        }
+    );
+    let empty = dir.path("empty.jsonl");
+    fs::write(&empty, b"").unwrap();
+    assert_eq!(verify(std::slice::from_ref(&empty)).unwrap().records, 0);
+
+    let missing = dir.path("missing.jsonl");
+    let err = verify(std::slice::from_ref(&missing)).unwrap_err();
+    assert!(matches!(err, VerifyError::Io { line: 0, .. }), "{err}");
+    assert!(err.to_string().contains("missing.jsonl"), "{err}");
+
+    let garbage = dir.path("garbage.jsonl");
+    fs::write(&garbage, b"hello\n").unwrap();
+    let err = verify(std::slice::from_ref(&garbage)).unwrap_err();
+    assert!(
+        matches!(err, VerifyError::Malformed { line: 1, .. }),
+        "{err}"
+    );
+}
+
+#[test]
+fn start_works_outside_a_runtime() {
+    let dir = TempDir::new("no-runtime");
+    let path = dir.path("sub/dir/audit.jsonl");
+    let log = start(&path);
+    assert!(log.is_healthy());
+    assert!(path.exists());
+    drop(log);
+}

@@ -1,0 +1,179 @@
+//! Offline verification of the chain, across rotated files (`payshim audit verify`).
+
+use std::fs::File;
+use std::io::{self, BufRead, BufReader};
+use std::path::{Path, PathBuf};
+
+use super::record::{ChainHead, LineError, check_line, keyed};
+
+/// What a successful verification saw.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct VerifyReport {
+    /// Complete lines verified, all files together.
+    pub records: u64,
+    /// Files read.
+    pub files: usize,
+    /// The last file ends with an incomplete line (a crash during a write). That
+    /// line was never acknowledged; it is not counted, and the next start of the
+    /// writer cuts it off.
+    pub torn_tail: bool,
+}
+
+/// The first line that does not verify. `line` is 1-based, within `file`.
+#[derive(thiserror::Error, Debug)]
+pub enum VerifyError {
+    #[error(
+        "{}: line {line}: bad mac: the line was changed, or written with another key",
+        .file.display()
+    )]
+    BadMac { file: PathBuf, line: u64 },
+    #[error("{}: line {line}: broken chain: {what}", .file.display())]
+    BrokenChain {
+        file: PathBuf,
+        line: u64,
+        what: &'static str,
+    },
+    #[error(
+        "{}: line {line}: seq gap: expected seq {expected}, found {found}",
+        .file.display()
+    )]
+    SeqGap {
+        file: PathBuf,
+        line: u64,
+        expected: u64,
+        found: u64,
+    },
+    #[error("{}: line {line}: malformed line: {what}", .file.display())]
+    Malformed {
+        file: PathBuf,
+        line: u64,
+        what: &'static str,
+    },
+    #[error("{}: line {line}: cannot read: {source}", .file.display())]
+    Io {
+        file: PathBuf,
+        /// The line being read; 0 when the file could not be opened.
+        line: u64,
+        #[source]
+        source: io::Error,
+    },
+}
+
+impl VerifyError {
+    /// The file holding the first bad line.
+    pub fn file(&self) -> &Path {
+        match self {
+            Self::BadMac { file, .. }
+            | Self::BrokenChain { file, .. }
+            | Self::SeqGap { file, .. }
+            | Self::Malformed { file, .. }
+            | Self::Io { file, .. } => file,
+        }
+    }
+
+    /// The 1-based number of the first bad line in [`Self::file`] (0: the file could not be opened).
+    pub fn line(&self) -> u64 {
+        match self {
+            Self::BadMac { line, .. }
+            | Self::BrokenChain { line, .. }
+            | Self::SeqGap { line, .. }
+            | Self::Malformed { line, .. }
+            | Self::Io { line, .. } => *line,
+        }
+    }
+}
+
+/// Verifies the chain through `paths`, oldest file first, the current file last
+/// (see [`chain_files`](super::chain_files)).
+///
+/// The chain must start at the first record ever written (`seq` 1, `prev` 64
+/// zeros), so every removed, inserted, reordered or changed line is found,
+/// including the first ones. Lines removed from the very end of the last file
+/// cannot be seen from the files alone: compare the last `seq` with an
+/// external copy (e.g. the records shipped to a log store).
+pub fn verify_files(paths: &[PathBuf], key: &[u8]) -> Result<VerifyReport, VerifyError> {
+    let key = keyed(key);
+    let mut head = ChainHead::genesis();
+    let mut report = VerifyReport {
+        records: 0,
+        files: 0,
+        torn_tail: false,
+    };
+    for (index, path) in paths.iter().enumerate() {
+        let is_last_file = index + 1 == paths.len();
+        let file = File::open(path).map_err(|source| VerifyError::Io {
+            file: path.clone(),
+            line: 0,
+            source,
+        })?;
+        let mut reader = BufReader::with_capacity(64 * 1024, file);
+        let mut buf = Vec::with_capacity(1024);
+        let mut line = 0u64;
+        loop {
+            buf.clear();
+            line += 1;
+            let read = reader
+                .read_until(b'\n', &mut buf)
+                .map_err(|source| VerifyError::Io {
+                    file: path.clone(),
+                    line,
+                    source,
+                })?;
+            if read == 0 {
+                break;
+            }
+            if buf.pop() != Some(b'\n') {
+                if is_last_file {
+                    report.torn_tail = true;
+                    break;
+                }
+                return Err(VerifyError::Malformed {
+                    file: path.clone(),
+                    line,
+                    what: "incomplete last line in a file that is not the last one",
+                });
+            }
+            let signed = check_line(&key, &buf).map_err(|error| match error {
+                LineError::BadMac => VerifyError::BadMac {
+                    file: path.clone(),
+                    line,
+                },
+                LineError::Malformed(what) => VerifyError::Malformed {
+                    file: path.clone(),
+                    line,
+                    what,
+                },
+            })?;
+            if signed.prev != head.prev {
+                let what = if report.records == 0 {
+                    "the first record does not start the chain (prev is not 64 zeros): \
+                     give every file, oldest first"
+                } else {
+                    "prev is not the previous record's mac: a record before this one was \
+                     removed, inserted or moved"
+                };
+                return Err(VerifyError::BrokenChain {
+                    file: path.clone(),
+                    line,
+                    what,
+                });
+            }
+            if signed.seq != head.next_seq {
+                return Err(VerifyError::SeqGap {
+                    file: path.clone(),
+                    line,
+                    expected: head.next_seq,
+                    found: signed.seq,
+                });
+            }
+            head = ChainHead::after(&signed).ok_or(VerifyError::Malformed {
+                file: path.clone(),
+                line,
+                what: "seq is at its maximum",
+            })?;
+            report.records += 1;
+        }
+        report.files += 1;
+    }
+    Ok(report)
+}

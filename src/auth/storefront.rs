@@ -1,0 +1,131 @@
+//! Storefront authentication: which configured client sent this request.
+
+use http::HeaderMap;
+use http::header::AUTHORIZATION;
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+
+use crate::config::ClientConfig;
+use crate::error::ApiError;
+use crate::route::RouteName;
+
+/// Index of an authenticated client in [`Clients`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ClientId(pub usize);
+
+/// The configured storefronts.
+pub struct Clients {
+    clients: Vec<ClientConfig>,
+}
+
+impl Clients {
+    pub fn new(clients: Vec<ClientConfig>) -> Clients {
+        Clients { clients }
+    }
+
+    pub fn get(&self, id: ClientId) -> &ClientConfig {
+        &self.clients[id.0]
+    }
+
+    pub fn all(&self) -> &[ClientConfig] {
+        &self.clients
+    }
+
+    /// Authenticates by API key: `Authorization: Bearer <key>` (or `Bearer: <key>`, which
+    /// old SDKs send). Every client's hash is compared in constant time, without early
+    /// exit, so timing says nothing about which keys exist.
+    pub fn by_api_key(&self, key: &str) -> Result<ClientId, ApiError> {
+        let digest: [u8; 32] = Sha256::digest(key.as_bytes()).into();
+        let mut found = None;
+        for (i, c) in self.clients.iter().enumerate() {
+            if let Some(expected) = &c.api_key_sha256
+                && bool::from(expected.ct_eq(&digest))
+            {
+                found = Some(ClientId(i));
+            }
+        }
+        found.ok_or(ApiError::InvalidCredential)
+    }
+
+    /// Refuses a route the client is not configured for.
+    pub fn check_route(&self, id: ClientId, route: RouteName) -> Result<(), ApiError> {
+        match &self.get(id).routes {
+            Some(allowed) if !allowed.contains(&route) => Err(ApiError::RouteNotAllowed),
+            _ => Ok(()),
+        }
+    }
+}
+
+/// The credential in `Authorization`, if any. Accepts `Bearer <t>` and `Bearer: <t>`,
+/// scheme case-insensitive.
+pub fn bearer(headers: &HeaderMap) -> Result<&str, ApiError> {
+    let value = headers
+        .get(AUTHORIZATION)
+        .ok_or(ApiError::MissingCredential)?
+        .to_str()
+        .map_err(|_| ApiError::InvalidCredential)?;
+    let (scheme, rest) = value
+        .split_at_checked(6)
+        .ok_or(ApiError::InvalidCredential)?;
+    if !scheme.eq_ignore_ascii_case("bearer") {
+        return Err(ApiError::InvalidCredential);
+    }
+    let token = rest.strip_prefix(':').unwrap_or(rest).trim();
+    if token.is_empty() {
+        return Err(ApiError::MissingCredential);
+    }
+    Ok(token)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http::HeaderValue;
+
+    fn client(id: &str, key: &str) -> ClientConfig {
+        ClientConfig {
+            id: id.into(),
+            public_id: None,
+            allowed_origins: vec![],
+            api_key_sha256: Some(Sha256::digest(key.as_bytes()).into()),
+            secret_sha256: None,
+            cert_subject: None,
+            routes: Some(vec![RouteName::Payments]),
+        }
+    }
+
+    #[test]
+    fn bearer_forms() {
+        let cases = [
+            ("Bearer abc", Ok("abc")),
+            ("bearer abc", Ok("abc")),
+            ("Bearer: abc", Ok("abc")),
+            ("Bearer:abc", Ok("abc")),
+            ("Basic abc", Err("invalid_credential")),
+            ("Bearer ", Err("missing_credential")),
+            ("Bear", Err("invalid_credential")),
+        ];
+        for (header, want) in cases {
+            let mut h = HeaderMap::new();
+            h.insert(AUTHORIZATION, HeaderValue::from_static(header));
+            assert_eq!(bearer(&h).map_err(|e| e.reason()), want, "{header}");
+        }
+        assert_eq!(
+            bearer(&HeaderMap::new()).map_err(|e| e.reason()),
+            Err("missing_credential")
+        );
+    }
+
+    #[test]
+    fn api_keys_and_routes() {
+        let clients = Clients::new(vec![client("a", "key-a"), client("b", "key-b")]);
+        assert_eq!(clients.by_api_key("key-b").unwrap(), ClientId(1));
+        assert!(clients.by_api_key("key-c").is_err());
+        assert!(
+            clients
+                .check_route(ClientId(0), RouteName::Payments)
+                .is_ok()
+        );
+        assert!(clients.check_route(ClientId(0), RouteName::Refund).is_err());
+    }
+}

@@ -1,0 +1,122 @@
+//! payshim: a TLS-terminating payment proxy for the Moltin / Elastic Path API.
+//!
+//! [`run`] is the one entry point, for `main` and for the integration tests alike: give it
+//! a validated [`config::Config`], bound listeners and a shutdown future. The modules follow
+//! the request path of DESIGN.md section 1.
+
+pub mod admin;
+pub mod auth;
+pub mod config;
+pub mod error;
+pub mod logging;
+pub mod metrics;
+pub mod proxy;
+pub mod route;
+pub mod sandbox;
+pub mod server;
+pub mod tls;
+pub mod upstream;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio_rustls::TlsAcceptor;
+
+use crate::config::{Config, UpstreamTarget};
+use crate::proxy::Proxy;
+
+/// The two listening sockets, bound by the caller (tests bind port 0).
+pub struct Listeners {
+    pub public: TcpListener,
+    pub admin: TcpListener,
+}
+
+impl Listeners {
+    /// Binds the addresses from the config.
+    pub async fn bind(config: &Config) -> std::io::Result<Listeners> {
+        Ok(Listeners {
+            public: TcpListener::bind(config.server.listen).await?,
+            admin: TcpListener::bind(config.admin.listen).await?,
+        })
+    }
+
+    pub fn public_addr(&self) -> SocketAddr {
+        self.public
+            .local_addr()
+            .expect("bound listener has an address")
+    }
+
+    pub fn admin_addr(&self) -> SocketAddr {
+        self.admin
+            .local_addr()
+            .expect("bound listener has an address")
+    }
+}
+
+/// Why payshim could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error(transparent)]
+    Tls(#[from] tls::TlsError),
+}
+
+/// Serves until `shutdown` resolves, then drains in-flight requests (up to
+/// `server.shutdown_grace`) and returns.
+pub async fn run(
+    config: Config,
+    listeners: Listeners,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), RunError> {
+    let (server_tls, dev_cert) =
+        tls::server_config(&config.server.tls, config.server.client_ca.as_deref())?;
+    if let Some(path) = dev_cert {
+        tracing::warn!(
+            cert = %path.display(),
+            "DEV ONLY: serving a self-signed certificate generated at start-up; \
+             trust it with `curl --cacert {}` and never use it in production",
+            path.display()
+        );
+    }
+    let proxy = Arc::new(Proxy::new(&config)?);
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let public_addr = listeners.public_addr();
+    let admin_addr = listeners.admin_addr();
+    let admin = tokio::spawn(admin::serve(
+        listeners.admin,
+        proxy.clone(),
+        stop_rx.clone(),
+    ));
+    let upstream = match &config.upstream.target {
+        UpstreamTarget::Sandbox => "sandbox".to_string(),
+        UpstreamTarget::Remote(s, a) => format!("{s}://{a}"),
+    };
+    tracing::info!(
+        listen = %public_addr,
+        admin = %admin_addr,
+        upstream,
+        sandbox = upstream == "sandbox",
+        "payshim serving"
+    );
+    let server = server::serve(
+        listeners.public,
+        TlsAcceptor::from(server_tls),
+        proxy.clone(),
+        &config.server,
+        stop_rx,
+    );
+    tokio::pin!(server);
+    tokio::select! {
+        _ = &mut server => {}
+        _ = shutdown => {
+            let _ = stop_tx.send(true);
+            server.await;
+        }
+    }
+    let _ = stop_tx.send(true);
+    let _ = admin.await;
+    tracing::info!("payshim stopped");
+    Ok(())
+}

@@ -1,0 +1,145 @@
+//! The `payshim` command line: run, check-config, hash-key, audit verify.
+
+use std::collections::HashMap;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use sha2::{Digest, Sha256};
+
+use payshim::config::{self, Config};
+
+/// The documented dev default, built in so `payshim` runs on a fresh machine.
+const EMBEDDED_CONFIG: &str = include_str!("../config/payshim.toml");
+const DEFAULT_CONFIG: &str = "config/payshim.toml";
+
+#[derive(Parser)]
+#[command(
+    name = "payshim",
+    version,
+    about = "TLS-terminating payment proxy for the Moltin / Elastic Path API"
+)]
+struct Cli {
+    /// Config file (TOML). Default: config/payshim.toml, else the embedded dev default.
+    #[arg(long, global = true)]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Validate the config and print it with every secret masked.
+    CheckConfig,
+    /// Read a storefront key from stdin and print its SHA-256 for `api_key_sha256`.
+    HashKey,
+    /// Audit log tools.
+    Audit {
+        #[command(subcommand)]
+        command: AuditCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum AuditCommand {
+    /// Verify the HMAC chain across FILES (oldest first).
+    Verify { files: Vec<PathBuf> },
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        None => run(cli.config.as_deref()),
+        Some(Command::CheckConfig) => check_config(cli.config.as_deref()),
+        Some(Command::HashKey) => hash_key(),
+        Some(Command::Audit {
+            command: AuditCommand::Verify { files },
+        }) => audit_verify(cli.config.as_deref(), &files),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("payshim: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn load_config(path: Option<&Path>) -> anyhow::Result<Config> {
+    let env: HashMap<String, String> = std::env::vars().collect();
+    let config = match path {
+        Some(p) => config::load(Some(p), &env)?,
+        None if Path::new(DEFAULT_CONFIG).exists() => {
+            config::load(Some(Path::new(DEFAULT_CONFIG)), &env)?
+        }
+        None => config::from_toml(EMBEDDED_CONFIG, &env)?,
+    };
+    Ok(config)
+}
+
+fn run(path: Option<&Path>) -> anyhow::Result<std::process::ExitCode> {
+    disable_core_dumps();
+    let config = load_config(path)?;
+    payshim::logging::init(&config.log);
+    let workers = match config.server.workers {
+        0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+        n => n,
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(workers)
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    runtime.block_on(async {
+        let listeners = payshim::Listeners::bind(&config).await.with_context(|| {
+            format!("binding {} / {}", config.server.listen, config.admin.listen)
+        })?;
+        payshim::run(config, listeners, shutdown_signal()).await?;
+        Ok(std::process::ExitCode::SUCCESS)
+    })
+}
+
+/// Resolves on SIGTERM (systemd, Kubernetes) or SIGINT (Ctrl-C).
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
+    tokio::select! {
+        _ = term.recv() => tracing::info!("SIGTERM received"),
+        _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT received"),
+    }
+}
+
+/// Memory holds card data: a core dump must never write it to disk.
+fn disable_core_dumps() {
+    if let Err(e) = rlimit::setrlimit(rlimit::Resource::CORE, 0, 0) {
+        eprintln!("payshim: warning: could not disable core dumps: {e}");
+    }
+}
+
+fn check_config(path: Option<&Path>) -> anyhow::Result<std::process::ExitCode> {
+    let config = load_config(path)?;
+    print!("{config}");
+    eprintln!("config OK");
+    Ok(std::process::ExitCode::SUCCESS)
+}
+
+fn hash_key() -> anyhow::Result<std::process::ExitCode> {
+    let mut input = String::new();
+    std::io::stdin()
+        .read_to_string(&mut input)
+        .context("reading the key from stdin")?;
+    let key = input.trim_end_matches(['\n', '\r']);
+    anyhow::ensure!(!key.is_empty(), "no key on stdin");
+    anyhow::ensure!(
+        key.len() >= 16,
+        "key too short: use at least 16 random characters"
+    );
+    println!("{}", hex::encode(Sha256::digest(key.as_bytes())));
+    Ok(std::process::ExitCode::SUCCESS)
+}
+
+fn audit_verify(path: Option<&Path>, files: &[PathBuf]) -> anyhow::Result<std::process::ExitCode> {
+    let _ = (path, files);
+    anyhow::bail!("audit verify: not available in this build")
+}

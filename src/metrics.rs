@@ -1,0 +1,113 @@
+//! Prometheus metrics, served by the admin listener.
+//!
+//! Labels hold only route names, methods and statuses, values payshim itself chose: never
+//! anything a client supplied (DESIGN.md 5.5).
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RequestLabels {
+    pub route: &'static str,
+    pub method: &'static str,
+    pub status: u16,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RouteLabel {
+    pub route: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReasonLabel {
+    pub reason: &'static str,
+}
+
+pub struct Metrics {
+    registry: Registry,
+    pub requests: Family<RequestLabels, Counter>,
+    pub request_seconds: Family<RouteLabel, Histogram>,
+    pub upstream_seconds: Family<RouteLabel, Histogram>,
+    pub rejections: Family<ReasonLabel, Counter>,
+    pub connections: Gauge,
+    pub connections_refused: Counter,
+    pub audit_records: Counter,
+}
+
+fn latency_histogram() -> Histogram {
+    Histogram::new(exponential_buckets(0.0005, 2.0, 16))
+}
+
+impl Metrics {
+    pub fn new() -> Metrics {
+        let mut registry = Registry::with_prefix("payshim");
+        let requests = Family::<RequestLabels, Counter>::default();
+        let request_seconds =
+            Family::<RouteLabel, Histogram>::new_with_constructor(latency_histogram as fn() -> _);
+        let upstream_seconds =
+            Family::<RouteLabel, Histogram>::new_with_constructor(latency_histogram as fn() -> _);
+        let rejections = Family::<ReasonLabel, Counter>::default();
+        let connections = Gauge::default();
+        let connections_refused = Counter::default();
+        let audit_records = Counter::default();
+        registry.register("requests", "Requests served", requests.clone());
+        registry.register(
+            "request_duration_seconds",
+            "Time from request head to response head",
+            request_seconds.clone(),
+        );
+        registry.register(
+            "upstream_duration_seconds",
+            "Time waiting for the upstream response head",
+            upstream_seconds.clone(),
+        );
+        registry.register(
+            "rejections",
+            "Requests refused by payshim itself, by reason",
+            rejections.clone(),
+        );
+        registry.register(
+            "open_connections",
+            "Open storefront connections",
+            connections.clone(),
+        );
+        registry.register(
+            "refused_connections",
+            "Connections refused (limit reached or TLS handshake failed)",
+            connections_refused.clone(),
+        );
+        registry.register(
+            "audit_records",
+            "Audit records written",
+            audit_records.clone(),
+        );
+        Metrics {
+            registry,
+            requests,
+            request_seconds,
+            upstream_seconds,
+            rejections,
+            connections,
+            connections_refused,
+            audit_records,
+        }
+    }
+
+    /// The text exposition format.
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        prometheus_client::encoding::text::encode(&mut out, &self.registry)
+            .expect("writing to a String cannot fail");
+        out
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics::new()
+    }
+}

@@ -1,0 +1,258 @@
+//! The request handler: runs the steps of DESIGN.md section 1 in order, nothing else.
+//!
+//! request id -> route -> storefront authentication -> (payments: body, validation,
+//! audit) -> upstream -> response. Every step that refuses a request does so before
+//! anything is sent upstream, and every response carries `X-Request-Id`.
+
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http::header::{self, HeaderValue};
+use http::{Method, Request, Response};
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+
+use crate::auth::{ClientId, Clients, UpstreamToken, storefront};
+use crate::config::Config;
+use crate::error::ApiError;
+use crate::metrics::Metrics;
+use crate::metrics::{ReasonLabel, RequestLabels, RouteLabel};
+use crate::route::{Route, RoutePattern};
+use crate::server::ConnInfo;
+use crate::tls::TlsError;
+use crate::upstream::{self, Outgoing, ProxyBody, Upstream, UpstreamError};
+
+pub const X_REQUEST_ID: &str = "x-request-id";
+
+/// Everything the handler needs, built once from the validated config.
+pub struct Proxy {
+    clients: Clients,
+    extra_routes: Vec<RoutePattern>,
+    upstream: Upstream,
+    token: UpstreamToken,
+    metrics: Metrics,
+    max_body: usize,
+    body_timeout: Duration,
+}
+
+/// What one request did, for its log line and metrics.
+#[derive(Default)]
+struct Exchange {
+    client: Option<ClientId>,
+    upstream_latency: Option<Duration>,
+    reason: Option<&'static str>,
+}
+
+impl Proxy {
+    pub fn new(config: &Config) -> Result<Proxy, TlsError> {
+        Ok(Proxy {
+            clients: Clients::new(config.clients.clone()),
+            extra_routes: config.routes.clone(),
+            upstream: Upstream::new(&config.upstream)?,
+            token: UpstreamToken::new(&config.upstream.auth),
+            metrics: Metrics::new(),
+            max_body: config.limits.max_body,
+            body_timeout: config.server.header_read_timeout,
+        })
+    }
+
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
+    }
+
+    /// Why payshim is not ready to serve payments, if it is not.
+    pub async fn readiness_problems(&self) -> Vec<&'static str> {
+        let mut problems = Vec::new();
+        if !self.token.is_available() {
+            problems.push("no upstream token");
+        }
+        problems
+    }
+
+    /// Handles one request; never fails (errors become API error responses).
+    pub async fn handle(&self, req: Request<Incoming>, conn: &ConnInfo) -> Response<ProxyBody> {
+        let started = Instant::now();
+        let request_id = uuid::Uuid::now_v7().to_string();
+        let method = req.method().clone();
+        let route = Route::match_request(&method, req.uri().path(), &self.extra_routes);
+        let mut ex = Exchange::default();
+        let mut response = match self.dispatch(&route, req, conn, &mut ex).await {
+            Ok(resp) => resp,
+            Err(err) => {
+                ex.reason = Some(err.reason());
+                self.metrics
+                    .rejections
+                    .get_or_create(&ReasonLabel {
+                        reason: err.reason(),
+                    })
+                    .inc();
+                err.to_response(&request_id).map(upstream::full_body)
+            }
+        };
+        if let Ok(v) = HeaderValue::from_str(&request_id) {
+            response.headers_mut().insert(X_REQUEST_ID, v);
+        }
+        self.record(&request_id, &route, &method, &response, &ex, started);
+        response
+    }
+
+    async fn dispatch(
+        &self,
+        route: &Route,
+        req: Request<Incoming>,
+        conn: &ConnInfo,
+        ex: &mut Exchange,
+    ) -> Result<Response<ProxyBody>, ApiError> {
+        let _ = conn;
+        match route {
+            Route::NotFound | Route::TokenExchange | Route::Preflight(_) => Err(ApiError::NotFound),
+            Route::Payment { .. }
+            | Route::Transaction { .. }
+            | Route::TransactionRead { .. }
+            | Route::Passthrough => {
+                let client = self.authenticate(&req)?;
+                ex.client = Some(client);
+                self.clients.check_route(client, route.name())?;
+                self.forward(req, ex).await
+            }
+        }
+    }
+
+    fn authenticate(&self, req: &Request<Incoming>) -> Result<ClientId, ApiError> {
+        let credential = storefront::bearer(req.headers())?;
+        self.clients.by_api_key(credential)
+    }
+
+    /// Forwards a request as it came (headers rewritten, body size-limited).
+    async fn forward(
+        &self,
+        req: Request<Incoming>,
+        ex: &mut Exchange,
+    ) -> Result<Response<ProxyBody>, ApiError> {
+        let (parts, body) = req.into_parts();
+        let body = self.read_body(&parts.headers, body).await?;
+        let out = Outgoing {
+            method: parts.method.clone(),
+            path_and_query: parts
+                .uri
+                .path_and_query()
+                .map(|pq| pq.as_str().to_string())
+                .unwrap_or_else(|| "/".into()),
+            headers: upstream::forwardable_headers(&parts.headers),
+            body,
+        };
+        self.send_upstream(&out, ex).await
+    }
+
+    /// One upstream call with the store's token. Never retried: a POST that may have
+    /// reached the API is never sent twice by payshim.
+    async fn send_upstream(
+        &self,
+        out: &Outgoing,
+        ex: &mut Exchange,
+    ) -> Result<Response<ProxyBody>, ApiError> {
+        let bearer = self.token.bearer().await?;
+        match self.upstream.send(out, &bearer).await {
+            Ok(answer) => {
+                ex.upstream_latency = Some(answer.latency);
+                Ok(answer.response)
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "upstream call failed");
+                Err(match e {
+                    UpstreamError::Timeout => ApiError::UpstreamTimeout,
+                    UpstreamError::Unreachable(_) => ApiError::UpstreamUnreachable,
+                    UpstreamError::Failed(_) => ApiError::UpstreamBadResponse,
+                })
+            }
+        }
+    }
+
+    /// Reads the whole request body, refusing it without reading past `limits.max_body`
+    /// and within the request read timeout (slow clients).
+    async fn read_body(
+        &self,
+        headers: &http::HeaderMap,
+        body: Incoming,
+    ) -> Result<Bytes, ApiError> {
+        let limit = self.max_body;
+        let declared = headers
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok());
+        if declared.is_some_and(|n| n > limit as u64) {
+            return Err(ApiError::BodyTooLarge { limit });
+        }
+        let collect = http_body_util::Limited::new(body, limit).collect();
+        match tokio::time::timeout(self.body_timeout, collect).await {
+            Err(_) => Err(ApiError::ClientBody),
+            Ok(Ok(collected)) => Ok(collected.to_bytes()),
+            Ok(Err(e)) if e.is::<http_body_util::LengthLimitError>() => {
+                Err(ApiError::BodyTooLarge { limit })
+            }
+            Ok(Err(_)) => Err(ApiError::ClientBody),
+        }
+    }
+
+    /// One log line and the metrics for a finished request. Never a body, never a header.
+    fn record(
+        &self,
+        request_id: &str,
+        route: &Route,
+        method: &Method,
+        response: &Response<ProxyBody>,
+        ex: &Exchange,
+        started: Instant,
+    ) {
+        let status = response.status().as_u16();
+        let total = started.elapsed();
+        let route_name = route.name().as_str();
+        let client = ex.client.map(|c| self.clients.get(c).id.as_str());
+        let upstream_ms = ex.upstream_latency.map(|d| d.as_secs_f64() * 1e3);
+        tracing::info!(
+            request_id,
+            client,
+            route = route_name,
+            method = method.as_str(),
+            status,
+            total_ms = total.as_secs_f64() * 1e3,
+            upstream_ms,
+            reason = ex.reason,
+            sandbox = self.upstream.is_sandbox(),
+            "request"
+        );
+        self.metrics
+            .requests
+            .get_or_create(&RequestLabels {
+                route: route_name,
+                method: static_method(method),
+                status,
+            })
+            .inc();
+        self.metrics
+            .request_seconds
+            .get_or_create(&RouteLabel { route: route_name })
+            .observe(total.as_secs_f64());
+        if let Some(d) = ex.upstream_latency {
+            self.metrics
+                .upstream_seconds
+                .get_or_create(&RouteLabel { route: route_name })
+                .observe(d.as_secs_f64());
+        }
+    }
+}
+
+/// Metric label for a method: known methods by name, anything else as "other", so a
+/// client cannot mint label values.
+fn static_method(m: &Method) -> &'static str {
+    match *m {
+        Method::GET => "GET",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::PATCH => "PATCH",
+        Method::DELETE => "DELETE",
+        Method::OPTIONS => "OPTIONS",
+        Method::HEAD => "HEAD",
+        _ => "other",
+    }
+}

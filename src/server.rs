@@ -1,0 +1,157 @@
+//! The public listener: accept, TLS handshake, HTTP/1.1 or HTTP/2, graceful shutdown.
+//!
+//! Connection-level protection lives here: a cap on open connections (excess ones wait in
+//! the kernel backlog), a deadline for the TLS handshake, hyper's header read timeout
+//! (slowloris; it also bounds keep-alive idle time on HTTP/1.1), a header size cap and a
+//! cap on concurrent HTTP/2 streams. The protocol is chosen by ALPN, so no connection sits
+//! in protocol detection without a timer.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto::Builder;
+use hyper_util::server::graceful::GracefulShutdown;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{Semaphore, watch};
+use tokio_rustls::TlsAcceptor;
+
+use crate::config::ServerConfig;
+use crate::proxy::Proxy;
+use crate::tls::PeerIdentity;
+
+/// What the handler knows about the connection a request came on.
+#[derive(Debug, Clone)]
+pub struct ConnInfo {
+    pub remote: SocketAddr,
+    /// Names from a verified client certificate (mTLS), if one was presented.
+    pub peer: Option<PeerIdentity>,
+}
+
+/// Protocol builders, made once and shared by every connection.
+struct Protocols {
+    h1: Builder<TokioExecutor>,
+    h2: Builder<TokioExecutor>,
+}
+
+impl Protocols {
+    fn new(settings: &ServerConfig) -> Protocols {
+        let mut h1 = Builder::new(TokioExecutor::new()).http1_only();
+        h1.http1()
+            .timer(TokioTimer::new())
+            .header_read_timeout(settings.header_read_timeout)
+            .keep_alive(true)
+            .max_buf_size(settings.max_header_size.max(8192));
+        let mut h2 = Builder::new(TokioExecutor::new()).http2_only();
+        h2.http2()
+            .timer(TokioTimer::new())
+            .max_concurrent_streams(settings.max_h2_streams)
+            .max_header_list_size(settings.max_header_size as u32)
+            .keep_alive_interval(Some(settings.idle_timeout))
+            .keep_alive_timeout(Duration::from_secs(20));
+        Protocols { h1, h2 }
+    }
+}
+
+/// Accepts connections until `shutdown` flips, then lets in-flight requests finish for up
+/// to `shutdown_grace`.
+pub async fn serve(
+    listener: TcpListener,
+    acceptor: TlsAcceptor,
+    proxy: Arc<Proxy>,
+    settings: &ServerConfig,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let protocols = Arc::new(Protocols::new(settings));
+    let graceful = GracefulShutdown::new();
+    let slots = Arc::new(Semaphore::new(settings.max_connections));
+    let handshake_timeout = settings.header_read_timeout;
+    loop {
+        let permit = tokio::select! {
+            p = slots.clone().acquire_owned() => p.expect("semaphore never closed"),
+            _ = shutdown.changed() => break,
+        };
+        let (tcp, remote) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(a) => a,
+                Err(e) => {
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            _ = shutdown.changed() => break,
+        };
+        let watcher = graceful.watcher();
+        let (acceptor, proxy, protocols) = (acceptor.clone(), proxy.clone(), protocols.clone());
+        tokio::spawn(async move {
+            let _permit = permit;
+            proxy.metrics().connections.inc();
+            let _ = tcp.set_nodelay(true);
+            if let Some(conn) = handshake(&acceptor, tcp, remote, handshake_timeout, &proxy).await {
+                let (tls, info) = conn;
+                let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2".as_slice());
+                let info = Arc::new(info);
+                let handler = proxy.clone();
+                let svc = service_fn(move |req| {
+                    let (proxy, info) = (handler.clone(), info.clone());
+                    async move { Ok::<_, Infallible>(proxy.handle(req, &info).await) }
+                });
+                let builder = if h2 { &protocols.h2 } else { &protocols.h1 };
+                let conn = builder.serve_connection(TokioIo::new(tls), svc);
+                if let Err(e) = watcher.watch(conn.into_owned()).await {
+                    tracing::debug!(error = %e, %remote, "connection ended with an error");
+                }
+            }
+            proxy.metrics().connections.dec();
+        });
+    }
+    drop(listener);
+    tracing::info!(
+        in_flight = graceful.count(),
+        "shutting down: no longer accepting"
+    );
+    tokio::select! {
+        _ = graceful.shutdown() => tracing::info!("all connections closed"),
+        _ = tokio::time::sleep(settings.shutdown_grace) => {
+            tracing::warn!("shutdown grace period over; closing remaining connections");
+        }
+    }
+}
+
+type TlsConn = (tokio_rustls::server::TlsStream<TcpStream>, ConnInfo);
+
+/// The TLS handshake, bounded in time. Failures are counted, logged at debug (scanners
+/// and health checkers make many) and end the connection.
+async fn handshake(
+    acceptor: &TlsAcceptor,
+    tcp: TcpStream,
+    remote: SocketAddr,
+    deadline: Duration,
+    proxy: &Proxy,
+) -> Option<TlsConn> {
+    let result = tokio::time::timeout(deadline, acceptor.accept(tcp)).await;
+    let tls = match result {
+        Ok(Ok(tls)) => tls,
+        Ok(Err(e)) => {
+            tracing::debug!(%remote, error = %e, "TLS handshake failed");
+            proxy.metrics().connections_refused.inc();
+            return None;
+        }
+        Err(_) => {
+            tracing::debug!(%remote, "TLS handshake timed out");
+            proxy.metrics().connections_refused.inc();
+            return None;
+        }
+    };
+    let peer = tls
+        .get_ref()
+        .1
+        .peer_certificates()
+        .and_then(|certs| certs.first())
+        .map(|leaf| crate::tls::identity(leaf));
+    Some((tls, ConnInfo { remote, peer }))
+}

@@ -1,0 +1,326 @@
+//! The upstream side: a pooled HTTPS client to the commerce API (or the sandbox), request
+//! rewriting and timeouts.
+//!
+//! Rewriting is where credential isolation happens: the storefront's `Authorization` and
+//! the hop-by-hop headers are dropped and the store's real bearer token is added.
+//! Nothing here ever retries a request that may have reached the API.
+
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::{Method, Request, Response, Uri, Version};
+use http_body_util::combinators::UnsyncBoxBody;
+use http_body_util::{BodyExt, Full};
+use hyper_rustls::HttpsConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+
+use crate::config::{UpstreamConfig, UpstreamTarget};
+use crate::sandbox;
+use crate::tls::{self, TlsError};
+
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+/// The body type of every response payshim sends: its own JSON or the upstream's stream.
+pub type ProxyBody = UnsyncBoxBody<Bytes, BoxError>;
+
+pub fn full_body(bytes: impl Into<Bytes>) -> ProxyBody {
+    Full::new(bytes.into())
+        .map_err(|e| match e {})
+        .boxed_unsync()
+}
+
+/// Why an upstream call produced no usable response.
+#[derive(Debug, thiserror::Error)]
+pub enum UpstreamError {
+    /// Could not connect (refused, DNS, TLS handshake): nothing was sent.
+    #[error("upstream unreachable: {0}")]
+    Unreachable(String),
+    /// The connection failed after the request may have been sent.
+    #[error("upstream failed: {0}")]
+    Failed(String),
+    #[error("upstream timed out")]
+    Timeout,
+}
+
+/// A request ready to go upstream: method, path and query, filtered headers, full body.
+pub struct Outgoing {
+    pub method: Method,
+    pub path_and_query: String,
+    pub headers: HeaderMap,
+    pub body: Bytes,
+}
+
+/// The answer, with the time spent waiting for its head.
+pub struct Answer {
+    pub response: Response<ProxyBody>,
+    pub latency: Duration,
+}
+
+enum Target {
+    Remote {
+        client: Client<HttpsConnector<HttpConnector>, Full<Bytes>>,
+        base: String,
+    },
+    Sandbox,
+}
+
+pub struct Upstream {
+    target: Target,
+    timeout: Duration,
+}
+
+impl Upstream {
+    pub fn new(config: &UpstreamConfig) -> Result<Upstream, TlsError> {
+        let target = match &config.target {
+            UpstreamTarget::Sandbox => Target::Sandbox,
+            UpstreamTarget::Remote(scheme, authority) => {
+                let tls = tls::client_config(config.ca.as_deref())?;
+                let mut http = HttpConnector::new();
+                http.enforce_http(false);
+                http.set_connect_timeout(Some(config.connect_timeout));
+                http.set_nodelay(true);
+                let https = hyper_rustls::HttpsConnectorBuilder::new()
+                    .with_tls_config(tls)
+                    .https_or_http()
+                    .enable_http1()
+                    .enable_http2()
+                    .wrap_connector(http);
+                let client = Client::builder(TokioExecutor::new())
+                    .pool_idle_timeout(Duration::from_secs(30))
+                    .pool_max_idle_per_host(256)
+                    .build(https);
+                Target::Remote {
+                    client,
+                    base: format!("{scheme}://{authority}"),
+                }
+            }
+        };
+        Ok(Upstream {
+            target,
+            timeout: config.timeout,
+        })
+    }
+
+    pub fn is_sandbox(&self) -> bool {
+        matches!(self.target, Target::Sandbox)
+    }
+
+    /// Sends one request with the given bearer value, once. The whole wait for the
+    /// response head is bounded by `upstream.timeout`.
+    pub async fn send(
+        &self,
+        out: &Outgoing,
+        bearer: &HeaderValue,
+    ) -> Result<Answer, UpstreamError> {
+        let started = Instant::now();
+        let (client, base) = match &self.target {
+            Target::Sandbox => {
+                let response = sandbox::respond(&out.method, &out.path_and_query, &out.body);
+                return Ok(Answer {
+                    response: response.map(full_body),
+                    latency: started.elapsed(),
+                });
+            }
+            Target::Remote { client, base } => (client, base),
+        };
+        let request = build_request(base, out, bearer)?;
+        let response = match tokio::time::timeout(self.timeout, client.request(request)).await {
+            Err(_) => return Err(UpstreamError::Timeout),
+            Ok(Err(e)) if e.is_connect() => {
+                return Err(UpstreamError::Unreachable(error_chain(&e)));
+            }
+            Ok(Err(e)) => return Err(UpstreamError::Failed(error_chain(&e))),
+            Ok(Ok(r)) => r,
+        };
+        let latency = started.elapsed();
+        let (mut parts, body) = response.into_parts();
+        strip_hop_by_hop(&mut parts.headers);
+        let body = body.map_err(BoxError::from).boxed_unsync();
+        Ok(Answer {
+            response: Response::from_parts(parts, body),
+            latency,
+        })
+    }
+
+    /// A simple request payshim makes for itself (the upstream token endpoint).
+    pub async fn send_plain(
+        &self,
+        method: Method,
+        path: &str,
+        content_type: &'static str,
+        body: Bytes,
+    ) -> Result<(u16, Bytes), UpstreamError> {
+        let (client, base) = match &self.target {
+            Target::Sandbox => return Err(UpstreamError::Unreachable("sandbox".into())),
+            Target::Remote { client, base } => (client, base),
+        };
+        let uri: Uri = format!("{base}{path}")
+            .parse()
+            .map_err(|_| UpstreamError::Failed("bad uri".into()))?;
+        let request = Request::builder()
+            .method(method)
+            .uri(uri)
+            .header(header::CONTENT_TYPE, content_type)
+            .header(header::ACCEPT, "application/json")
+            .body(Full::new(body))
+            .map_err(|e| UpstreamError::Failed(e.to_string()))?;
+        let fut = async {
+            let resp = client.request(request).await.map_err(|e| {
+                if e.is_connect() {
+                    UpstreamError::Unreachable(error_chain(&e))
+                } else {
+                    UpstreamError::Failed(error_chain(&e))
+                }
+            })?;
+            let status = resp.status().as_u16();
+            let limited = http_body_util::Limited::new(resp.into_body(), 64 * 1024);
+            let bytes = limited
+                .collect()
+                .await
+                .map_err(|e| UpstreamError::Failed(e.to_string()))?
+                .to_bytes();
+            Ok((status, bytes))
+        };
+        tokio::time::timeout(self.timeout, fut)
+            .await
+            .map_err(|_| UpstreamError::Timeout)?
+    }
+}
+
+fn build_request(
+    base: &str,
+    out: &Outgoing,
+    bearer: &HeaderValue,
+) -> Result<Request<Full<Bytes>>, UpstreamError> {
+    let uri: Uri = format!("{base}{}", out.path_and_query)
+        .parse()
+        .map_err(|_| UpstreamError::Failed("request path is not a valid URI".into()))?;
+    let mut request = Request::new(Full::new(out.body.clone()));
+    *request.method_mut() = out.method.clone();
+    *request.uri_mut() = uri;
+    // The client picks HTTP/2 when ALPN agrees; it needs an HTTP/1.1 request to start from.
+    *request.version_mut() = Version::HTTP_11;
+    let headers = request.headers_mut();
+    for (name, value) in &out.headers {
+        headers.append(name.clone(), value.clone());
+    }
+    headers.insert(header::AUTHORIZATION, bearer.clone());
+    Ok(request)
+}
+
+/// Copies the storefront's headers minus everything that must not reach the API:
+/// hop-by-hop headers, `Host` (set from the upstream URL), `Authorization` (replaced by
+/// the store's token), `Content-Length` (recomputed) and CORS request headers.
+pub fn forwardable_headers(incoming: &HeaderMap) -> HeaderMap {
+    let mut out = HeaderMap::with_capacity(incoming.len());
+    let connection_listed = connection_tokens(incoming);
+    for (name, value) in incoming {
+        if is_hop_by_hop(name)
+            || connection_listed.iter().any(|t| t == name.as_str())
+            || matches!(
+                *name,
+                header::HOST
+                    | header::AUTHORIZATION
+                    | header::CONTENT_LENGTH
+                    | header::ORIGIN
+                    | header::COOKIE
+            )
+            || name.as_str().starts_with("access-control-request-")
+        {
+            continue;
+        }
+        out.append(name.clone(), value.clone());
+    }
+    out
+}
+
+/// Header names listed in `Connection:` are hop-by-hop too (RFC 9110 7.6.1).
+fn connection_tokens(headers: &HeaderMap) -> Vec<String> {
+    headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(|t| t.trim().to_ascii_lowercase())
+        .filter(|t| !t.is_empty())
+        .collect()
+}
+
+fn is_hop_by_hop(name: &HeaderName) -> bool {
+    matches!(
+        name.as_str(),
+        "connection"
+            | "keep-alive"
+            | "proxy-connection"
+            | "proxy-authenticate"
+            | "proxy-authorization"
+            | "te"
+            | "trailer"
+            | "transfer-encoding"
+            | "upgrade"
+    )
+}
+
+/// Removes hop-by-hop headers from an upstream response before it goes back.
+pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    for token in connection_tokens(headers) {
+        if let Ok(name) = HeaderName::from_bytes(token.as_bytes()) {
+            headers.remove(name);
+        }
+    }
+    for name in [
+        "connection",
+        "keep-alive",
+        "proxy-connection",
+        "proxy-authenticate",
+        "te",
+        "trailer",
+        "transfer-encoding",
+        "upgrade",
+    ] {
+        headers.remove(name);
+    }
+}
+
+fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(inner) = cur {
+        s.push_str(": ");
+        s.push_str(&inner.to_string());
+        cur = inner.source();
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn storefront_credentials_and_hop_by_hop_headers_are_not_forwarded() {
+        let mut h = HeaderMap::new();
+        h.insert(
+            "authorization",
+            HeaderValue::from_static("Bearer storefront"),
+        );
+        h.insert("host", HeaderValue::from_static("payshim.example"));
+        h.insert(
+            "connection",
+            HeaderValue::from_static("keep-alive, x-secret-hop"),
+        );
+        h.insert("x-secret-hop", HeaderValue::from_static("1"));
+        h.insert("keep-alive", HeaderValue::from_static("timeout=5"));
+        h.insert("transfer-encoding", HeaderValue::from_static("chunked"));
+        h.insert("cookie", HeaderValue::from_static("session=1"));
+        h.insert("content-type", HeaderValue::from_static("application/json"));
+        h.insert("x-moltin-sdk-language", HeaderValue::from_static("JS"));
+        let out = forwardable_headers(&h);
+        let names: Vec<&str> = out.keys().map(|k| k.as_str()).collect();
+        assert_eq!(names.len(), 2, "{names:?}");
+        assert!(out.contains_key("content-type"));
+        assert!(out.contains_key("x-moltin-sdk-language"));
+    }
+}

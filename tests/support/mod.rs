@@ -1,0 +1,17 @@
+//! Shared integration-test support: a throw-away PKI (`pki`), an upstream API test double
+//! standing in for `https://api.moltin.com` (`upstream`), and a storefront test client
+//! (`client`).
+//!
+//! Every test binary includes this with `mod support;` and uses only part of it, hence the
+//! crate-level allows below (the accepted pattern for shared test support).
+#![allow(dead_code, unused_imports)]
+
+pub mod client;
+pub mod pki;
+pub mod upstream;
+
+pub use client::{HttpVersion, TestClient, TestResponse, tls11_client_hello};
+pub use pki::TestPki;
+pub use upstream::{
+    Handler, Recorded, Reply, Upstream, blackhole, closed_port, handler, moltin_like,
+};
