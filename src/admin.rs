@@ -64,11 +64,18 @@ async fn answer(proxy: &Proxy, req: &Request<Incoming>) -> Response<Full<Bytes>>
             });
             reply(status, "application/json", body.to_string())
         }
-        "/metrics" => reply(
-            StatusCode::OK,
-            "application/openmetrics-text; version=1.0.0; charset=utf-8",
-            proxy.metrics().encode(),
-        ),
+        "/metrics" => {
+            let stats = proxy.audit().stats();
+            let m = proxy.metrics();
+            m.audit_records.set(stats.records as i64);
+            m.audit_fsyncs.set(stats.syncs as i64);
+            m.audit_healthy.set(i64::from(proxy.audit().is_healthy()));
+            reply(
+                StatusCode::OK,
+                "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                m.encode(),
+            )
+        }
         _ => reply(
             StatusCode::NOT_FOUND,
             "application/json",

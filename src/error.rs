@@ -11,14 +11,7 @@ use bytes::Bytes;
 use http::{HeaderValue, Response, StatusCode, header};
 use serde::Serialize;
 
-/// One entry of the `errors` array for a bad field.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct FieldError {
-    /// Path of the field, e.g. `data.number`.
-    pub source: String,
-    pub title: &'static str,
-    pub detail: String,
-}
+pub use crate::payment::FieldError;
 
 /// Why payshim did not (fully) serve a request.
 #[derive(Debug, thiserror::Error)]

@@ -5,12 +5,15 @@
 //! the request path of DESIGN.md section 1.
 
 pub mod admin;
+pub mod audit;
 pub mod auth;
 pub mod config;
 pub mod error;
 pub mod logging;
 pub mod metrics;
+pub mod payment;
 pub mod proxy;
+pub mod redact;
 pub mod route;
 pub mod sandbox;
 pub mod server;
@@ -117,6 +120,9 @@ pub async fn run(
     }
     let _ = stop_tx.send(true);
     let _ = admin.await;
+    let audit = proxy.audit().clone();
+    drop(proxy);
+    audit.shutdown().await;
     tracing::info!("payshim stopped");
     Ok(())
 }

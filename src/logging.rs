@@ -4,9 +4,11 @@ use tracing_subscriber::EnvFilter;
 use tracing_subscriber::fmt::MakeWriter;
 
 use crate::config::{LogConfig, LogFormat};
+use crate::redact::{CanaryError, ScrubbingMakeWriter, canary_check};
 
-/// Builds the subscriber for `log` on top of `writer`. Used for the real pipeline and for
-/// the start-up canary, so the canary tests exactly what production runs.
+/// Builds the subscriber for `log` on top of `writer`, every event scrubbed before it is
+/// written. Used for the real pipeline and for the start-up canary, so the canary tests
+/// exactly what production runs.
 pub fn subscriber<W>(log: &LogConfig, writer: W) -> Box<dyn tracing::Subscriber + Send + Sync>
 where
     W: for<'a> MakeWriter<'a> + Send + Sync + 'static,
@@ -14,7 +16,7 @@ where
     let filter = EnvFilter::try_new(&log.level).unwrap_or_else(|_| EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(writer)
+        .with_writer(ScrubbingMakeWriter::new(writer))
         .with_ansi(false);
     match log.format {
         LogFormat::Json => Box::new(
@@ -29,8 +31,10 @@ where
     }
 }
 
-/// Installs the pipeline writing to stdout.
-pub fn init(log: &LogConfig) {
-    let sub = subscriber(log, std::io::stdout);
-    let _ = tracing::subscriber::set_global_default(sub);
+/// Proves the pipeline masks card data (the canary), then installs it on stdout.
+/// payshim refuses to start if the canary comes out unmasked.
+pub fn init(log: &LogConfig) -> Result<(), CanaryError> {
+    canary_check(|capture| subscriber(log, capture))?;
+    let _ = tracing::subscriber::set_global_default(subscriber(log, std::io::stdout));
+    Ok(())
 }

@@ -35,7 +35,10 @@ pub struct Metrics {
     pub rejections: Family<ReasonLabel, Counter>,
     pub connections: Gauge,
     pub connections_refused: Counter,
-    pub audit_records: Counter,
+    /// Set from the audit writer's own counters at each scrape.
+    pub audit_records: Gauge,
+    pub audit_fsyncs: Gauge,
+    pub audit_healthy: Gauge,
 }
 
 fn latency_histogram() -> Histogram {
@@ -53,7 +56,9 @@ impl Metrics {
         let rejections = Family::<ReasonLabel, Counter>::default();
         let connections = Gauge::default();
         let connections_refused = Counter::default();
-        let audit_records = Counter::default();
+        let audit_records = Gauge::default();
+        let audit_fsyncs = Gauge::default();
+        let audit_healthy = Gauge::default();
         registry.register("requests", "Requests served", requests.clone());
         registry.register(
             "request_duration_seconds",
@@ -82,8 +87,18 @@ impl Metrics {
         );
         registry.register(
             "audit_records",
-            "Audit records written",
+            "Audit records made durable since start",
             audit_records.clone(),
+        );
+        registry.register(
+            "audit_fsyncs",
+            "fdatasync calls on the audit log since start (group commit: records per fsync)",
+            audit_fsyncs.clone(),
+        );
+        registry.register(
+            "audit_healthy",
+            "1 when the audit log is writable",
+            audit_healthy.clone(),
         );
         Metrics {
             registry,
@@ -94,6 +109,8 @@ impl Metrics {
             connections,
             connections_refused,
             audit_records,
+            audit_fsyncs,
+            audit_healthy,
         }
     }
 

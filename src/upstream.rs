@@ -189,6 +189,21 @@ impl Upstream {
     }
 }
 
+/// Reads a whole upstream answer of at most `limit` bytes.
+pub async fn read_answer(mut body: ProxyBody, limit: usize) -> Result<Bytes, UpstreamError> {
+    let mut buf = bytes::BytesMut::new();
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|e| UpstreamError::Failed(e.to_string()))?;
+        if let Ok(data) = frame.into_data() {
+            if buf.len() + data.len() > limit {
+                return Err(UpstreamError::Failed("answer too large".into()));
+            }
+            buf.extend_from_slice(&data);
+        }
+    }
+    Ok(buf.freeze())
+}
+
 fn build_request(
     base: &str,
     out: &Outgoing,

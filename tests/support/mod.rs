@@ -7,6 +7,7 @@
 #![allow(dead_code, unused_imports)]
 
 pub mod client;
+pub mod payshim;
 pub mod pki;
 pub mod upstream;
 

@@ -12,12 +12,18 @@ use http::{Method, Request, Response};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 
+use crate::audit::{AuditLog, AuditSettings};
 use crate::auth::{ClientId, Clients, UpstreamToken, storefront};
 use crate::config::Config;
 use crate::error::ApiError;
 use crate::metrics::Metrics;
 use crate::metrics::{ReasonLabel, RequestLabels, RouteLabel};
 use crate::route::{Route, RoutePattern};
+use payments::Payments;
+use transactions::Transactions;
+
+mod payments;
+mod transactions;
 use crate::server::ConnInfo;
 use crate::tls::TlsError;
 use crate::upstream::{self, Outgoing, ProxyBody, Upstream, UpstreamError};
@@ -33,19 +39,30 @@ pub struct Proxy {
     metrics: Metrics,
     max_body: usize,
     body_timeout: Duration,
+    audit: AuditLog,
+    payments: Payments,
 }
 
 /// What one request did, for its log line and metrics.
 #[derive(Default)]
-struct Exchange {
-    client: Option<ClientId>,
-    upstream_latency: Option<Duration>,
-    reason: Option<&'static str>,
+pub(crate) struct Exchange {
+    pub client: Option<ClientId>,
+    pub upstream_latency: Option<Duration>,
+    pub reason: Option<&'static str>,
+    /// Payment details for the log line: never the PAN, CVV or names.
+    pub payment: Option<payments::PaymentLog>,
 }
 
 impl Proxy {
     pub fn new(config: &Config) -> Result<Proxy, TlsError> {
+        let audit = AuditLog::start(AuditSettings {
+            path: config.audit.path.clone(),
+            key: config.audit.key.clone(),
+            max_file_bytes: config.audit.max_file_size,
+        });
         Ok(Proxy {
+            payments: Payments::new(config),
+            audit,
             clients: Clients::new(config.clients.clone()),
             extra_routes: config.routes.clone(),
             upstream: Upstream::new(&config.upstream)?,
@@ -66,7 +83,14 @@ impl Proxy {
         if !self.token.is_available() {
             problems.push("no upstream token");
         }
+        if !self.audit.is_healthy() {
+            problems.push("audit log not writable");
+        }
         problems
+    }
+
+    pub fn audit(&self) -> &AuditLog {
+        &self.audit
     }
 
     /// Handles one request; never fails (errors become API error responses).
@@ -76,7 +100,7 @@ impl Proxy {
         let method = req.method().clone();
         let route = Route::match_request(&method, req.uri().path(), &self.extra_routes);
         let mut ex = Exchange::default();
-        let mut response = match self.dispatch(&route, req, conn, &mut ex).await {
+        let mut response = match self.dispatch(&route, req, conn, &request_id, &mut ex).await {
             Ok(resp) => resp,
             Err(err) => {
                 ex.reason = Some(err.reason());
@@ -101,15 +125,39 @@ impl Proxy {
         route: &Route,
         req: Request<Incoming>,
         conn: &ConnInfo,
+        request_id: &str,
         ex: &mut Exchange,
     ) -> Result<Response<ProxyBody>, ApiError> {
-        let _ = conn;
         match route {
             Route::NotFound | Route::TokenExchange | Route::Preflight(_) => Err(ApiError::NotFound),
-            Route::Payment { .. }
-            | Route::Transaction { .. }
-            | Route::TransactionRead { .. }
-            | Route::Passthrough => {
+            Route::Payment { order_id } => {
+                let client = self.authenticate(&req);
+                ex.client = client.as_ref().ok().copied();
+                let ctx = Context {
+                    proxy: self,
+                    request_id,
+                    conn,
+                    order_id,
+                };
+                self.payments.handle(&ctx, client, req, ex).await
+            }
+            Route::Transaction {
+                order_id,
+                transaction_id,
+                action,
+            } => {
+                let client = self.authenticate(&req)?;
+                ex.client = Some(client);
+                self.clients.check_route(client, route.name())?;
+                let ctx = Context {
+                    proxy: self,
+                    request_id,
+                    conn,
+                    order_id,
+                };
+                Transactions::handle(&ctx, client, transaction_id, *action, req, ex).await
+            }
+            Route::TransactionRead { .. } | Route::Passthrough => {
                 let client = self.authenticate(&req)?;
                 ex.client = Some(client);
                 self.clients.check_route(client, route.name())?;
@@ -118,7 +166,11 @@ impl Proxy {
         }
     }
 
-    fn authenticate(&self, req: &Request<Incoming>) -> Result<ClientId, ApiError> {
+    pub(crate) fn clients(&self) -> &Clients {
+        &self.clients
+    }
+
+    pub(crate) fn authenticate(&self, req: &Request<Incoming>) -> Result<ClientId, ApiError> {
         let credential = storefront::bearer(req.headers())?;
         self.clients.by_api_key(credential)
     }
@@ -146,7 +198,7 @@ impl Proxy {
 
     /// One upstream call with the store's token. Never retried: a POST that may have
     /// reached the API is never sent twice by payshim.
-    async fn send_upstream(
+    pub(crate) async fn send_upstream(
         &self,
         out: &Outgoing,
         ex: &mut Exchange,
@@ -170,7 +222,7 @@ impl Proxy {
 
     /// Reads the whole request body, refusing it without reading past `limits.max_body`
     /// and within the request read timeout (slow clients).
-    async fn read_body(
+    pub(crate) async fn read_body(
         &self,
         headers: &http::HeaderMap,
         body: Incoming,
@@ -209,7 +261,13 @@ impl Proxy {
         let route_name = route.name().as_str();
         let client = ex.client.map(|c| self.clients.get(c).id.as_str());
         let upstream_ms = ex.upstream_latency.map(|d| d.as_secs_f64() * 1e3);
+        let p = ex.payment.as_ref();
         tracing::info!(
+            order_id = p.map(|p| p.order_id.as_str()),
+            payment_method = p.and_then(|p| p.method),
+            brand = p.and_then(|p| p.brand),
+            last4 = p.and_then(|p| p.last4.as_deref()),
+            outcome = p.map(|p| p.outcome),
             request_id,
             client,
             route = route_name,
@@ -255,4 +313,12 @@ fn static_method(m: &Method) -> &'static str {
         Method::HEAD => "HEAD",
         _ => "other",
     }
+}
+
+/// What the payment and transaction steps need from the handler for one request.
+pub(crate) struct Context<'a> {
+    pub proxy: &'a Proxy,
+    pub request_id: &'a str,
+    pub conn: &'a ConnInfo,
+    pub order_id: &'a str,
 }

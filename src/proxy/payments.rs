@@ -1,0 +1,324 @@
+//! The payment steps: `POST /v2/orders/{uuid}/payments`.
+//!
+//! credential -> route permission -> audit writable? -> JSON, size-limited body -> strict
+//! parse -> `payment.forwarded` (durable) -> one upstream call with the canonical body ->
+//! `payment.completed` -> the upstream's answer as it came. Any refusal is audited as
+//! `payment.rejected` and nothing reaches the upstream.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::header::{self, HeaderValue};
+use http::{Method, Request, Response};
+use hyper::body::Incoming;
+use secrecy::{ExposeSecret, SecretSlice};
+use zeroize::Zeroizing;
+
+use super::{Context, Exchange};
+use crate::audit::{AuditEvent, AuditRecord, CardSummary};
+use crate::auth::ClientId;
+use crate::config::Config;
+use crate::error::ApiError;
+use crate::payment::{PaymentRequest, YearMonth};
+use crate::route::RouteName;
+use crate::upstream::{self, Outgoing, ProxyBody};
+
+/// Upstream answers to payments are small JSON documents; anything bigger is not one.
+const MAX_UPSTREAM_ANSWER: usize = 1 << 20;
+
+/// What the request log line says about a payment: never the PAN, CVV or names.
+#[derive(Debug, Default)]
+pub(crate) struct PaymentLog {
+    pub order_id: String,
+    pub method: Option<&'static str>,
+    pub brand: Option<&'static str>,
+    pub last4: Option<String>,
+    pub outcome: &'static str,
+}
+
+pub(crate) struct Payments {
+    gateways: Vec<String>,
+    audit_key: SecretSlice<u8>,
+}
+
+/// A buffer that held card data: wiped when the last reference goes.
+struct Wiped(Zeroizing<Vec<u8>>);
+
+impl AsRef<[u8]> for Wiped {
+    fn as_ref(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+impl Payments {
+    pub fn new(config: &Config) -> Payments {
+        Payments {
+            gateways: config.payments.gateways.clone(),
+            audit_key: config.audit.key.clone(),
+        }
+    }
+
+    pub async fn handle(
+        &self,
+        ctx: &Context<'_>,
+        client: Result<ClientId, ApiError>,
+        req: Request<Incoming>,
+        ex: &mut Exchange,
+    ) -> Result<Response<ProxyBody>, ApiError> {
+        let mut log = PaymentLog {
+            order_id: ctx.order_id.to_string(),
+            outcome: "rejected",
+            ..PaymentLog::default()
+        };
+        let mut card = None;
+        let result = self.run(ctx, client, req, ex, &mut log, &mut card).await;
+        if let Err(e) = &result
+            && log.outcome == "rejected"
+        {
+            let mut record = base_record(ctx, ex, AuditEvent::PaymentRejected, "rejected");
+            record.reason = Some(e.reason().to_string());
+            record.method = log.method.map(str::to_string);
+            record.card = card;
+            spawn_audit(ctx, record);
+        }
+        ex.payment = Some(log);
+        result
+    }
+
+    async fn run(
+        &self,
+        ctx: &Context<'_>,
+        client: Result<ClientId, ApiError>,
+        req: Request<Incoming>,
+        ex: &mut Exchange,
+        log: &mut PaymentLog,
+        card: &mut Option<CardSummary>,
+    ) -> Result<Response<ProxyBody>, ApiError> {
+        let client = client?;
+        ctx.proxy
+            .clients()
+            .check_route(client, RouteName::Payments)?;
+        if !ctx.proxy.audit().is_healthy() {
+            return Err(ApiError::NotReady("audit log not writable"));
+        }
+        require_json(req.headers())?;
+        let (parts, body) = req.into_parts();
+        let raw = Wiped(Zeroizing::new(Vec::from(
+            ctx.proxy.read_body(&parts.headers, body).await?,
+        )));
+        let request = PaymentRequest::parse(raw.as_ref(), &self.gateways, YearMonth::now_utc())
+            .map_err(ApiError::Validation)?;
+        drop(raw);
+        log.method = Some(request.method.as_str());
+        if let Some(c) = request.card() {
+            log.brand = Some(c.number.brand().as_str());
+            log.last4 = Some(c.number.last4().to_string());
+            *card = Some(CardSummary {
+                brand: c.number.brand().as_str().to_string(),
+                bin: c.number.bin().to_string(),
+                last4: c.number.last4().to_string(),
+                fingerprint: hex::encode(c.number.fingerprint(self.audit_key.expose_secret())),
+            });
+        }
+        let mut record = base_record(ctx, ex, AuditEvent::PaymentForwarded, "forwarded");
+        record.gateway = Some(request.gateway.clone());
+        record.method = Some(request.method.as_str().to_string());
+        record.card = card.clone();
+        ctx.proxy
+            .audit()
+            .append(record.clone())
+            .await
+            .map_err(|e| {
+                tracing::error!(error = %e, "audit log unavailable: payment refused");
+                ApiError::NotReady("audit log not writable")
+            })?;
+        log.outcome = "forwarded";
+        let out = Outgoing {
+            method: Method::POST,
+            path_and_query: parts.uri.path().to_string(),
+            headers: json_headers(&parts.headers),
+            body: Bytes::from_owner(Wiped(request.to_upstream_body())),
+        };
+        drop(request);
+        let sent = ctx.proxy.send_upstream(&out, ex).await;
+        drop(out);
+        self.complete(ctx, ex, log, record, sent).await
+    }
+
+    /// Buffers the (small) upstream answer to read its transaction id and status, audits
+    /// `payment.completed`, and returns the answer unchanged.
+    async fn complete(
+        &self,
+        ctx: &Context<'_>,
+        ex: &Exchange,
+        log: &mut PaymentLog,
+        mut record: AuditRecord,
+        sent: Result<Response<ProxyBody>, ApiError>,
+    ) -> Result<Response<ProxyBody>, ApiError> {
+        record.event = AuditEvent::PaymentCompleted;
+        record.latency_ms = ex.upstream_latency.map(|d| d.as_secs_f64() * 1e3);
+        let response = match sent {
+            Ok(r) => r,
+            Err(e) => {
+                log.outcome = match e {
+                    ApiError::UpstreamTimeout => "timeout",
+                    _ => "upstream_error",
+                };
+                record.outcome = log.outcome.to_string();
+                record.reason = Some(e.reason().to_string());
+                spawn_audit(ctx, record);
+                return Err(e);
+            }
+        };
+        let (parts, body) = response.into_parts();
+        let collected = tokio::time::timeout(
+            Duration::from_secs(10),
+            upstream::read_answer(body, MAX_UPSTREAM_ANSWER),
+        )
+        .await;
+        let bytes = match collected {
+            Ok(Ok(b)) => b,
+            _ => {
+                log.outcome = "upstream_error";
+                record.outcome = log.outcome.to_string();
+                record.upstream_status = Some(parts.status.as_u16());
+                record.reason = Some("upstream answer unreadable".into());
+                spawn_audit(ctx, record);
+                return Err(ApiError::UpstreamBadResponse);
+            }
+        };
+        let (transaction_id, txn_status) = transaction_of(&bytes);
+        log.outcome = outcome(parts.status.as_u16(), txn_status.as_deref());
+        record.outcome = log.outcome.to_string();
+        record.upstream_status = Some(parts.status.as_u16());
+        record.transaction_id = transaction_id;
+        spawn_audit(ctx, record);
+        Ok(Response::from_parts(parts, upstream::full_body(bytes)))
+    }
+}
+
+/// `Content-Type` must be JSON (`application/json`, optionally with parameters, or a
+/// `+json` type such as `application/vnd.api+json`).
+pub(crate) fn require_json(headers: &http::HeaderMap) -> Result<(), ApiError> {
+    let essence = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .map(|v| {
+            v.split(';')
+                .next()
+                .unwrap_or("")
+                .trim()
+                .to_ascii_lowercase()
+        });
+    match essence.as_deref() {
+        Some("application/json") => Ok(()),
+        Some(t) if t.starts_with("application/") && t.ends_with("+json") => Ok(()),
+        _ => Err(ApiError::UnsupportedMediaType),
+    }
+}
+
+/// The storefront's forwardable headers, with the body's type fixed to JSON.
+fn json_headers(incoming: &http::HeaderMap) -> http::HeaderMap {
+    let mut headers = upstream::forwardable_headers(incoming);
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    headers
+}
+
+/// The transaction id and status in an API answer, when it has them.
+fn transaction_of(body: &[u8]) -> (Option<String>, Option<String>) {
+    let Ok(v) = serde_json::from_slice::<serde_json::Value>(body) else {
+        return (None, None);
+    };
+    let id = v["data"]["id"]
+        .as_str()
+        .filter(|s| s.len() <= 64 && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-'))
+        .map(str::to_string);
+    let status = v["data"]["status"].as_str().map(str::to_string);
+    (id, status)
+}
+
+/// The audit outcome of an upstream answer.
+pub(crate) fn outcome(status: u16, txn_status: Option<&str>) -> &'static str {
+    match (status, txn_status) {
+        (200..=299, Some("failed" | "declined")) => "declined",
+        (200..=299, _) => "approved",
+        (400..=499, _) => "declined",
+        _ => "upstream_error",
+    }
+}
+
+pub(crate) fn base_record(
+    ctx: &Context<'_>,
+    ex: &Exchange,
+    event: AuditEvent,
+    outcome: &str,
+) -> AuditRecord {
+    let client = ex
+        .client
+        .map(|c| ctx.proxy.clients().get(c).id.clone())
+        .unwrap_or_else(|| "unauthenticated".to_string());
+    let mut record = AuditRecord::new(
+        event,
+        ctx.request_id,
+        client,
+        ctx.conn.remote.ip().to_string(),
+        outcome,
+    );
+    record.order_id = Some(ctx.order_id.to_string());
+    record
+}
+
+/// Writes a record the response does not wait for (rejections, completions). A failure
+/// is logged; the writer also marks the log unhealthy, which stops further payments.
+pub(crate) fn spawn_audit(ctx: &Context<'_>, record: AuditRecord) {
+    let audit = ctx.proxy.audit().clone();
+    tokio::spawn(async move {
+        if let Err(e) = audit.append(record).await {
+            tracing::error!(error = %e, "audit record lost");
+        }
+    });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn content_types() {
+        for (ct, ok) in [
+            (Some("application/json"), true),
+            (Some("application/json; charset=utf-8"), true),
+            (Some("Application/JSON"), true),
+            (Some("application/vnd.api+json"), true),
+            (Some("text/plain"), false),
+            (Some("application/x-www-form-urlencoded"), false),
+            (None, false),
+        ] {
+            let mut h = http::HeaderMap::new();
+            if let Some(ct) = ct {
+                h.insert(header::CONTENT_TYPE, HeaderValue::from_static(ct));
+            }
+            assert_eq!(require_json(&h).is_ok(), ok, "{ct:?}");
+        }
+    }
+
+    #[test]
+    fn outcomes() {
+        assert_eq!(outcome(201, Some("complete")), "approved");
+        assert_eq!(outcome(201, Some("failed")), "declined");
+        assert_eq!(outcome(422, None), "declined");
+        assert_eq!(outcome(500, None), "upstream_error");
+    }
+
+    #[test]
+    fn transaction_id_is_read_only_when_plain() {
+        let (id, status) = transaction_of(br#"{"data":{"id":"abc-123","status":"complete"}}"#);
+        assert_eq!(id.as_deref(), Some("abc-123"));
+        assert_eq!(status.as_deref(), Some("complete"));
+        let (id, _) = transaction_of(br#"{"data":{"id":"<script>"}}"#);
+        assert_eq!(id, None);
+    }
+}

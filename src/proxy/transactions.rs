@@ -1,0 +1,115 @@
+//! Write actions on an existing transaction: capture, refund, cancel.
+//!
+//! No card data travels here, but money moves, so the same discipline as payments:
+//! `transaction.forwarded` is durable before the upstream call, `transaction.completed`
+//! follows, and a refusal is audited as `transaction.rejected`.
+
+use http::{Request, Response};
+use hyper::body::Incoming;
+
+use super::payments::{base_record, outcome, require_json, spawn_audit};
+use super::{Context, Exchange};
+use crate::audit::AuditEvent;
+use crate::auth::ClientId;
+use crate::error::{ApiError, FieldError};
+use crate::route::TransactionAction;
+use crate::upstream::{self, Outgoing, ProxyBody};
+
+pub(crate) struct Transactions;
+
+impl Transactions {
+    pub async fn handle(
+        ctx: &Context<'_>,
+        client: ClientId,
+        transaction_id: &str,
+        action: TransactionAction,
+        req: Request<Incoming>,
+        ex: &mut Exchange,
+    ) -> Result<Response<ProxyBody>, ApiError> {
+        let _ = client;
+        let mut record = base_record(ctx, ex, AuditEvent::TransactionForwarded, "forwarded");
+        record.transaction_id = Some(transaction_id.to_string());
+        record.action = Some(action.as_str().to_string());
+        let result = Self::forward(ctx, req, ex, record.clone()).await;
+        if let Err(e) = &result
+            && !matches!(
+                e,
+                ApiError::UpstreamTimeout
+                    | ApiError::UpstreamUnreachable
+                    | ApiError::UpstreamBadResponse
+            )
+        {
+            record.event = AuditEvent::TransactionRejected;
+            record.outcome = "rejected".into();
+            record.reason = Some(e.reason().to_string());
+            spawn_audit(ctx, record);
+        }
+        result
+    }
+
+    async fn forward(
+        ctx: &Context<'_>,
+        req: Request<Incoming>,
+        ex: &mut Exchange,
+        mut record: crate::audit::AuditRecord,
+    ) -> Result<Response<ProxyBody>, ApiError> {
+        if !ctx.proxy.audit().is_healthy() {
+            return Err(ApiError::NotReady("audit log not writable"));
+        }
+        let (parts, body) = req.into_parts();
+        let body = ctx.proxy.read_body(&parts.headers, body).await?;
+        if !body.is_empty() {
+            require_json(&parts.headers)?;
+            if serde_json::from_slice::<serde_json::Value>(&body).is_err() {
+                return Err(ApiError::Validation(vec![FieldError {
+                    source: "body".into(),
+                    title: "Malformed JSON",
+                    detail: "The request body is not valid JSON".into(),
+                }]));
+            }
+        }
+        ctx.proxy
+            .audit()
+            .append(record.clone())
+            .await
+            .map_err(|e| {
+                tracing::error!(error = %e, "audit log unavailable: transaction refused");
+                ApiError::NotReady("audit log not writable")
+            })?;
+        let out = Outgoing {
+            method: parts.method.clone(),
+            path_and_query: parts.uri.path().to_string(),
+            headers: upstream::forwardable_headers(&parts.headers),
+            body,
+        };
+        let sent = ctx.proxy.send_upstream(&out, ex).await;
+        record.event = AuditEvent::TransactionCompleted;
+        record.latency_ms = ex.upstream_latency.map(|d| d.as_secs_f64() * 1e3);
+        let response = match sent {
+            Ok(r) => r,
+            Err(e) => {
+                record.outcome = match e {
+                    ApiError::UpstreamTimeout => "timeout".into(),
+                    _ => "upstream_error".into(),
+                };
+                record.reason = Some(e.reason().to_string());
+                spawn_audit(ctx, record);
+                return Err(e);
+            }
+        };
+        let (parts, body) = response.into_parts();
+        let bytes = match upstream::read_answer(body, 1 << 20).await {
+            Ok(b) => b,
+            Err(_) => {
+                record.outcome = "upstream_error".into();
+                record.upstream_status = Some(parts.status.as_u16());
+                spawn_audit(ctx, record);
+                return Err(ApiError::UpstreamBadResponse);
+            }
+        };
+        record.outcome = outcome(parts.status.as_u16(), None).into();
+        record.upstream_status = Some(parts.status.as_u16());
+        spawn_audit(ctx, record);
+        Ok(Response::from_parts(parts, upstream::full_body(bytes)))
+    }
+}
