@@ -88,22 +88,20 @@ fn scrub_inner(b: &[u8]) -> Option<Vec<u8>> {
     };
     let n = b.len();
     let mut i = 0;
-    // Digit runs that start before this index lie inside a UUID.
-    let mut uuid_end = 0;
     while i < n {
-        let c = b[i];
-        if i >= uuid_end && c.is_ascii_hexdigit() && uuid_at(b, i) {
-            uuid_end = i + UUID_LEN;
+        // Skip to the next byte that can start something: a digit, or the first letter of a
+        // CVV-like key. This loop is where ordinary log lines spend their time.
+        match b[i..].iter().position(|&c| INTERESTING[usize::from(c)]) {
+            Some(k) => i += k,
+            None => break,
         }
-        if c.is_ascii_digit() {
+        if b[i].is_ascii_digit() {
             let (end, count) = digit_run(b, i);
-            if let Some(last4) = find_pan(&b[i..end], count, i < uuid_end) {
+            if let Some(last4) = find_pan(b, i, end, count) {
                 out.replace(i, end, Mask::Pan(last4));
             }
             i = end;
-        } else if matches!(c | 0x20, b'c' | b's' | b'v') {
-            // First letters of the CVV-like keys (`| 0x20` lower-cases ASCII letters and maps
-            // no other byte onto these three).
+        } else {
             match cvv_value(b, i) {
                 Some((start, end)) => {
                     out.replace(start, end, Mask::Redacted);
@@ -111,12 +109,27 @@ fn scrub_inner(b: &[u8]) -> Option<Vec<u8>> {
                 }
                 None => i += 1,
             }
-        } else {
-            i += 1;
         }
     }
     out.finish()
 }
+
+/// Bytes that can start a match: ASCII digits and the first letters of the CVV-like keys.
+static INTERESTING: [bool; 256] = {
+    let mut t = [false; 256];
+    let mut c = b'0';
+    while c <= b'9' {
+        t[c as usize] = true;
+        c += 1;
+    }
+    let starts = b"cCsSvV";
+    let mut k = 0;
+    while k < starts.len() {
+        t[starts[k] as usize] = true;
+        k += 1;
+    }
+    t
+};
 
 /// The scrubbed copy, created on the first edit.
 struct Output<'a> {
@@ -185,13 +198,15 @@ fn digit_run(b: &[u8], start: usize) -> (usize, usize) {
     }
 }
 
-/// Decides whether the digit run `run` (digits and single separators, `count` digits) must be
-/// masked; returns the last four digits (ASCII) of the Luhn-valid part. Inside a UUID only the
-/// whole run counts: its groups join into runs by chance, not because a card number is there.
-fn find_pan(run: &[u8], count: usize, in_uuid: bool) -> Option<[u8; 4]> {
+/// Decides whether the digit run `b[start..end]` (digits and single separators, `count`
+/// digits) must be masked; returns the last four digits (ASCII) of the Luhn-valid part. Inside
+/// a UUID only the whole run counts: its groups join into runs by chance, not because a card
+/// number is there.
+fn find_pan(b: &[u8], start: usize, end: usize, count: usize) -> Option<[u8; 4]> {
     if count < MIN_PAN {
         return None;
     }
+    let run = &b[start..end];
     if count <= MAX_PAN {
         // Whole run, then every sequence of consecutive groups of 12+ digits.
         let mut digits = [0u8; MAX_PAN];
@@ -216,7 +231,7 @@ fn find_pan(run: &[u8], count: usize, in_uuid: bool) -> Option<[u8; 4]> {
         if luhn_ok(digits) {
             return Some(last4(digits));
         }
-        if in_uuid {
+        if ng == 1 || inside_uuid(b, start, end) {
             return None;
         }
         for first in 0..ng {
@@ -232,7 +247,7 @@ fn find_pan(run: &[u8], count: usize, in_uuid: bool) -> Option<[u8; 4]> {
         }
         return None;
     }
-    if in_uuid {
+    if inside_uuid(b, start, end) {
         return None;
     }
     // More than 19 digits: any 12-19 digit window. `ring` holds the last 19 digits; for each
@@ -292,6 +307,12 @@ fn last4(digits: &[u8]) -> [u8; 4] {
         *d = b'0' + v;
     }
     l4
+}
+
+/// Does the digit run `b[start..end]` lie inside a UUID standing alone? Only asked about the
+/// rare runs of 12+ digits that fail the plain Luhn check.
+fn inside_uuid(b: &[u8], start: usize, end: usize) -> bool {
+    (start.saturating_sub(UUID_LEN - 1)..=start).any(|s| s + UUID_LEN >= end && uuid_at(b, s))
 }
 
 /// Is a whole UUID (8-4-4-4-12 hex digits) standing alone at `i`? "Alone" means that no digit
@@ -388,6 +409,11 @@ fn cvv_value(b: &[u8], i: usize) -> Option<(usize, usize)> {
 }
 
 fn match_key(b: &[u8], i: usize) -> Option<usize> {
+    // Cheap first look at two letters; almost every `c`, `s` or `v` in a log line stops here.
+    let pair = (b[i] | 0x20, *b.get(i + 1)? | 0x20);
+    if !matches!(pair, (b'c', b'v' | b'a') | (b's' | b'v', b'e')) {
+        return None;
+    }
     CVV_KEYS.iter().find_map(|key| {
         let mut j = match_word(b, i, key)?;
         if key.len() == 3 && b.get(j) == Some(&b'2') {
@@ -413,25 +439,45 @@ fn match_word(b: &[u8], i: usize, pattern: &[u8]) -> Option<usize> {
     Some(j)
 }
 
-/// Skips spaces, tabs and ANSI colour sequences (`ESC [ ... m`, as `tracing_subscriber::fmt`
-/// writes around field names when colours are on).
+/// Skips spaces, tabs and ANSI colour sequences (`ESC [ 1;31 m`, as `tracing_subscriber::fmt`
+/// writes around field names when colours are on). A colour sequence is at most eight numbers
+/// of at most three digits: what is skipped here is not scanned for card numbers.
 fn skip_blanks(b: &[u8], mut j: usize) -> usize {
     loop {
         match b.get(j) {
             Some(b' ' | b'\t') => j += 1,
-            Some(0x1b) if b.get(j + 1) == Some(&b'[') => {
-                let mut k = j + 2;
-                while b.get(k).is_some_and(|c| (0x20..=0x3f).contains(c)) {
-                    k += 1;
-                }
-                match b.get(k) {
-                    Some(c) if (0x40..=0x7e).contains(c) => j = k + 1,
-                    _ => return j,
-                }
-            }
+            Some(0x1b) => match sgr_len(&b[j..]) {
+                Some(len) => j += len,
+                None => return j,
+            },
             _ => return j,
         }
     }
+}
+
+/// Length of the SGR sequence (`ESC [ n;n;... m`) at the start of `b`, if one is there.
+fn sgr_len(b: &[u8]) -> Option<usize> {
+    if !b.starts_with(b"\x1b[") {
+        return None;
+    }
+    let mut j = 2;
+    for _ in 0..8 {
+        let digits = b[j..]
+            .iter()
+            .take(4)
+            .take_while(|c| c.is_ascii_digit())
+            .count();
+        if digits > 3 {
+            return None;
+        }
+        j += digits;
+        match b.get(j)? {
+            b'm' => return Some(j + 1),
+            b';' => j += 1,
+            _ => return None,
+        }
+    }
+    None
 }
 
 fn backslashes(b: &[u8], j: usize) -> usize {
@@ -941,6 +987,9 @@ mod tests {
             ("cvvs", "cvvs=3", "cvvs=3"),
             ("ansi_colours", "\x1b[3mcvv\x1b[0m\x1b[2m=\x1b[0m\"123\" \x1b[3mcvc\x1b[0m\x1b[2m=\x1b[0m123\x1b[0m",
                 "\x1b[3mcvv\x1b[0m\x1b[2m=\x1b[0m\"[REDACTED]\" \x1b[3mcvc\x1b[0m\x1b[2m=\x1b[0m[REDACTED]\x1b[0m"),
+            // found by the fuzzer: digits inside what looked like a colour sequence
+            ("not_a_colour_sequence", "card_code\x1b[26\"1234567890123456 9m=456",
+                "card_code\x1b[26\"[PAN ****4569]m=456"),
             ("nested_object", r#"{"cvv":{"v":1}}"#, r#"{"cvv":{"v":1}}"#),
         ];
         let mut failures = Vec::new();

@@ -5,6 +5,7 @@
 //! or a client certificate (mTLS); [`upstream_token`] supplies the real bearer token that
 //! replaces theirs on the way out.
 
+pub mod session;
 pub mod storefront;
 pub mod upstream_token;
 

@@ -1,13 +1,17 @@
 //! Storefront authentication: which configured client sent this request.
 
+use std::time::SystemTime;
+
 use http::HeaderMap;
 use http::header::AUTHORIZATION;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
+use super::session::{self, Issued, SessionKeys};
 use crate::config::ClientConfig;
 use crate::error::ApiError;
 use crate::route::RouteName;
+use crate::tls::PeerIdentity;
 
 /// Index of an authenticated client in [`Clients`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -16,11 +20,94 @@ pub struct ClientId(pub usize);
 /// The configured storefronts.
 pub struct Clients {
     clients: Vec<ClientConfig>,
+    sessions: Option<SessionKeys>,
 }
 
 impl Clients {
-    pub fn new(clients: Vec<ClientConfig>) -> Clients {
-        Clients { clients }
+    pub fn new(clients: Vec<ClientConfig>, sessions: Option<SessionKeys>) -> Clients {
+        Clients { clients, sessions }
+    }
+
+    /// Who sent a request: the client certificate's client (mTLS) or the bearer
+    /// credential's. When both are present they must name the same client.
+    pub fn authenticate(
+        &self,
+        headers: &HeaderMap,
+        peer: Option<&PeerIdentity>,
+    ) -> Result<ClientId, ApiError> {
+        let by_cert = peer.and_then(|p| self.by_certificate(p));
+        let by_bearer = match (bearer(headers), by_cert) {
+            (Err(ApiError::MissingCredential), Some(_)) => None,
+            (Err(e), _) => return Err(e),
+            (Ok(token), _) => Some(self.by_token(token)?),
+        };
+        match (by_cert, by_bearer) {
+            (Some(a), Some(b)) if a != b => Err(ApiError::InvalidCredential),
+            (Some(id), _) | (None, Some(id)) => Ok(id),
+            (None, None) => Err(ApiError::MissingCredential),
+        }
+    }
+
+    /// A bearer credential: a payshim session token or an API key.
+    fn by_token(&self, token: &str) -> Result<ClientId, ApiError> {
+        if session::looks_like_session(token) {
+            let keys = self.sessions.as_ref().ok_or(ApiError::InvalidCredential)?;
+            let id = keys
+                .verify(token, SystemTime::now())
+                .map_err(|_| ApiError::InvalidCredential)?;
+            return self.by_id(&id).ok_or(ApiError::InvalidCredential);
+        }
+        self.by_api_key(token)
+    }
+
+    /// The client whose `cert_subject` ("CN=..." or "DNS:...") the certificate presents.
+    pub fn by_certificate(&self, peer: &PeerIdentity) -> Option<ClientId> {
+        self.clients
+            .iter()
+            .position(|c| {
+                c.cert_subject
+                    .as_ref()
+                    .is_some_and(|s| peer.names.iter().any(|n| n == s))
+            })
+            .map(ClientId)
+    }
+
+    pub fn by_id(&self, id: &str) -> Option<ClientId> {
+        self.clients.iter().position(|c| c.id == id).map(ClientId)
+    }
+
+    /// Token exchange, implicit grant: the browser SDK's public client id.
+    pub fn by_public_id(&self, public_id: &str) -> Option<ClientId> {
+        self.clients
+            .iter()
+            .position(|c| c.public_id.as_deref() == Some(public_id))
+            .map(ClientId)
+    }
+
+    /// Token exchange, client_credentials grant: client id and secret (hash compared in
+    /// constant time).
+    pub fn by_secret(&self, id: &str, secret: &str) -> Option<ClientId> {
+        let digest: [u8; 32] = Sha256::digest(secret.as_bytes()).into();
+        let client = self.by_id(id)?;
+        let expected = self.get(client).secret_sha256.as_ref()?;
+        bool::from(expected.ct_eq(&digest)).then_some(client)
+    }
+
+    /// A session token for `client`; None when no session key is configured.
+    pub fn issue_session(&self, client: ClientId) -> Option<Issued> {
+        let keys = self.sessions.as_ref()?;
+        Some(keys.issue(&self.get(client).id, SystemTime::now()))
+    }
+
+    /// Whether any client allows this browser origin (preflights carry no credential).
+    pub fn any_allows_origin(&self, origin: &str) -> bool {
+        self.clients
+            .iter()
+            .any(|c| c.allowed_origins.iter().any(|o| o == origin))
+    }
+
+    pub fn allows_origin(&self, id: ClientId, origin: &str) -> bool {
+        self.get(id).allowed_origins.iter().any(|o| o == origin)
     }
 
     pub fn get(&self, id: ClientId) -> &ClientConfig {
@@ -118,7 +205,7 @@ mod tests {
 
     #[test]
     fn api_keys_and_routes() {
-        let clients = Clients::new(vec![client("a", "key-a"), client("b", "key-b")]);
+        let clients = Clients::new(vec![client("a", "key-a"), client("b", "key-b")], None);
         assert_eq!(clients.by_api_key("key-b").unwrap(), ClientId(1));
         assert!(clients.by_api_key("key-c").is_err());
         assert!(

@@ -1,11 +1,23 @@
 //! The store's real bearer token, which replaces the storefront's on every forwarded
 //! request and never leaves payshim in any other way.
+//!
+//! A static token comes from the config. With `client_id` + `client_secret`, payshim
+//! obtains a token from `{upstream.url}/oauth/access_token` itself and refreshes it at 80%
+//! of its lifetime. Every fetch goes through one single-flight lock, so any number of
+//! concurrent requests cause at most one token call per refresh.
 
-use http::HeaderValue;
-use secrecy::ExposeSecret;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http::{HeaderValue, Method};
+use secrecy::{ExposeSecret, SecretString};
+use tokio::sync::{Mutex, RwLock};
 
 use crate::config::UpstreamAuth;
 use crate::error::ApiError;
+use crate::upstream::Upstream;
 
 /// Where the upstream `Authorization` value comes from.
 pub struct UpstreamToken {
@@ -17,16 +29,60 @@ enum Source {
     Static(HeaderValue),
     /// Sandbox without a token: the value is never sent anywhere.
     Sandbox(HeaderValue),
-    /// No token could be obtained: requests that need one get 503.
-    Unavailable,
+    /// Obtained and refreshed by payshim.
+    Managed(Arc<Managed>),
+}
+
+pub struct Managed {
+    client_id: String,
+    client_secret: SecretString,
+    upstream: Arc<Upstream>,
+    current: RwLock<Option<Current>>,
+    /// Single flight: only the holder talks to the token endpoint.
+    fetching: Mutex<()>,
+    /// Set while fetches fail, so a failure streak is logged once.
+    failing: AtomicBool,
+}
+
+#[derive(Clone)]
+struct Current {
+    value: HeaderValue,
+    refresh_at: Instant,
+    expires_at: Instant,
+}
+
+/// Why a token could not be obtained.
+#[derive(Debug, thiserror::Error)]
+enum FetchError {
+    #[error("token endpoint unreachable: {0}")]
+    Upstream(#[from] crate::upstream::UpstreamError),
+    #[error("token endpoint answered {0}")]
+    Status(u16),
+    #[error("token endpoint answer has no access_token / expires_in")]
+    Shape,
 }
 
 impl UpstreamToken {
-    pub fn new(auth: &UpstreamAuth) -> UpstreamToken {
+    /// Must run inside the runtime: a managed token starts its refresher task here.
+    pub fn start(auth: &UpstreamAuth, upstream: Arc<Upstream>) -> UpstreamToken {
         let source = match auth {
             UpstreamAuth::Static(token) => Source::Static(bearer_value(token.expose_secret())),
             UpstreamAuth::None => Source::Sandbox(bearer_value("sandbox")),
-            UpstreamAuth::ClientCredentials { .. } => Source::Unavailable,
+            UpstreamAuth::ClientCredentials {
+                client_id,
+                client_secret,
+            } => {
+                let managed = Arc::new(Managed {
+                    client_id: client_id.clone(),
+                    client_secret: client_secret.clone(),
+                    upstream,
+                    current: RwLock::new(None),
+                    fetching: Mutex::new(()),
+                    failing: AtomicBool::new(false),
+                });
+                tokio::spawn(refresher(Arc::downgrade(&managed)));
+                Source::Managed(managed)
+            }
         };
         UpstreamToken { source }
     }
@@ -35,13 +91,125 @@ impl UpstreamToken {
     pub async fn bearer(&self) -> Result<HeaderValue, ApiError> {
         match &self.source {
             Source::Static(v) | Source::Sandbox(v) => Ok(v.clone()),
-            Source::Unavailable => Err(ApiError::NotReady("no upstream token")),
+            Source::Managed(m) => m
+                .valid()
+                .await
+                .ok_or(ApiError::NotReady("no upstream token")),
+        }
+    }
+
+    /// After the upstream rejected `used` with 401: a fresh token to resend with, once.
+    /// None when the token cannot be refreshed (static token, endpoint down).
+    pub async fn refresh_after_rejection(&self, used: &HeaderValue) -> Option<HeaderValue> {
+        match &self.source {
+            Source::Managed(m) => m.refresh(Some(used)).await,
+            Source::Static(_) | Source::Sandbox(_) => None,
         }
     }
 
     /// True when a token is in hand (readiness).
-    pub fn is_available(&self) -> bool {
-        !matches!(self.source, Source::Unavailable)
+    pub async fn is_available(&self) -> bool {
+        match &self.source {
+            Source::Static(_) | Source::Sandbox(_) => true,
+            Source::Managed(m) => m.valid().await.is_some(),
+        }
+    }
+}
+
+impl Managed {
+    async fn valid(&self) -> Option<HeaderValue> {
+        let current = self.current.read().await;
+        current
+            .as_ref()
+            .filter(|c| Instant::now() < c.expires_at)
+            .map(|c| c.value.clone())
+    }
+
+    /// Fetches a new token unless another task already replaced `stale` (or, with no
+    /// `stale`, unless the current one is not yet due). Returns the token to use.
+    async fn refresh(&self, stale: Option<&HeaderValue>) -> Option<HeaderValue> {
+        let _flight = self.fetching.lock().await;
+        if let Some(c) = self.current.read().await.as_ref() {
+            let replaced = stale.is_some_and(|s| *s != c.value);
+            let fresh = stale.is_none() && Instant::now() < c.refresh_at;
+            if replaced || fresh {
+                return Some(c.value.clone());
+            }
+        }
+        match self.fetch().await {
+            Ok(next) => {
+                if self.failing.swap(false, Ordering::Relaxed) {
+                    tracing::info!("upstream token endpoint recovered");
+                }
+                let value = next.value.clone();
+                *self.current.write().await = Some(next);
+                Some(value)
+            }
+            Err(e) => {
+                if !self.failing.swap(true, Ordering::Relaxed) {
+                    tracing::error!(error = %e, "cannot obtain an upstream token; requests that need one get 503 until it recovers");
+                }
+                if stale.is_some() {
+                    *self.current.write().await = None;
+                }
+                None
+            }
+        }
+    }
+
+    /// One client_credentials call to the token endpoint.
+    async fn fetch(&self) -> Result<Current, FetchError> {
+        let form = form_urlencoded::Serializer::new(String::new())
+            .append_pair("grant_type", "client_credentials")
+            .append_pair("client_id", &self.client_id)
+            .append_pair("client_secret", self.client_secret.expose_secret())
+            .finish();
+        let started = Instant::now();
+        let (status, body) = self
+            .upstream
+            .send_plain(
+                Method::POST,
+                "/oauth/access_token",
+                "application/x-www-form-urlencoded",
+                Bytes::from(zeroize::Zeroizing::new(form).as_bytes().to_vec()),
+            )
+            .await?;
+        if status != 200 && status != 201 {
+            return Err(FetchError::Status(status));
+        }
+        let v: serde_json::Value = serde_json::from_slice(&body).map_err(|_| FetchError::Shape)?;
+        let token = v["access_token"].as_str().ok_or(FetchError::Shape)?;
+        let lifetime = v["expires_in"].as_u64().ok_or(FetchError::Shape)?.max(1);
+        let lifetime = Duration::from_secs(lifetime);
+        tracing::info!(expires_in_s = lifetime.as_secs(), "upstream token obtained");
+        Ok(Current {
+            value: bearer_value(token),
+            refresh_at: started + lifetime.mul_f64(0.8),
+            expires_at: started + lifetime,
+        })
+    }
+}
+
+/// Keeps a managed token fresh: fetches at start, then at 80% of each lifetime; on
+/// failure retries with backoff (0.5 s doubling to 30 s). Ends when payshim drops it.
+async fn refresher(managed: std::sync::Weak<Managed>) {
+    let mut backoff = Duration::from_millis(500);
+    loop {
+        let Some(m) = managed.upgrade() else { return };
+        let wait = match m.refresh(None).await {
+            Some(_) => {
+                backoff = Duration::from_millis(500);
+                let due = m.current.read().await.as_ref().map(|c| c.refresh_at);
+                due.map_or(backoff, |d| d.saturating_duration_since(Instant::now()))
+            }
+            None => {
+                let w = backoff;
+                backoff = (backoff * 2).min(Duration::from_secs(30));
+                w
+            }
+        };
+        drop(m);
+        tokio::time::sleep(wait.max(Duration::from_millis(100))).await;
     }
 }
 

@@ -13,20 +13,24 @@ use http_body_util::BodyExt;
 use hyper::body::Incoming;
 
 use crate::audit::{AuditLog, AuditSettings};
-use crate::auth::{ClientId, Clients, UpstreamToken, storefront};
+use crate::auth::session::SessionKeys;
+use crate::auth::{ClientId, Clients, UpstreamToken};
 use crate::config::Config;
 use crate::error::ApiError;
 use crate::metrics::Metrics;
 use crate::metrics::{ReasonLabel, RequestLabels, RouteLabel};
 use crate::route::{Route, RoutePattern};
-use payments::Payments;
-use transactions::Transactions;
-
-mod payments;
-mod transactions;
 use crate::server::ConnInfo;
 use crate::tls::TlsError;
 use crate::upstream::{self, Outgoing, ProxyBody, Upstream, UpstreamError};
+
+use payments::Payments;
+use transactions::Transactions;
+
+mod cors;
+mod payments;
+mod token;
+mod transactions;
 
 pub const X_REQUEST_ID: &str = "x-request-id";
 
@@ -34,7 +38,7 @@ pub const X_REQUEST_ID: &str = "x-request-id";
 pub struct Proxy {
     clients: Clients,
     extra_routes: Vec<RoutePattern>,
-    upstream: Upstream,
+    upstream: std::sync::Arc<Upstream>,
     token: UpstreamToken,
     metrics: Metrics,
     max_body: usize,
@@ -54,7 +58,15 @@ pub(crate) struct Exchange {
 }
 
 impl Proxy {
+    /// Builds the handler; runs inside the runtime (it starts the audit writer and, with
+    /// client credentials, the upstream token refresher).
     pub fn new(config: &Config) -> Result<Proxy, TlsError> {
+        let upstream = std::sync::Arc::new(Upstream::new(&config.upstream)?);
+        let sessions = config
+            .auth
+            .session_key
+            .clone()
+            .map(|k| SessionKeys::new(k, config.auth.session_ttl));
         let audit = AuditLog::start(AuditSettings {
             path: config.audit.path.clone(),
             key: config.audit.key.clone(),
@@ -63,10 +75,10 @@ impl Proxy {
         Ok(Proxy {
             payments: Payments::new(config),
             audit,
-            clients: Clients::new(config.clients.clone()),
+            clients: Clients::new(config.clients.clone(), sessions),
             extra_routes: config.routes.clone(),
-            upstream: Upstream::new(&config.upstream)?,
-            token: UpstreamToken::new(&config.upstream.auth),
+            token: UpstreamToken::start(&config.upstream.auth, upstream.clone()),
+            upstream,
             metrics: Metrics::new(),
             max_body: config.limits.max_body,
             body_timeout: config.server.header_read_timeout,
@@ -80,7 +92,7 @@ impl Proxy {
     /// Why payshim is not ready to serve payments, if it is not.
     pub async fn readiness_problems(&self) -> Vec<&'static str> {
         let mut problems = Vec::new();
-        if !self.token.is_available() {
+        if !self.token.is_available().await {
             problems.push("no upstream token");
         }
         if !self.audit.is_healthy() {
@@ -99,6 +111,7 @@ impl Proxy {
         let request_id = uuid::Uuid::now_v7().to_string();
         let method = req.method().clone();
         let route = Route::match_request(&method, req.uri().path(), &self.extra_routes);
+        let origin = req.headers().get(header::ORIGIN).cloned();
         let mut ex = Exchange::default();
         let mut response = match self.dispatch(&route, req, conn, &request_id, &mut ex).await {
             Ok(resp) => resp,
@@ -116,6 +129,7 @@ impl Proxy {
         if let Ok(v) = HeaderValue::from_str(&request_id) {
             response.headers_mut().insert(X_REQUEST_ID, v);
         }
+        cors::decorate(&self.clients, ex.client, origin.as_ref(), &mut response);
         self.record(&request_id, &route, &method, &response, &ex, started);
         response
     }
@@ -129,10 +143,11 @@ impl Proxy {
         ex: &mut Exchange,
     ) -> Result<Response<ProxyBody>, ApiError> {
         match route {
-            Route::NotFound | Route::TokenExchange | Route::Preflight(_) => Err(ApiError::NotFound),
+            Route::NotFound => Err(ApiError::NotFound),
+            Route::Preflight(name) => cors::preflight(&self.clients, *name, req.headers()),
+            Route::TokenExchange => token::exchange(self, req, ex).await,
             Route::Payment { order_id } => {
-                let client = self.authenticate(&req);
-                ex.client = client.as_ref().ok().copied();
+                let client = self.admit(&req, conn, route, ex);
                 let ctx = Context {
                     proxy: self,
                     request_id,
@@ -146,9 +161,7 @@ impl Proxy {
                 transaction_id,
                 action,
             } => {
-                let client = self.authenticate(&req)?;
-                ex.client = Some(client);
-                self.clients.check_route(client, route.name())?;
+                let client = self.admit(&req, conn, route, ex)?;
                 let ctx = Context {
                     proxy: self,
                     request_id,
@@ -158,9 +171,7 @@ impl Proxy {
                 Transactions::handle(&ctx, client, transaction_id, *action, req, ex).await
             }
             Route::TransactionRead { .. } | Route::Passthrough => {
-                let client = self.authenticate(&req)?;
-                ex.client = Some(client);
-                self.clients.check_route(client, route.name())?;
+                self.admit(&req, conn, route, ex)?;
                 self.forward(req, ex).await
             }
         }
@@ -170,9 +181,22 @@ impl Proxy {
         &self.clients
     }
 
-    pub(crate) fn authenticate(&self, req: &Request<Incoming>) -> Result<ClientId, ApiError> {
-        let credential = storefront::bearer(req.headers())?;
-        self.clients.by_api_key(credential)
+    /// Storefront authentication, then what that client may do: this route, from this
+    /// browser origin.
+    fn admit(
+        &self,
+        req: &Request<Incoming>,
+        conn: &ConnInfo,
+        route: &Route,
+        ex: &mut Exchange,
+    ) -> Result<ClientId, ApiError> {
+        let client = self
+            .clients
+            .authenticate(req.headers(), conn.peer.as_ref())?;
+        ex.client = Some(client);
+        self.clients.check_route(client, route.name())?;
+        cors::check(&self.clients, client, req.headers())?;
+        Ok(client)
     }
 
     /// Forwards a request as it came (headers rewritten, body size-limited).
@@ -205,18 +229,30 @@ impl Proxy {
     ) -> Result<Response<ProxyBody>, ApiError> {
         let bearer = self.token.bearer().await?;
         match self.upstream.send(out, &bearer).await {
+            Ok(answer) if answer.response.status() == http::StatusCode::UNAUTHORIZED => {
+                // Our token was rejected: nothing was processed, so one resend with a
+                // fresh token is safe. A second 401 (or no fresh token) is a 502.
+                tracing::warn!("upstream rejected the store token (401)");
+                let Some(fresh) = self.token.refresh_after_rejection(&bearer).await else {
+                    return Err(ApiError::UpstreamBadResponse);
+                };
+                let answer = self
+                    .upstream
+                    .send(out, &fresh)
+                    .await
+                    .map_err(upstream_error)?;
+                ex.upstream_latency = Some(answer.latency);
+                if answer.response.status() == http::StatusCode::UNAUTHORIZED {
+                    tracing::error!("upstream rejected a freshly obtained token (401)");
+                    return Err(ApiError::UpstreamBadResponse);
+                }
+                Ok(answer.response)
+            }
             Ok(answer) => {
                 ex.upstream_latency = Some(answer.latency);
                 Ok(answer.response)
             }
-            Err(e) => {
-                tracing::warn!(error = %e, "upstream call failed");
-                Err(match e {
-                    UpstreamError::Timeout => ApiError::UpstreamTimeout,
-                    UpstreamError::Unreachable(_) => ApiError::UpstreamUnreachable,
-                    UpstreamError::Failed(_) => ApiError::UpstreamBadResponse,
-                })
-            }
+            Err(e) => Err(upstream_error(e)),
         }
     }
 
@@ -297,6 +333,15 @@ impl Proxy {
                 .get_or_create(&RouteLabel { route: route_name })
                 .observe(d.as_secs_f64());
         }
+    }
+}
+
+fn upstream_error(e: UpstreamError) -> ApiError {
+    tracing::warn!(error = %e, "upstream call failed");
+    match e {
+        UpstreamError::Timeout => ApiError::UpstreamTimeout,
+        UpstreamError::Unreachable(_) => ApiError::UpstreamUnreachable,
+        UpstreamError::Failed(_) => ApiError::UpstreamBadResponse,
     }
 }
 

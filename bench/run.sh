@@ -1,0 +1,619 @@
+#!/usr/bin/env bash
+# payshim load benchmark: direct upstream vs nginx vs HAProxy vs payshim, on loopback.
+#
+#   bench/run.sh [--duration 15s] [--only GROUP|TARGET[,...]] [--no-build] [--no-install]
+#
+# Groups: all (default), passthrough (direct nginx haproxy payshim-passthrough),
+#         payments (payshim-payments), limits (payshim-payments payshim-payments-limits
+#         payshim-payments-redis). Targets can also be named one by one, comma-separated.
+#
+# Proxy and upstream (and Redis) run pinned to core 0, wrk to core 1. Every target gets a
+# 3 s warm-up, then one measured wrk run of --duration, 64 keep-alive connections.
+# Raw outputs go to bench/out/<UTC timestamp>/ (gitignored). See bench/README.md.
+set -euo pipefail
+
+BENCH_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+ROOT=$(dirname "$BENCH_DIR")
+
+DURATION=15s
+WARMUP=3s
+CONNS=64
+ONLY=all
+BUILD=1
+INSTALL=1
+
+# Loopback ports (payshim's own are also in payshim-bench.toml; run.sh passes them as
+# PAYSHIM__ overrides so the two cannot drift apart).
+UPSTREAM_PORT=${BENCH_UPSTREAM_PORT:-18080}
+PAYSHIM_PORT=${BENCH_PAYSHIM_PORT:-18443}
+ADMIN_PORT=${BENCH_ADMIN_PORT:-19901}
+NGINX_PORT=${BENCH_NGINX_PORT:-18444}
+HAPROXY_PORT=${BENCH_HAPROXY_PORT:-18445}
+REDIS_PORT=${BENCH_REDIS_PORT:-16379}
+
+PROXY_CPU=0
+WRK_CPU=1
+
+STOREFRONT_KEY=bench-storefront-key-0001
+ALL_TARGETS=(direct nginx haproxy payshim-passthrough payshim-payments payshim-payments-limits payshim-payments-redis)
+
+usage() {
+    sed -n '2,12p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
+}
+
+while [[ $# -gt 0 ]]; do
+    case "$1" in
+        --duration) DURATION=${2:?--duration needs a value like 15s}; shift 2 ;;
+        --duration=*) DURATION=${1#*=}; shift ;;
+        --only) ONLY=${2:?--only needs a group or target list}; shift 2 ;;
+        --only=*) ONLY=${1#*=}; shift ;;
+        --no-build) BUILD=0; shift ;;
+        --no-install) INSTALL=0; shift ;;
+        -h|--help) usage; exit 0 ;;
+        *) echo "run.sh: unknown argument $1" >&2; usage >&2; exit 2 ;;
+    esac
+done
+
+# Duration in whole seconds ("15s", "1m", "20").
+to_seconds() {
+    local v=$1
+    case "$v" in
+        *ms) echo "run.sh: duration $v is too short" >&2; exit 2 ;;
+        *s) v=${v%s}; [[ $v =~ ^[0-9]+$ ]] || { echo "run.sh: bad duration $1" >&2; exit 2; }; echo "$v" ;;
+        *m) v=${v%m}; [[ $v =~ ^[0-9]+$ ]] || { echo "run.sh: bad duration $1" >&2; exit 2; }; echo $((v * 60)) ;;
+        *) [[ $v =~ ^[0-9]+$ ]] || { echo "run.sh: bad duration $1" >&2; exit 2; }; echo "$v" ;;
+    esac
+}
+DUR_S=$(to_seconds "$DURATION")
+WARM_S=$(to_seconds "$WARMUP")
+if (( DUR_S < 1 || DUR_S > 600 )); then
+    echo "run.sh: --duration must be between 1s and 10m" >&2
+    exit 2
+fi
+
+# Targets to run, in the fixed order of ALL_TARGETS.
+declare -A WANT=()
+IFS=',' read -r -a _sel <<<"$ONLY"
+for s in "${_sel[@]}"; do
+    case "$s" in
+        all) for t in "${ALL_TARGETS[@]}"; do WANT[$t]=1; done ;;
+        passthrough) for t in direct nginx haproxy payshim-passthrough; do WANT[$t]=1; done ;;
+        payments) WANT[payshim-payments]=1 ;;
+        limits) for t in payshim-payments payshim-payments-limits payshim-payments-redis; do WANT[$t]=1; done ;;
+        *)
+            ok=0
+            for t in "${ALL_TARGETS[@]}"; do [[ $t == "$s" ]] && ok=1; done
+            if (( ! ok )); then
+                echo "run.sh: unknown group or target '$s' (groups: all passthrough payments limits; targets: ${ALL_TARGETS[*]})" >&2
+                exit 2
+            fi
+            WANT[$s]=1 ;;
+    esac
+done
+TARGETS=()
+for t in "${ALL_TARGETS[@]}"; do [[ -n ${WANT[$t]:-} ]] && TARGETS+=("$t"); done
+wants_payshim=0; wants_redis=0; wants_haproxy=0
+for t in "${TARGETS[@]}"; do
+    [[ $t == payshim-* ]] && wants_payshim=1
+    [[ $t == payshim-payments-redis ]] && wants_redis=1
+    [[ $t == haproxy ]] && wants_haproxy=1
+done
+
+log() { printf '[bench %s] %s\n' "$(date -u +%H:%M:%S)" "$*" >&2; }
+die() { log "ERROR: $*"; exit 1; }
+
+# ---------------------------------------------------------------------------------------
+# Packages (CI machines are fresh). Daemons are kept from starting on install.
+
+install_missing() {
+    local -a pkgs=()
+    command -v wrk >/dev/null || pkgs+=(wrk)
+    command -v nginx >/dev/null || pkgs+=(nginx-light)
+    command -v curl >/dev/null || pkgs+=(curl)
+    command -v openssl >/dev/null || pkgs+=(openssl)
+    command -v taskset >/dev/null || pkgs+=(util-linux)
+    command -v ss >/dev/null || pkgs+=(iproute2)
+    if (( wants_haproxy )); then command -v haproxy >/dev/null || pkgs+=(haproxy); fi
+    if (( wants_redis )); then
+        command -v redis-server >/dev/null || pkgs+=(redis-server)
+        command -v redis-cli >/dev/null || pkgs+=(redis-tools)
+    fi
+    (( ${#pkgs[@]} == 0 )) && return 0
+    if (( ! INSTALL )); then die "missing packages: ${pkgs[*]} (run without --no-install)"; fi
+    local sudo=""
+    if [[ $(id -u) -ne 0 ]]; then sudo=sudo; fi
+    log "installing ${pkgs[*]}"
+    # The Debian packages start their daemons (nginx on :80, redis on :6379) on
+    # install; a policy-rc.d that answers 101 prevents that, as in container images.
+    local policy=/usr/sbin/policy-rc.d added_policy=0
+    if [[ ! -e $policy ]]; then
+        printf '#!/bin/sh\nexit 101\n' | $sudo tee "$policy" >/dev/null
+        $sudo chmod 755 "$policy"
+        added_policy=1
+    fi
+    local rc=0
+    { $sudo apt-get update -qq && DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${pkgs[@]}"; } || rc=$?
+    if (( added_policy )); then $sudo rm -f "$policy"; fi
+    (( rc == 0 )) || die "apt-get install ${pkgs[*]} failed"
+}
+install_missing
+
+NCPU=$(nproc)
+if (( NCPU < 2 )); then
+    log "WARNING: only $NCPU CPU: wrk shares the core with the proxy; figures are not comparable"
+    WRK_CPU=0
+fi
+
+# ---------------------------------------------------------------------------------------
+# Output directory, processes, cleanup.
+
+STAMP=$(date -u +%Y%m%dT%H%M%SZ)
+OUT=$BENCH_DIR/out/$STAMP
+mkdir -p "$OUT"
+log "output: $OUT"
+
+declare -A PIDS=()     # name -> pid of every process this script started and still runs
+
+stop_proc() {
+    local name=$1 pid=${PIDS[$1]:-}
+    [[ -z $pid ]] && return 0
+    unset "PIDS[$name]"
+    if kill -0 "$pid" 2>/dev/null; then
+        kill -TERM "$pid" 2>/dev/null || true
+        local i
+        for i in $(seq 1 50); do
+            kill -0 "$pid" 2>/dev/null || break
+            sleep 0.1
+        done
+        if kill -0 "$pid" 2>/dev/null; then
+            log "$name (pid $pid) did not stop on SIGTERM; SIGKILL"
+            kill -KILL "$pid" 2>/dev/null || true
+        fi
+    fi
+    wait "$pid" 2>/dev/null || true
+}
+
+cleanup() {
+    local rc=$?
+    trap - EXIT INT TERM
+    local n
+    for n in "${!PIDS[@]}"; do stop_proc "$n"; done
+    exit "$rc"
+}
+trap cleanup EXIT
+trap 'log "interrupted"; exit 130' INT TERM
+
+port_busy() { [[ -n $(ss -Hltn "sport = :$1" 2>/dev/null) ]]; }
+
+check_ports() {
+    local p
+    for p in "$@"; do
+        if port_busy "$p"; then
+            die "port 127.0.0.1:$p is already in use (another bench run? set BENCH_*_PORT)"
+        fi
+    done
+}
+
+# wait_ready NAME URL: polls until URL answers (any HTTP status), the process is alive.
+wait_ready() {
+    local name=$1 url=$2 i code
+    for i in $(seq 1 150); do
+        if ! kill -0 "${PIDS[$name]}" 2>/dev/null; then
+            log "$name exited during start-up"
+            return 1
+        fi
+        code=$(curl -sk -o /dev/null -w '%{http_code}' --max-time 1 "$url" 2>/dev/null || true)
+        if [[ -n $code && $code != 000 ]]; then return 0; fi
+        sleep 0.1
+    done
+    log "$name not answering at $url after 15 s"
+    return 1
+}
+
+render() { # template -> file, replacing the placeholders
+    sed -e "s|@OUT@|$OUT|g" -e "s|@UPSTREAM_PORT@|$UPSTREAM_PORT|g" -e "s|@PORT@|$3|g" "$1" >"$2"
+}
+
+# Machine conditions: the machine is shared; a concurrent build halves the figures.
+busy_report() {
+    local load others
+    load=$(cut -d' ' -f1-3 /proc/loadavg)
+    others=$(ps -eo comm= | grep -cE '^(cargo|rustc|cc|c\+\+|ld|ld\.lld|mold|cc1|cc1plus|rust-lld)$' || true)
+    echo "load=$load builds=$others"
+}
+
+# CPU time (ticks) of every process: "pid comm ticks". Processes that are not part of
+# the benchmark and use CPU during a measured run (other people's builds, fuzzers) make
+# the figures low; run_target reports them in the notes.
+proc_times() {
+    cat /proc/[0-9]*/stat 2>/dev/null | awk '{
+        s = $0; p = 0
+        while ((k = index(substr(s, p + 1), ") ")) > 0) p += k
+        o = index(s, "(")
+        comm = substr(s, o + 1, p - o - 1); gsub(/[ \t]/, "_", comm)
+        split(substr(s, p + 2), F, " ")
+        print $1, comm, F[12] + F[13] }' || true
+}
+# before after seconds -> "N% (name N%, ...)" of CPU used by processes outside the bench
+others_cpu() {
+    local hz
+    hz=$(getconf CLK_TCK 2>/dev/null || echo 100)
+    awk -v hz="$hz" -v secs="$3" '
+        FNR == NR { B[$1] = $3; next }
+        { if ($2 ~ /^(wrk|nginx|haproxy|payshim|redis-server|perf|taskset|curl|timeout|sleep|run\.sh|bash|awk|cat|sed|grep)$/) next
+          d = $3 - ($1 in B ? B[$1] : 0); if (d <= 0) next
+          C[$2] += d; tot += d }
+        END {
+          pct = 100 * tot / hz / secs; out = sprintf("%.0f%%", pct)
+          n = 0; for (c in C) { N[++n] = c }
+          # top 3 by CPU
+          for (i = 1; i <= n; i++) for (j = i + 1; j <= n; j++) if (C[N[j]] > C[N[i]]) { t = N[i]; N[i] = N[j]; N[j] = t }
+          sep = " ("; for (i = 1; i <= n && i <= 3; i++) {
+            if (100 * C[N[i]] / hz / secs < 1) break
+            out = out sep N[i] " " sprintf("%.0f%%", 100 * C[N[i]] / hz / secs); sep = ", " }
+          if (sep == ", ") out = out ")"
+          print out }' <(echo "$1") <(echo "$2")
+}
+
+# CPU busy percentage per core between two /proc/stat snapshots.
+cpu_snapshot() { grep -E '^cpu[01] ' /proc/stat; }
+cpu_busy() { # before after core -> percent
+    local b a
+    b=$(grep "^cpu$3 " <<<"$1"); a=$(grep "^cpu$3 " <<<"$2")
+    awk -v b="$b" -v a="$a" 'BEGIN {
+        nb = split(b, B, " "); split(a, A, " ");
+        tb = 0; ta = 0; for (i = 2; i <= nb; i++) { tb += B[i]; ta += A[i] }
+        ib = B[5] + B[6]; ia = A[5] + A[6];
+        dt = ta - tb; if (dt <= 0) { print "?"; exit }
+        printf "%.0f", 100 * (1 - (ia - ib) / dt) }'
+}
+
+# ---------------------------------------------------------------------------------------
+# Build payshim, certificates, upstream.
+
+{
+    echo "date_utc=$(date -u +%Y-%m-%dT%H:%M:%SZ)"
+    echo "host=$(hostname) kernel=$(uname -r) cpus=$NCPU"
+    grep -m1 'model name' /proc/cpuinfo || true
+    grep MemTotal /proc/meminfo || true
+    echo "duration=${DUR_S}s warmup=${WARM_S}s connections=$CONNS targets=${TARGETS[*]}"
+    echo "wrk: $(wrk -v 2>&1 | head -1)"
+    echo "nginx: $(nginx -v 2>&1)"
+    if command -v haproxy >/dev/null; then echo "haproxy: $(haproxy -v 2>&1 | head -1)"; fi
+    echo "openssl: $(openssl version)"
+    echo "at start: $(busy_report)"
+} >"$OUT/env.txt"
+
+PAYSHIM_BIN=""
+if (( wants_payshim )); then
+    if (( BUILD )); then
+        log "cargo build --release"
+        (cd "$ROOT" && cargo build --release) >"$OUT/build.log" 2>&1 \
+            || { tail -30 "$OUT/build.log" >&2; die "cargo build --release failed (see $OUT/build.log)"; }
+    fi
+    [[ -x $ROOT/target/release/payshim ]] || die "no $ROOT/target/release/payshim (build it or drop --no-build)"
+    # A private copy: a rebuild by someone else during the run cannot swap the binary.
+    cp "$ROOT/target/release/payshim" "$OUT/payshim"
+    PAYSHIM_BIN=$OUT/payshim
+    {
+        echo "payshim: sha256 $(sha256sum "$PAYSHIM_BIN" | cut -c1-16) built $(date -u -r "$ROOT/target/release/payshim" +%Y-%m-%dT%H:%M:%SZ)"
+    } >>"$OUT/env.txt"
+fi
+
+mkdir -p "$OUT/tls"
+openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 2 \
+    -subj /CN=localhost -addext "subjectAltName=DNS:localhost,IP:127.0.0.1" \
+    -keyout "$OUT/tls/key.pem" -out "$OUT/tls/cert.pem" 2>"$OUT/tls/openssl.log" \
+    || die "openssl req failed (see $OUT/tls/openssl.log)"
+cat "$OUT/tls/cert.pem" "$OUT/tls/key.pem" >"$OUT/tls/combined.pem"
+
+check_ports "$UPSTREAM_PORT"
+mkdir -p "$OUT/upstream/tmp"
+render "$BENCH_DIR/upstream/nginx-upstream.conf" "$OUT/upstream/nginx.conf" "$UPSTREAM_PORT"
+taskset -c "$PROXY_CPU" nginx -p "$OUT/upstream" -e "$OUT/upstream/error.log" \
+    -c "$OUT/upstream/nginx.conf" >"$OUT/upstream/stdout.log" 2>&1 &
+PIDS[upstream]=$!
+wait_ready upstream "http://127.0.0.1:$UPSTREAM_PORT/" || die "upstream did not start (see $OUT/upstream/error.log)"
+log "upstream nginx on 127.0.0.1:$UPSTREAM_PORT (core $PROXY_CPU)"
+
+# ---------------------------------------------------------------------------------------
+# One target.
+
+PAYMENT_BODY='{"data":{"gateway":"card_connect","method":"purchase","first_name":"Ada","last_name":"Lovelace","number":"4111111111111111","month":"12","year":"2031","verification_value":"123"}}'
+PASS_BODY_FILE=$OUT/passthrough-body.json
+printf '%s' '{"data":{"type":"bench_event","order_id":"9b2f7c1e-3d4a-4b5c-8d6e-7f8a9b0c1d2e","customer":{"name":"Ada Lovelace","email":"ada@example.com"},"items":[{"sku":"BOOK-001","quantity":1,"amount":4999},{"sku":"PEN-042","quantity":2,"amount":350}],"currency":"USD"}}' >"$PASS_BODY_FILE"
+
+# Results, one line per target (tab-separated), appended by run_target.
+RESULTS=$OUT/results.tsv
+printf 'target\trps\tp50_us\tp99_us\tnon2xx\terrors\taudit_records\trecords_per_s\tfsyncs\tfsync_source\tcpu0\tcpu1\tnote\n' >"$RESULTS"
+
+start_payshim() { # name dir [extra env...]
+    local name=$1 dir=$2; shift 2
+    check_ports "$PAYSHIM_PORT" "$ADMIN_PORT"
+    mkdir -p "$dir"
+    (
+        cd "$dir"
+        exec env "$@" \
+            PAYSHIM__SERVER__LISTEN="127.0.0.1:$PAYSHIM_PORT" \
+            PAYSHIM__ADMIN__LISTEN="127.0.0.1:$ADMIN_PORT" \
+            PAYSHIM__UPSTREAM__URL="http://127.0.0.1:$UPSTREAM_PORT" \
+            taskset -c "$PROXY_CPU" "$PAYSHIM_BIN" --config "$BENCH_DIR/payshim-bench.toml"
+    ) >"$dir/payshim.stdout.log" 2>"$dir/payshim.stderr.log" &
+    PIDS[$name]=$!
+    wait_ready "$name" "http://127.0.0.1:$ADMIN_PORT/healthz" || {
+        tail -5 "$dir/payshim.stderr.log" "$dir/payshim.stdout.log" >&2 || true
+        return 1
+    }
+    # Ready = listeners up, upstream token, audit writable (and Redis, when configured).
+    local i code
+    for i in $(seq 1 50); do
+        code=$(curl -s -o /dev/null -w '%{http_code}' --max-time 1 "http://127.0.0.1:$ADMIN_PORT/readyz" || true)
+        [[ $code == 200 ]] && return 0
+        sleep 0.1
+    done
+    log "$name: /readyz answers $code, continuing anyway"
+}
+
+start_redis() {
+    check_ports "$REDIS_PORT"
+    mkdir -p "$OUT/redis"
+    taskset -c "$PROXY_CPU" redis-server --bind 127.0.0.1 --port "$REDIS_PORT" \
+        --save "" --appendonly no --protected-mode yes --dir "$OUT/redis" \
+        --logfile "$OUT/redis/redis.log" &
+    PIDS[redis]=$!
+    local i
+    for i in $(seq 1 50); do
+        redis-cli -h 127.0.0.1 -p "$REDIS_PORT" ping >/dev/null 2>&1 && return 0
+        sleep 0.1
+    done
+    log "redis-server did not start (see $OUT/redis/redis.log)"
+    return 1
+}
+
+redis_commands() {
+    redis-cli -h 127.0.0.1 -p "$REDIS_PORT" info stats 2>/dev/null \
+        | awk -F: '/^total_commands_processed:/ { gsub(/\r/, "", $2); print $2 }' || true
+}
+
+audit_lines() { # dir -> lines in every audit file (rotation keeps several)
+    local d=$1/audit
+    if [[ -d $d ]] && compgen -G "$d/*" >/dev/null; then
+        cat "$d"/* 2>/dev/null | wc -l || true
+    else
+        echo 0
+    fi
+}
+
+metric() { # file name -> value (sum over label sets), empty when absent
+    awk -v m="$2" '$1 == m || index($1, m "{") == 1 { s += $2; f = 1 } END { if (f) printf "%d", s }' "$1" 2>/dev/null || true
+}
+
+run_target() {
+    local t=$1 dir=$OUT/$1 url lua kind=tls note="" port
+    mkdir -p "$dir"
+    case "$t" in
+        direct) kind=plain; port=$UPSTREAM_PORT; lua=passthrough ;;
+        nginx) port=$NGINX_PORT; lua=passthrough ;;
+        haproxy) port=$HAPROXY_PORT; lua=passthrough ;;
+        payshim-passthrough) port=$PAYSHIM_PORT; lua=passthrough ;;
+        payshim-payments*) port=$PAYSHIM_PORT; lua=payments ;;
+    esac
+    if [[ $lua == passthrough ]]; then
+        url=$([[ $kind == plain ]] && echo http || echo https)://127.0.0.1:$port/v2/bench/order-42
+    else
+        url=https://127.0.0.1:$port/
+    fi
+
+    log "== $t"
+    local limits_env=(PAYSHIM__LIMITS__PER_CLIENT=1000000/s PAYSHIM__LIMITS__PER_IP=1000000/s
+        PAYSHIM__LIMITS__PER_ORDER=1000000/s PAYSHIM__LIMITS__PER_CARD=1000000/s
+        PAYSHIM__LIMITS__CARD_ATTEMPTS=1000000/s)
+    case "$t" in
+        direct) ;;
+        nginx)
+            check_ports "$NGINX_PORT"
+            mkdir -p "$dir/nginx/tmp"
+            # The template's paths are under @OUT@/nginx; keep them inside this target.
+            sed -e "s|@OUT@/nginx|$dir/nginx|g" -e "s|@OUT@|$OUT|g" \
+                -e "s|@UPSTREAM_PORT@|$UPSTREAM_PORT|g" -e "s|@PORT@|$NGINX_PORT|g" \
+                "$BENCH_DIR/nginx-proxy.conf" >"$dir/nginx.conf"
+            taskset -c "$PROXY_CPU" nginx -p "$dir/nginx" -e "$dir/nginx/error.log" \
+                -c "$dir/nginx.conf" >"$dir/nginx.stdout.log" 2>&1 &
+            PIDS[$t]=$!
+            wait_ready "$t" "https://127.0.0.1:$NGINX_PORT/" || { note="nginx did not start"; }
+            ;;
+        haproxy)
+            check_ports "$HAPROXY_PORT"
+            mkdir -p "$dir/haproxy"
+            sed -e "s|@OUT@/haproxy|$dir/haproxy|g" -e "s|@OUT@|$OUT|g" \
+                -e "s|@UPSTREAM_PORT@|$UPSTREAM_PORT|g" -e "s|@PORT@|$HAPROXY_PORT|g" \
+                "$BENCH_DIR/haproxy.cfg" >"$dir/haproxy.cfg"
+            # -db: foreground; the request log goes to stdout (log stdout ...).
+            taskset -c "$PROXY_CPU" haproxy -db -f "$dir/haproxy.cfg" \
+                >"$dir/access.log" 2>"$dir/haproxy.stderr.log" &
+            PIDS[$t]=$!
+            wait_ready "$t" "https://127.0.0.1:$HAPROXY_PORT/" || { note="haproxy did not start"; }
+            ;;
+        payshim-passthrough|payshim-payments)
+            start_payshim "$t" "$dir" || note="payshim did not start"
+            ;;
+        payshim-payments-limits)
+            start_payshim "$t" "$dir" "${limits_env[@]}" || note="payshim did not start"
+            ;;
+        payshim-payments-redis)
+            if start_redis; then
+                start_payshim "$t" "$dir" "${limits_env[@]}" \
+                    PAYSHIM__LIMITS__REDIS_URL="redis://127.0.0.1:$REDIS_PORT" \
+                    || note="payshim did not start"
+            else
+                note="redis did not start"
+            fi
+            ;;
+    esac
+    if [[ -n $note ]]; then
+        log "$t: $note; skipped"
+        printf '%s\t\t\t\t\t\t\t\t\t\t\t\t%s\n' "$t" "$note" >>"$RESULTS"
+        stop_proc "$t"; stop_proc redis
+        return 0
+    fi
+
+    # TLS parameters actually negotiated (wrk uses the same OpenSSL defaults).
+    if [[ $kind == tls ]]; then
+        openssl s_client -connect "127.0.0.1:$port" -servername localhost </dev/null 2>/dev/null \
+            | grep -E '^(New,|Protocol|Cipher|Server Temp Key|Peer signature type)' >"$dir/tls.txt" || true
+    fi
+
+    # One request by hand: the route must answer 201 from the upstream.
+    local status sanity_url
+    if [[ $lua == payments ]]; then
+        sanity_url=https://127.0.0.1:$port/v2/orders/$(cat /proc/sys/kernel/random/uuid)/payments
+        status=$(curl -sk -o "$dir/sanity.body" -D "$dir/sanity.headers" -w '%{http_code}' --max-time 5 \
+            -H 'Content-Type: application/json' -H "Authorization: Bearer $STOREFRONT_KEY" \
+            --data-binary "$PAYMENT_BODY" "$sanity_url" || true)
+    else
+        status=$(curl -sk -o "$dir/sanity.body" -D "$dir/sanity.headers" -w '%{http_code}' --max-time 5 \
+            -H 'Content-Type: application/json' -H "Authorization: Bearer $STOREFRONT_KEY" \
+            --data-binary "@$PASS_BODY_FILE" "$url" || true)
+    fi
+    if [[ $status != 201 ]]; then
+        note="sanity request answered ${status:-nothing}, expected 201 (see $t/sanity.body)"
+        log "$t: $note; skipped"
+        printf '%s\t\t\t\t\t\t\t\t\t\t\t\t%s\n' "$t" "$note" >>"$RESULTS"
+        stop_proc "$t"; stop_proc redis
+        return 0
+    fi
+
+    local wrk_lua=$BENCH_DIR/lua/$lua.lua
+    log "$t: warm-up ${WARM_S}s"
+    timeout -k 5 $((WARM_S + 30)) taskset -c "$WRK_CPU" \
+        wrk -t1 -c"$CONNS" -d"${WARM_S}s" -s "$wrk_lua" "$url" >"$dir/warmup.txt" 2>&1 || true
+
+    # Counters before the measured run.
+    local audit_before=0 audit_after=0 m_before="" m_after="" redis_before="" redis_after=""
+    local perf_pid="" fsync_source=""
+    if [[ $t == payshim-* ]]; then
+        curl -s --max-time 2 "http://127.0.0.1:$ADMIN_PORT/metrics" >"$dir/metrics-before.txt" || true
+        audit_before=$(audit_lines "$dir")
+        m_before=$(metric "$dir/metrics-before.txt" payshim_audit_syncs_total)
+        # No sync counter in /metrics: count fdatasync/fsync calls of the process instead.
+        if [[ $lua == payments && -z $m_before ]] && command -v perf >/dev/null; then
+            perf stat -x, -o "$dir/perf-fsync.csv" \
+                -e syscalls:sys_enter_fdatasync,syscalls:sys_enter_fsync \
+                -p "${PIDS[$t]}" -- sleep "$DUR_S" >/dev/null 2>&1 &
+            perf_pid=$!
+            PIDS[perf-$t]=$perf_pid
+        fi
+    fi
+    if [[ $t == payshim-payments-redis ]]; then redis_before=$(redis_commands); fi
+
+    local busy cpu_a cpu_b
+    busy=$(busy_report)
+    echo "before measured run: $busy" >"$dir/conditions.txt"
+    log "$t: measuring ${DUR_S}s ($busy)"
+    cpu_b=$(cpu_snapshot)
+    local procs_b procs_a
+    procs_b=$(proc_times)
+    timeout -k 5 $((DUR_S + 30)) taskset -c "$WRK_CPU" \
+        wrk -t1 -c"$CONNS" -d"${DUR_S}s" --latency -s "$wrk_lua" "$url" >"$dir/wrk.txt" 2>&1 || true
+    cpu_a=$(cpu_snapshot)
+    procs_a=$(proc_times)
+    local others
+    others=$(others_cpu "$procs_b" "$procs_a" "$DUR_S")
+    {
+        echo "after measured run: $(busy_report)"
+        echo "CPU used by other processes during the run (share of one core): $others"
+    } >>"$dir/conditions.txt"
+    local cpu0 cpu1
+    cpu0=$(cpu_busy "$cpu_b" "$cpu_a" 0)
+    cpu1=$(cpu_busy "$cpu_b" "$cpu_a" 1)
+
+    local audit_recs="" rps_audit="" fsyncs=""
+    if [[ $t == payshim-* ]]; then
+        sleep 0.2
+        curl -s --max-time 2 "http://127.0.0.1:$ADMIN_PORT/metrics" >"$dir/metrics-after.txt" || true
+        audit_after=$(audit_lines "$dir")
+        m_after=$(metric "$dir/metrics-after.txt" payshim_audit_syncs_total)
+        if [[ $lua == payments ]]; then
+            audit_recs=$((audit_after - audit_before))
+            rps_audit=$(awk -v r="$audit_recs" -v d="$DUR_S" 'BEGIN { printf "%.0f", r / d }')
+            if [[ -n $m_before && -n $m_after ]]; then
+                fsyncs=$((m_after - m_before)); fsync_source=metrics
+            elif [[ -n $perf_pid ]]; then
+                wait "$perf_pid" 2>/dev/null || true
+                unset "PIDS[perf-$t]"
+                fsyncs=$(awk -F, '/sys_enter_f(data)?sync/ && $1 ~ /^[0-9]+$/ { s += $1 } END { if (NR) print s + 0 }' "$dir/perf-fsync.csv" 2>/dev/null || true)
+                [[ -n $fsyncs ]] && fsync_source=perf
+            fi
+            if (( audit_recs == 0 )); then
+                note="no audit records written: payment pipeline not wired in this build?"
+            fi
+        fi
+    fi
+    if [[ $t == payshim-payments-redis ]]; then
+        redis_after=$(redis_commands)
+        if [[ -n $redis_before && -n $redis_after ]]; then
+            local rc=$((redis_after - redis_before))
+            note="${note:+$note; }redis commands: $rc"
+            (( rc == 0 )) && note="$note (limits not using Redis in this build?)"
+        fi
+    fi
+    if [[ -n $perf_pid ]]; then stop_proc "perf-$t"; fi
+    stop_proc "$t"
+    stop_proc redis
+
+    local res
+    res=$(grep '^BENCH_RESULT' "$dir/wrk.txt" || true)
+    if [[ -z $res ]]; then
+        note="${note:+$note; }wrk produced no result (see $t/wrk.txt)"
+        printf '%s\t\t\t\t\t\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$t" "$audit_recs" "$rps_audit" \
+            "$fsyncs" "$fsync_source" "$cpu0" "$cpu1" "$note" >>"$RESULTS"
+        return 0
+    fi
+    local rps p50 p99 non2xx errs
+    kv() { sed -n "s/.* $1=\([0-9.]*\).*/\1/p" <<<"$res"; }
+    rps=$(kv rps); p50=$(kv p50_us); p99=$(kv p99_us); non2xx=$(kv non2xx)
+    errs=$(( $(kv connect_err) + $(kv read_err) + $(kv write_err) + $(kv timeouts) ))
+    if (( non2xx > 0 )); then note="${note:+$note; }$non2xx non-2xx responses"; fi
+    # More than 5% of a core used by unrelated processes: the figures are not clean.
+    if [[ ${others%%%*} -gt 5 ]]; then note="${note:+$note; }NOT CLEAN: others used $others of a core"; fi
+    printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$t" "$rps" "$p50" "$p99" \
+        "$non2xx" "$errs" "$audit_recs" "$rps_audit" "$fsyncs" "$fsync_source" "$cpu0" "$cpu1" \
+        "$note" >>"$RESULTS"
+    log "$t: $(awk -v r="$rps" 'BEGIN { printf "%.0f", r }') req/s, p50 ${p50} us, p99 ${p99} us"
+}
+
+for t in "${TARGETS[@]}"; do run_target "$t"; done
+stop_proc upstream
+
+# ---------------------------------------------------------------------------------------
+# Table.
+
+print_table() {
+    awk -F'\t' -v dur="$DUR_S" -v conns="$CONNS" '
+    function ms(us) { return us == "" ? "-" : sprintf("%.2f", us / 1000) }
+    function dash(v) { return v == "" ? "-" : v }
+    NR == 1 { next }
+    { n++; T[n] = $1; R[n] = $2; P50[n] = $3; P99[n] = $4; N2[n] = $5; E[n] = $6
+      A[n] = $7; AR[n] = $8; F[n] = $9; FSRC[n] = $10; C0[n] = $11; C1[n] = $12; NOTE[n] = $13
+      if ($1 == "nginx" && $2 != "") nginx = $2 }
+    END {
+      printf "%-24s %9s %8s %8s %7s %6s %9s %8s %8s %10s %6s %6s  %s\n", "target", "req/s", \
+        "p50 ms", "p99 ms", "nginx%", "errs", "audit", "recs/s", "fsyncs", "recs/fsync", \
+        "cpu0%", "cpu1%", "notes"
+      for (i = 1; i <= n; i++) {
+        rel = (nginx != "" && R[i] != "") ? sprintf("%.0f", 100 * R[i] / nginx) : "-"
+        rpf = (F[i] != "" && F[i] > 0 && A[i] != "") ? sprintf("%.1f", A[i] / F[i]) : "-"
+        fs = F[i] == "" ? "-" : F[i] (FSRC[i] == "perf" ? "*" : "")
+        printf "%-24s %9s %8s %8s %7s %6s %9s %8s %8s %10s %6s %6s  %s\n", T[i], \
+          (R[i] == "" ? "-" : sprintf("%.0f", R[i])), ms(P50[i]), ms(P99[i]), rel, \
+          dash(E[i] == "" ? "" : E[i] + N2[i]), dash(A[i]), dash(AR[i]), fs, rpf, \
+          dash(C0[i]), dash(C1[i]), NOTE[i]
+      }
+    }' "$RESULTS"
+    echo
+    echo "wrk -t1 -c$CONNS -d${DUR_S}s --latency, wrk on core $WRK_CPU, proxy+upstream on core $PROXY_CPU;" \
+        "errs = socket errors + non-2xx; audit = audit records written during the measured run;"
+    echo "fsyncs from /metrics (payshim_audit_syncs_total), or '*' = fdatasync/fsync syscalls counted with perf;" \
+        "cpuN% = busy share of core N during the run. Raw output: $OUT"
+}
+print_table | tee "$OUT/summary.txt"

@@ -1,0 +1,125 @@
+//! payshim session tokens: what the browser SDK holds instead of the store's token.
+//!
+//! Stateless: `ps1.<payload>.<mac>`, payload = base64url(`<client id>|<expiry epoch>`),
+//! mac = base64url(HMAC-SHA-256(`auth.session_key`, `ps1.<payload>`)). Any replica holding
+//! the key accepts any replica's tokens; nothing is stored.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
+use hmac::{Hmac, Mac};
+use secrecy::{ExposeSecret, SecretSlice};
+use sha2::Sha256;
+
+const PREFIX: &str = "ps1.";
+
+/// Why a presented session token was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum SessionError {
+    #[error("not a payshim session token")]
+    Malformed,
+    #[error("session token signature does not verify")]
+    BadSignature,
+    #[error("session token expired")]
+    Expired,
+}
+
+/// A freshly issued token.
+pub struct Issued {
+    pub token: String,
+    pub expires: u64,
+    pub expires_in: u64,
+}
+
+pub struct SessionKeys {
+    key: SecretSlice<u8>,
+    ttl: Duration,
+}
+
+impl SessionKeys {
+    pub fn new(key: SecretSlice<u8>, ttl: Duration) -> SessionKeys {
+        SessionKeys { key, ttl }
+    }
+
+    fn mac(&self, signed: &str) -> Hmac<Sha256> {
+        let mut mac = Hmac::<Sha256>::new_from_slice(self.key.expose_secret())
+            .expect("HMAC accepts keys of any length");
+        mac.update(signed.as_bytes());
+        mac
+    }
+
+    /// Issues a token for `client_id`, valid for the configured lifetime.
+    pub fn issue(&self, client_id: &str, now: SystemTime) -> Issued {
+        let now = epoch(now);
+        let expires = now + self.ttl.as_secs();
+        let payload = B64.encode(format!("{client_id}|{expires}"));
+        let signed = format!("{PREFIX}{payload}");
+        let mac = B64.encode(self.mac(&signed).finalize().into_bytes());
+        Issued {
+            token: format!("{signed}.{mac}"),
+            expires,
+            expires_in: self.ttl.as_secs(),
+        }
+    }
+
+    /// The client id in a valid, unexpired token.
+    pub fn verify(&self, token: &str, now: SystemTime) -> Result<String, SessionError> {
+        let rest = token.strip_prefix(PREFIX).ok_or(SessionError::Malformed)?;
+        let (payload, mac) = rest.split_once('.').ok_or(SessionError::Malformed)?;
+        let mac = B64.decode(mac).map_err(|_| SessionError::Malformed)?;
+        self.mac(&token[..PREFIX.len() + payload.len()])
+            .verify_slice(&mac)
+            .map_err(|_| SessionError::BadSignature)?;
+        let payload = B64.decode(payload).map_err(|_| SessionError::Malformed)?;
+        let payload = String::from_utf8(payload).map_err(|_| SessionError::Malformed)?;
+        let (client, expires) = payload.rsplit_once('|').ok_or(SessionError::Malformed)?;
+        let expires: u64 = expires.parse().map_err(|_| SessionError::Malformed)?;
+        if epoch(now) >= expires {
+            return Err(SessionError::Expired);
+        }
+        Ok(client.to_string())
+    }
+}
+
+/// True when `token` has the shape of a session token (so it is not tried as an API key).
+pub fn looks_like_session(token: &str) -> bool {
+    token.starts_with(PREFIX)
+}
+
+fn epoch(t: SystemTime) -> u64 {
+    t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn keys(k: &str) -> SessionKeys {
+        SessionKeys::new(
+            SecretSlice::from(k.as_bytes().to_vec()),
+            Duration::from_secs(3600),
+        )
+    }
+
+    #[test]
+    fn issue_verify_expire_forge() {
+        let now = SystemTime::now();
+        let a = keys("key-a-0123456789abcdef0123456789abcdef");
+        let b = keys("key-b-0123456789abcdef0123456789abcdef");
+        let t = a.issue("web-eu", now);
+        assert_eq!(t.expires_in, 3600);
+        assert_eq!(a.verify(&t.token, now).unwrap(), "web-eu");
+        assert_eq!(b.verify(&t.token, now), Err(SessionError::BadSignature));
+        let later = now + Duration::from_secs(3601);
+        assert_eq!(a.verify(&t.token, later), Err(SessionError::Expired));
+        // Changing the client id in the payload breaks the signature.
+        let (_, rest) = t.token.split_once('.').unwrap();
+        let (_, mac) = rest.split_once('.').unwrap();
+        let forged = format!("ps1.{}.{mac}", B64.encode(format!("admin|{}", t.expires)));
+        assert_eq!(a.verify(&forged, now), Err(SessionError::BadSignature));
+        for bad in ["", "ps1.", "ps1.abc", "ps1.abc.def", "xyz"] {
+            assert!(a.verify(bad, now).is_err(), "{bad}");
+        }
+    }
+}

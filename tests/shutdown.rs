@@ -1,0 +1,324 @@
+//! Graceful shutdown of the real binary (issue 2): on SIGTERM payshim stops accepting, lets
+//! the in-flight request finish with the upstream's answer, then exits 0. And the shipped
+//! dev config runs as is (sandbox, generated dev certificate).
+
+mod support;
+
+use std::fs::File;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+use support::payshim::{
+    ORDER, STOREFRONT_KEY, UPSTREAM_TOKEN, base_config, payment_body, set_key, toml_str,
+    wait_for_file,
+};
+use support::{HttpVersion, Reply, TestClient, TestPki, Upstream, handler};
+
+const BIN: &str = env!("CARGO_BIN_EXE_payshim");
+
+/// The binary as a child process; killed (by its pid) if the test ends early.
+struct Process {
+    child: Child,
+    dir: PathBuf,
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+impl Process {
+    /// Starts `payshim [--config FILE]` in `dir` (its working directory), with the
+    /// environment's PAYSHIM__ variables replaced by `env`; stdout and stderr go to files in
+    /// `dir`.
+    fn spawn(dir: &Path, config: Option<&Path>, env: &[(&str, String)]) -> Process {
+        let mut cmd = Command::new(BIN);
+        cmd.current_dir(dir)
+            .stdin(Stdio::null())
+            .stdout(File::create(dir.join("stdout.log")).unwrap())
+            .stderr(File::create(dir.join("stderr.log")).unwrap());
+        if let Some(config) = config {
+            cmd.arg("--config").arg(config);
+        }
+        for (key, _) in std::env::vars() {
+            if key.starts_with("PAYSHIM__") {
+                cmd.env_remove(key);
+            }
+        }
+        for (key, value) in env {
+            cmd.env(key, value);
+        }
+        Process {
+            child: cmd.spawn().expect("start payshim"),
+            dir: dir.to_path_buf(),
+        }
+    }
+
+    fn output(&self) -> String {
+        let read = |name: &str| std::fs::read_to_string(self.dir.join(name)).unwrap_or_default();
+        format!(
+            "--- stdout\n{}\n--- stderr\n{}",
+            read("stdout.log"),
+            read("stderr.log")
+        )
+    }
+
+    /// Waits until `addr` accepts connections; panics (with the logs) if the process exits
+    /// or 15 s pass.
+    async fn wait_listening(&mut self, addr: SocketAddr) {
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            if tokio::net::TcpStream::connect(addr).await.is_ok() {
+                return;
+            }
+            if let Some(status) = self.child.try_wait().unwrap() {
+                panic!(
+                    "payshim exited with {status} before listening\n{}",
+                    self.output()
+                );
+            }
+            assert!(
+                Instant::now() < deadline,
+                "payshim did not listen on {addr} within 15 s\n{}",
+                self.output()
+            );
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+    }
+
+    /// `kill -TERM <pid>`.
+    fn sigterm(&self) {
+        let status = Command::new("kill")
+            .arg("-TERM")
+            .arg(self.child.id().to_string())
+            .status()
+            .expect("run kill");
+        assert!(status.success(), "kill -TERM failed: {status}");
+    }
+
+    /// Waits for the process to exit (at most `timeout`).
+    async fn wait_exit(&mut self, timeout: Duration) -> ExitStatus {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "payshim still running {timeout:?} after SIGTERM\n{}",
+                self.output()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+/// A loopback address nothing listens on right now (bound, then released).
+fn free_addr() -> SocketAddr {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+}
+
+fn payment(url: &str) -> http::Request<bytes::Bytes> {
+    http::Request::post(url)
+        .header("content-type", "application/json")
+        .header("authorization", format!("Bearer {STOREFRONT_KEY}"))
+        .body(bytes::Bytes::from(payment_body()))
+        .unwrap()
+}
+
+async fn in_flight_request_finishes_then_exit_0(version: HttpVersion) {
+    let pki = TestPki::new();
+    let upstream = Upstream::start(
+        &pki,
+        handler(|_| {
+            Reply::json(
+                201,
+                serde_json::json!({"data": {"type": "transaction", "slow": true}}),
+            )
+            .delayed(Duration::from_millis(1500))
+        }),
+    )
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let (public, admin) = (free_addr(), free_addr());
+    let config = base_config(&pki, &upstream.url(), dir.path());
+    let config = set_key(
+        &config,
+        "server",
+        "listen",
+        Some(&toml_str(&public.to_string())),
+    );
+    let config = set_key(
+        &config,
+        "admin",
+        "listen",
+        Some(&toml_str(&admin.to_string())),
+    );
+    let config = set_key(&config, "upstream", "timeout", Some("\"10s\""));
+    let config = set_key(&config, "server", "shutdown_grace", Some("\"10s\""));
+    let config = set_key(&config, "log", "level", Some("\"info\""));
+    let config_path = dir.path().join("payshim.toml");
+    std::fs::write(&config_path, config).unwrap();
+
+    let mut process = Process::spawn(dir.path(), Some(Path::new("payshim.toml")), &[]);
+    process.wait_listening(public).await;
+
+    let client = TestClient::new(&pki.ca_pem, version);
+    let url = format!(
+        "https://localhost:{}/v2/orders/{ORDER}/payments",
+        public.port()
+    );
+    let in_flight = tokio::spawn({
+        let client = client.clone();
+        let request = payment(&url);
+        async move { client.send(request).await }
+    });
+    assert!(
+        upstream.wait_for_requests(1, Duration::from_secs(10)).await,
+        "the payment did not reach the upstream\n{}",
+        process.output()
+    );
+    let signalled = Instant::now();
+    process.sigterm();
+
+    // New connections are refused while the request is still in flight.
+    let deadline = Instant::now() + Duration::from_secs(1);
+    loop {
+        match tokio::net::TcpStream::connect(public).await {
+            Err(e) => {
+                assert_eq!(e.kind(), std::io::ErrorKind::ConnectionRefused, "{e}");
+                break;
+            }
+            Ok(_) => {
+                assert!(
+                    Instant::now() < deadline,
+                    "payshim still accepts 1 s after SIGTERM\n{}",
+                    process.output()
+                );
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+    }
+    assert!(
+        !in_flight.is_finished(),
+        "the in-flight request ended before the upstream answered"
+    );
+
+    // The in-flight request completes with the upstream's answer...
+    let resp = tokio::time::timeout(Duration::from_secs(10), in_flight)
+        .await
+        .expect("in-flight request finished within 10 s")
+        .unwrap()
+        .unwrap_or_else(|e| panic!("in-flight request failed: {e}\n{}", process.output()));
+    assert_eq!(resp.status, 201, "{}", resp.text());
+    assert_eq!(resp.json()["data"]["slow"], true);
+    assert!(resp.header("x-request-id").is_some());
+    assert_eq!(upstream.count(), 1);
+    let recorded = &upstream.requests()[0];
+    assert_eq!(
+        recorded.header("authorization"),
+        Some(format!("Bearer {UPSTREAM_TOKEN}"))
+    );
+
+    // ...then the process exits 0, well before the 10 s grace period.
+    let status = process.wait_exit(Duration::from_secs(8)).await;
+    assert!(
+        status.success(),
+        "exit status {status}\n{}",
+        process.output()
+    );
+    assert!(
+        signalled.elapsed() < Duration::from_secs(8),
+        "exit took {:?} after SIGTERM",
+        signalled.elapsed()
+    );
+    assert!(tokio::net::TcpStream::connect(admin).await.is_err());
+}
+
+#[tokio::test]
+async fn sigterm_lets_the_in_flight_request_finish_then_exits_0_http1() {
+    in_flight_request_finishes_then_exit_0(HttpVersion::Http1).await;
+}
+
+#[tokio::test]
+async fn sigterm_lets_the_in_flight_request_finish_then_exits_0_http2() {
+    in_flight_request_finishes_then_exit_0(HttpVersion::Http2).await;
+}
+
+#[tokio::test]
+async fn shipped_config_serves_a_sandbox_payment_with_the_dev_certificate() {
+    let dir = tempfile::tempdir().unwrap();
+    let certs = dir.path().join("dev-tls");
+    let (public, admin) = (free_addr(), free_addr());
+    let shipped = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/payshim.toml");
+    let mut process = Process::spawn(
+        dir.path(),
+        Some(&shipped),
+        &[
+            ("PAYSHIM__SERVER__LISTEN", public.to_string()),
+            ("PAYSHIM__ADMIN__LISTEN", admin.to_string()),
+            (
+                "PAYSHIM__SERVER__DEV_CERT_DIR",
+                certs.to_str().unwrap().to_string(),
+            ),
+        ],
+    );
+    process.wait_listening(public).await;
+    let dev_cert = wait_for_file(&certs.join("dev-cert.pem"), Duration::from_secs(5)).await;
+
+    // The dev storefront key of the shipped config, over both HTTP versions.
+    for version in [HttpVersion::Http1, HttpVersion::Http2] {
+        let client = TestClient::new(&dev_cert, version);
+        let resp = client
+            .send(
+                http::Request::post(format!(
+                    "https://localhost:{}/v2/orders/{ORDER}/payments",
+                    public.port()
+                ))
+                .header("content-type", "application/json")
+                .header("authorization", "Bearer dev-storefront-key-0001")
+                .body(bytes::Bytes::from(payment_body()))
+                .unwrap(),
+            )
+            .await
+            .unwrap_or_else(|e| panic!("sandbox payment failed: {e}\n{}", process.output()));
+        assert_eq!(resp.status, 201, "{}\n{}", resp.text(), process.output());
+        assert_eq!(resp.header("x-payshim-sandbox").as_deref(), Some("true"));
+        assert_eq!(resp.json()["data"]["type"], "transaction");
+        assert!(resp.header("x-request-id").is_some());
+    }
+    // The certificate is for 127.0.0.1 too.
+    let by_ip = TestClient::new(&dev_cert, HttpVersion::Http1)
+        .send(
+            http::Request::post(format!(
+                "https://127.0.0.1:{}/v2/orders/{ORDER}/payments",
+                public.port()
+            ))
+            .header("content-type", "application/json")
+            .header("authorization", "Bearer dev-storefront-key-0001")
+            .body(bytes::Bytes::from(payment_body()))
+            .unwrap(),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("by IP: {e}"));
+    assert_eq!(by_ip.status, 201);
+
+    process.sigterm();
+    let status = process.wait_exit(Duration::from_secs(10)).await;
+    assert!(
+        status.success(),
+        "exit status {status}\n{}",
+        process.output()
+    );
+    // The dev certificate went to the overridden directory, not the default var/tls.
+    assert!(!dir.path().join("var/tls/dev-cert.pem").exists());
+}
