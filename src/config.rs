@@ -90,6 +90,23 @@ pub fn from_toml(toml: &str, env: &HashMap<String, String>) -> Result<Config> {
 }
 
 fn config_error_key(e: &config::ConfigError) -> String {
+    // serde reports an unknown key as "unknown field `listn`, expected ..." on its table.
+    let text = e.to_string();
+    let unknown = text
+        .split_once("unknown field `")
+        .and_then(|(_, rest)| rest.split_once('`'))
+        .map(|(field, _)| field.to_string());
+    let table = match e {
+        config::ConfigError::Type { key: Some(k), .. }
+        | config::ConfigError::At { key: Some(k), .. } => Some(k.clone()),
+        _ => None,
+    };
+    if let Some(field) = unknown {
+        return match table {
+            Some(t) if !t.is_empty() => format!("{t}.{field}"),
+            _ => field,
+        };
+    }
     match e {
         config::ConfigError::Type { key: Some(k), .. } => k.clone(),
         config::ConfigError::NotFound(k) => k.clone(),

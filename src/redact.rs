@@ -24,12 +24,15 @@
 //!   groups, holds 12-19 digits and passes Luhn (`qty 2 4111111111111111` is one 17-digit run,
 //!   but the card number in it is still found), or
 //! * it holds more than 19 digits and any 12-19 digit window of it passes Luhn (a card number
-//!   glued to other digits is still a card number), except inside a UUID, whose groups may join
-//!   into long digit runs by chance.
+//!   glued to other digits is still a card number).
 //!
-//! The mask shows the last four digits of the Luhn-valid part (PCI DSS allows these), never
-//! digits around it. Runs that fail Luhn (13-digit millisecond timestamps, order numbers) and
-//! shorter numbers (IP addresses, counts) are left alone.
+//! Inside a UUID standing alone only the first rule's whole-run check applies: its hex groups
+//! join into digit runs by chance (`...-7123-8456-123456789012`), not because a card is there.
+//!
+//! The whole run is replaced; the mask shows the last four digits of the Luhn-valid part (PCI
+//! DSS allows these), never digits around it (which could be a CVV). Runs that fail Luhn
+//! (13-digit millisecond timestamps, order numbers) and shorter numbers (IP addresses, counts)
+//! are left alone.
 //!
 //! The value of a CVV-like key (`verification_value`, `cvv`, `cvc`, `cvv2`, `cvc2`,
 //! `security_code`, `card_code`; case-insensitive, `_` optional or `-`, also as the tail of a

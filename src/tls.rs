@@ -85,12 +85,11 @@ pub fn client_config(extra_ca: Option<&Path>) -> Result<rustls::ClientConfig, Tl
             roots.add(cert)?;
         }
     }
-    let mut config = rustls::ClientConfig::builder_with_provider(provider())
+    // ALPN is left to hyper-rustls, which sets it from the enabled HTTP versions.
+    Ok(rustls::ClientConfig::builder_with_provider(provider())
         .with_protocol_versions(VERSIONS)?
         .with_root_certificates(roots)
-        .with_no_client_auth();
-    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
-    Ok(config)
+        .with_no_client_auth())
 }
 
 fn root_store(key: &'static str, path: &Path) -> Result<RootCertStore, TlsError> {

@@ -60,7 +60,7 @@ pub struct Answer {
 
 enum Target {
     Remote {
-        client: Client<HttpsConnector<HttpConnector>, Full<Bytes>>,
+        client: Box<Client<HttpsConnector<HttpConnector>, Full<Bytes>>>,
         base: String,
     },
     Sandbox,
@@ -92,7 +92,7 @@ impl Upstream {
                     .pool_max_idle_per_host(256)
                     .build(https);
                 Target::Remote {
-                    client,
+                    client: Box::new(client),
                     base: format!("{scheme}://{authority}"),
                 }
             }

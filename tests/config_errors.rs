@@ -18,10 +18,13 @@ const BIN: &str = env!("CARGO_BIN_EXE_payshim");
 /// A short audit key (too short to be accepted), also a secret that must not be echoed.
 const SHORT_AUDIT_KEY: &str = "short-audit-secret-17";
 
+/// Makes a bad config from the valid base.
+type Edit = Box<dyn Fn(&str, &Fixture) -> String>;
+
 /// One bad config: how to make it from the valid base, and the key the error must name.
 struct Case {
     name: &'static str,
-    edit: Box<dyn Fn(&str, &Fixture) -> String>,
+    edit: Edit,
     env: Vec<(&'static str, &'static str)>,
     key: &'static str,
 }
@@ -44,23 +47,15 @@ impl Fixture {
     }
 }
 
-fn set(
-    section: &'static str,
-    key: &'static str,
-    value: &'static str,
-) -> Box<dyn Fn(&str, &Fixture) -> String> {
+fn set(section: &'static str, key: &'static str, value: &'static str) -> Edit {
     Box::new(move |toml, _| set_key(toml, section, key, Some(value)))
 }
 
-fn remove(section: &'static str, key: &'static str) -> Box<dyn Fn(&str, &Fixture) -> String> {
+fn remove(section: &'static str, key: &'static str) -> Edit {
     Box::new(move |toml, _| set_key(toml, section, key, None))
 }
 
-fn case(
-    name: &'static str,
-    edit: Box<dyn Fn(&str, &Fixture) -> String>,
-    key: &'static str,
-) -> Case {
+fn case(name: &'static str, edit: Edit, key: &'static str) -> Case {
     Case {
         name,
         edit,
@@ -238,6 +233,7 @@ fn cases() -> Vec<Case> {
             Box::new(|toml, _| format!("{toml}\n[auth]\nsession_key = \"tiny-session-key\"\n")),
             "auth.session_key",
         ),
+        // Unknown keys (deny_unknown_fields) are reported with their full name.
         case(
             "unknown key in [server]",
             set("server", "listn", "\"127.0.0.1:8443\""),
@@ -316,6 +312,37 @@ fn bad_values_are_reported_with_their_key() {
         }
     }
     assert!(failures.is_empty(), "\n{}", failures.join("\n"));
+}
+
+#[test]
+fn unknown_keys_are_named() {
+    let fixture = Fixture::new();
+    let no_env = HashMap::new();
+    for (section, key, reported_on) in [
+        ("server", "listn", "server.listn"),
+        ("upstream", "time_out", "upstream.time_out"),
+        ("upstream.auth", "tokne", "upstream.auth.tokne"),
+        ("limits", "max_bodY", "limits.max_bodY"),
+        ("clients", "api_key", "clients[0].api_key"),
+    ] {
+        let toml = set_key(&fixture.base(), section, key, Some("\"x\""));
+        let err =
+            payshim::config::from_toml(&toml, &no_env).expect_err("an unknown key must be refused");
+        assert_eq!(err.key, reported_on, "{section}.{key}: {err}");
+        assert!(
+            err.message.contains(&format!("`{key}`")),
+            "{section}.{key}: the message does not name the key: {}",
+            err.message
+        );
+    }
+    // An unknown table: the message names it.
+    let toml = format!(
+        "{}\n[upstreams]\nurl = \"https://x.example\"\n",
+        fixture.base()
+    );
+    let err = payshim::config::from_toml(&toml, &no_env).expect_err("unknown table");
+    assert!(err.message.contains("`upstreams`"), "{err}");
+    assert_eq!(err.key, "upstreams", "{err}");
 }
 
 #[test]

@@ -1,6 +1,6 @@
 //! Shared integration-test support: a throw-away PKI (`pki`), an upstream API test double
-//! standing in for `https://api.moltin.com` (`upstream`), and a storefront test client
-//! (`client`).
+//! standing in for `https://api.moltin.com` (`upstream`), a storefront test client
+//! (`client`), and payshim itself run in process with a test config (`payshim`).
 //!
 //! Every test binary includes this with `mod support;` and uses only part of it, hence the
 //! crate-level allows below (the accepted pattern for shared test support).
@@ -16,3 +16,4 @@ pub use pki::TestPki;
 pub use upstream::{
     Handler, Recorded, Reply, Upstream, blackhole, closed_port, handler, moltin_like,
 };
+pub mod cards;

@@ -218,9 +218,10 @@ impl Payshim {
             }
         };
         let (stop_tx, stop_rx) = oneshot::channel::<()>();
-        let task = tokio::spawn(payshim::run(config, listeners, async move {
+        let mut task = tokio::spawn(payshim::run(config, listeners, async move {
             let _ = stop_rx.await;
         }));
+        wait_serving(admin, &mut task).await;
         let ca_pem = match trust {
             Trust::File(path) => std::fs::read_to_string(&path)
                 .unwrap_or_else(|e| panic!("read {}: {e}", path.display())),
@@ -263,6 +264,31 @@ impl Payshim {
             Ok(Err(e)) => panic!("payshim task panicked: {e}"),
             Err(_) => panic!("payshim did not stop within 15 s"),
         }
+    }
+}
+
+/// Waits until `run` serves (its admin listener answers `/healthz`); if `run` ends or
+/// panics first, fails the test with its error instead of letting requests be refused.
+async fn wait_serving(admin: SocketAddr, task: &mut JoinHandle<Result<(), payshim::RunError>>) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        tokio::select! {
+            ended = &mut *task => match ended {
+                Ok(Ok(())) => panic!("payshim::run returned before serving"),
+                Ok(Err(e)) => panic!("payshim::run failed at start-up: {e}"),
+                Err(e) => panic!("payshim::run panicked at start-up: {e}"),
+            },
+            probe = tokio::time::timeout(Duration::from_secs(1), try_admin_get(admin, "/healthz")) => {
+                if let Ok(Ok((200, _))) = probe {
+                    return;
+                }
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "payshim did not serve /healthz within 10 s"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }
 
@@ -320,34 +346,38 @@ pub fn payment_request(payshim: &Payshim, headers: &[(&str, &str)], body: &str) 
         .expect("build payment request")
 }
 
-/// A plain HTTP/1.1 GET on the admin listener; (status, body).
+/// A plain HTTP/1.1 GET on the admin listener; (status, body). Panics on I/O errors.
 pub async fn admin_get(addr: SocketAddr, path: &str) -> (u16, String) {
+    tokio::time::timeout(Duration::from_secs(10), try_admin_get(addr, path))
+        .await
+        .expect("admin answer within 10 s")
+        .unwrap_or_else(|e| panic!("GET {path} on the admin listener {addr}: {e}"))
+}
+
+/// A plain HTTP/1.1 GET (`Connection: close`); (status, body).
+pub async fn try_admin_get(addr: SocketAddr, path: &str) -> std::io::Result<(u16, String)> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let exchange = async {
-        let mut tcp = tokio::net::TcpStream::connect(addr)
-            .await
-            .expect("connect admin");
-        tcp.write_all(
-            format!("GET {path} HTTP/1.1\r\nhost: {addr}\r\nconnection: close\r\n\r\n").as_bytes(),
-        )
-        .await
-        .expect("send admin request");
-        let mut raw = Vec::new();
-        tcp.read_to_end(&mut raw).await.expect("read admin answer");
-        raw
-    };
-    let raw = tokio::time::timeout(Duration::from_secs(10), exchange)
-        .await
-        .expect("admin answer within 10 s");
+    let mut tcp = tokio::net::TcpStream::connect(addr).await?;
+    tcp.write_all(
+        format!("GET {path} HTTP/1.1\r\nhost: {addr}\r\nconnection: close\r\n\r\n").as_bytes(),
+    )
+    .await?;
+    let mut raw = Vec::new();
+    tcp.read_to_end(&mut raw).await?;
     let text = String::from_utf8_lossy(&raw).into_owned();
     let status = text
         .strip_prefix("HTTP/1.1 ")
         .and_then(|rest| rest.get(..3))
         .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| panic!("not an HTTP/1.1 answer: {text:?}"));
+        .ok_or_else(|| {
+            std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                format!("not an HTTP/1.1 answer: {text:?}"),
+            )
+        })?;
     let body = text
         .split_once("\r\n\r\n")
         .map(|(_, b)| b.to_string())
         .unwrap_or_default();
-    (status, body)
+    Ok((status, body))
 }

@@ -1,0 +1,362 @@
+//! In-process limit state: governor keyed GCRA limiters (one per key kind) and the
+//! card-attempts sets, both with bounded memory.
+//!
+//! Memory is bounded twice over:
+//! - a background task ([`KeyedQuota::prune`], [`CardAttempts::prune`]) drops idle state
+//!   every few seconds (a key whose GCRA state equals a fresh one carries no information);
+//! - a hard cap of `max_keys` keys per kind, enforced on the request path. What happens at
+//!   the cap is the safe choice for each structure:
+//!   * governor limiters: prune first; if the map is still full, the kind's limiter is
+//!     **reset** (replaced by an empty one, logged at warn). Refusing new keys instead would
+//!     let an attacker who rotates cards/IPs/orders block every honest newcomer, and letting
+//!     new keys through untracked would stop limiting the very keys being abused. A reset
+//!     forgets some state, but the attacker has to push `max_keys` distinct keys through the
+//!     earlier (client, IP) quotas to cause one, and memory can never grow.
+//!     (governor exposes neither key lookup nor per-key eviction, so "evict the oldest"
+//!     is not available for these maps.)
+//!   * card attempts (our own map): prune expired entries; if the shard is still full, the
+//!     quarter of its cards that were used least recently are evicted (logged at warn), so
+//!     the cards under active attack keep their history.
+
+use std::collections::HashMap;
+use std::hash::Hash;
+use std::num::NonZeroU32;
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::{Mutex, MutexGuard, PoisonError, RwLock};
+use std::time::{Duration, Instant};
+
+use governor::DefaultKeyedRateLimiter;
+use governor::clock::Clock;
+
+use super::{LogEvery, Scope};
+use crate::config::Quota;
+
+/// The governor quota for `q`: one cell every `period / count`, `burst` at once.
+pub(super) fn governor_quota(q: &Quota) -> governor::Quota {
+    governor::Quota::with_period(emission_interval(q))
+        .expect("emission interval is at least 1ns")
+        .allow_burst(NonZeroU32::new(q.burst).unwrap_or(NonZeroU32::MIN))
+}
+
+/// `period / count`, never zero.
+pub(super) fn emission_interval(q: &Quota) -> Duration {
+    (q.period / q.count.max(1)).max(Duration::from_nanos(1))
+}
+
+/// One governor keyed limiter with a hard key cap.
+pub(super) struct KeyedQuota<K: Hash + Eq + Clone> {
+    scope: Scope,
+    quota: governor::Quota,
+    /// Read-locked by every check (shared, uncontended between keys: governor's map is
+    /// itself sharded); write-locked only to reset the kind at the cap.
+    limiter: RwLock<DefaultKeyedRateLimiter<K>>,
+    max_keys: usize,
+    /// The map's size is looked at every `sample_every` checks (governor's `len()` walks
+    /// every shard, too dear for each request)...
+    sample_every: u32,
+    /// ...and acted on from `threshold = max_keys - sample_every`, so that at most
+    /// `sample_every` new keys between two looks still leave it at or below `max_keys`.
+    threshold: usize,
+    checks: AtomicU32,
+    maintaining: AtomicBool,
+    resets: AtomicU64,
+    log: LogEvery,
+}
+
+impl<K: Hash + Eq + Clone> KeyedQuota<K> {
+    pub(super) fn new(scope: Scope, quota: &Quota, max_keys: usize) -> Self {
+        let quota = governor_quota(quota);
+        let max_keys = max_keys.max(1);
+        let sample_every = u32::try_from((max_keys / 64).clamp(1, 64)).unwrap_or(64);
+        KeyedQuota {
+            scope,
+            quota,
+            limiter: RwLock::new(DefaultKeyedRateLimiter::keyed(quota)),
+            max_keys,
+            sample_every,
+            threshold: max_keys.saturating_sub(sample_every as usize).max(1),
+            checks: AtomicU32::new(0),
+            maintaining: AtomicBool::new(false),
+            resets: AtomicU64::new(0),
+            log: LogEvery::new(Duration::from_secs(60)),
+        }
+    }
+
+    /// `Err(retry_after)` when `key` is over its quota.
+    pub(super) fn check(&self, key: &K) -> Result<(), Duration> {
+        if self
+            .checks
+            .fetch_add(1, Ordering::Relaxed)
+            .is_multiple_of(self.sample_every)
+        {
+            self.enforce_cap();
+        }
+        let limiter = self.limiter.read().unwrap_or_else(PoisonError::into_inner);
+        match limiter.check_key(key) {
+            Ok(()) => Ok(()),
+            Err(not_until) => Err(not_until
+                .wait_time_from(limiter.clock().now())
+                .max(Duration::from_millis(1))),
+        }
+    }
+
+    fn enforce_cap(&self) {
+        if self.len() < self.threshold || self.maintaining.swap(true, Ordering::Acquire) {
+            return;
+        }
+        let limiter = self.limiter.read().unwrap_or_else(PoisonError::into_inner);
+        limiter.retain_recent();
+        let still = limiter.len();
+        drop(limiter);
+        if still >= self.threshold {
+            let fresh = DefaultKeyedRateLimiter::keyed(self.quota);
+            let old = std::mem::replace(
+                &mut *self.limiter.write().unwrap_or_else(PoisonError::into_inner),
+                fresh,
+            );
+            // The old map is freed outside the lock.
+            drop(old);
+            let resets = self.resets.fetch_add(1, Ordering::Relaxed) + 1;
+            if self.log.ready() {
+                tracing::warn!(
+                    scope = self.scope.as_str(),
+                    max_keys = self.max_keys,
+                    resets,
+                    "rate-limit key cap reached with every key still active; \
+                     this kind's local state was reset to bound memory"
+                );
+            }
+        }
+        self.maintaining.store(false, Ordering::Release);
+    }
+
+    /// Drops idle keys and returns the freed memory (background task).
+    pub(super) fn prune(&self) {
+        let limiter = self.limiter.read().unwrap_or_else(PoisonError::into_inner);
+        limiter.retain_recent();
+        limiter.shrink_to_fit();
+    }
+
+    pub(super) fn len(&self) -> usize {
+        self.limiter
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .len()
+    }
+
+    #[cfg(test)]
+    pub(super) fn resets(&self) -> u64 {
+        self.resets.load(Ordering::Relaxed)
+    }
+}
+
+/// Per card: the attempt fingerprints (PAN, expiry, CVV) seen in the window, with the time
+/// each was first seen (at most `count` entries), and when the card was last checked.
+struct Seen {
+    attempts: Vec<([u8; 32], Instant)>,
+    touched: Instant,
+}
+
+const ATTEMPT_SHARDS: usize = 16;
+
+/// Distinct (expiry, CVV) combinations per card in a sliding window (card cracking).
+pub(super) struct CardAttempts {
+    count: usize,
+    period: Duration,
+    shards: Box<[Mutex<HashMap<[u8; 32], Seen>>]>,
+    shard_cap: usize,
+    log: LogEvery,
+}
+
+impl CardAttempts {
+    pub(super) fn new(quota: &Quota, max_keys: usize) -> Self {
+        let max_keys = max_keys.max(1);
+        let n = max_keys.min(ATTEMPT_SHARDS);
+        CardAttempts {
+            count: quota.count.max(1) as usize,
+            period: quota.period,
+            shards: (0..n).map(|_| Mutex::new(HashMap::new())).collect(),
+            shard_cap: max_keys / n,
+            log: LogEvery::new(Duration::from_secs(60)),
+        }
+    }
+
+    fn shard(&self, card: &[u8; 32]) -> MutexGuard<'_, HashMap<[u8; 32], Seen>> {
+        // Fingerprints are keyed hashes: any bits spread evenly and cannot be steered.
+        let mix = card
+            .chunks_exact(8)
+            .map(|w| u64::from_le_bytes(w.try_into().expect("8 bytes")))
+            .fold(0u64, |a, w| a ^ w);
+        self.shards[(mix % self.shards.len() as u64) as usize]
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// `Err(retry_after)` when `attempt` is new and the card already has `count` distinct
+    /// attempts in the window. A refused attempt is not recorded.
+    pub(super) fn check(&self, card: &[u8; 32], attempt: &[u8; 32]) -> Result<(), Duration> {
+        let now = Instant::now();
+        let period = self.period;
+        let mut map = self.shard(card);
+        if map.len() >= self.shard_cap && !map.contains_key(card) {
+            self.make_room(&mut map, now);
+        }
+        let seen = map.entry(*card).or_insert_with(|| Seen {
+            attempts: Vec::with_capacity(2),
+            touched: now,
+        });
+        // Refused checks count as use too: a card under attack keeps its history.
+        seen.touched = now;
+        let attempts = &mut seen.attempts;
+        attempts.retain(|(_, first)| now.duration_since(*first) < period);
+        if attempts.iter().any(|(a, _)| a == attempt) {
+            return Ok(());
+        }
+        if attempts.len() >= self.count {
+            let oldest = attempts.iter().map(|(_, t)| *t).min().unwrap_or(now);
+            let retry = (oldest + period).saturating_duration_since(now);
+            return Err(retry.max(Duration::from_millis(1)));
+        }
+        attempts.push((*attempt, now));
+        Ok(())
+    }
+
+    /// Prunes expired state in a full shard; if it is still full, evicts the least
+    /// recently used quarter of its cards.
+    fn make_room(&self, map: &mut HashMap<[u8; 32], Seen>, now: Instant) {
+        let period = self.period;
+        prune_map(map, now, period);
+        if map.len() < self.shard_cap {
+            return;
+        }
+        let mut touched: Vec<Instant> = map.values().map(|s| s.touched).collect();
+        let k = touched.len() / 4;
+        let (_, cutoff, _) = touched.select_nth_unstable(k);
+        let cutoff = *cutoff;
+        map.retain(|_, s| s.touched > cutoff);
+        if self.log.ready() {
+            tracing::warn!(
+                scope = Scope::CardAttempts.as_str(),
+                max_keys = self.shard_cap * self.shards.len(),
+                "card-attempts key cap reached with every card still active; \
+                 the least recently used cards were forgotten to bound memory"
+            );
+        }
+    }
+
+    /// Drops expired attempts and cards without any (background task).
+    pub(super) fn prune(&self) {
+        let now = Instant::now();
+        for shard in &self.shards {
+            let mut map = shard.lock().unwrap_or_else(PoisonError::into_inner);
+            prune_map(&mut map, now, self.period);
+            map.shrink_to_fit();
+        }
+    }
+
+    pub(super) fn len(&self) -> usize {
+        self.shards
+            .iter()
+            .map(|s| s.lock().unwrap_or_else(PoisonError::into_inner).len())
+            .sum()
+    }
+}
+
+fn prune_map(map: &mut HashMap<[u8; 32], Seen>, now: Instant, period: Duration) {
+    map.retain(|_, seen| {
+        seen.attempts
+            .retain(|(_, first)| now.duration_since(*first) < period);
+        !seen.attempts.is_empty()
+    });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn q(count: u32, period: Duration, burst: u32) -> Quota {
+        Quota {
+            count,
+            period,
+            burst,
+        }
+    }
+
+    fn fp(i: u32) -> [u8; 32] {
+        let mut b = [0u8; 32];
+        b[..4].copy_from_slice(&i.to_le_bytes());
+        b[28..].copy_from_slice(&i.wrapping_mul(2_654_435_761).to_le_bytes());
+        b
+    }
+
+    #[test]
+    fn governor_quota_matches_config() {
+        let g = governor_quota(&q(5, Duration::from_secs(600), 5));
+        assert_eq!(g.replenish_interval(), Duration::from_secs(120));
+        assert_eq!(g.burst_size().get(), 5);
+        // A count so large that period / count rounds to zero still gives a valid quota.
+        let g = governor_quota(&q(u32::MAX, Duration::from_nanos(1), 1));
+        assert_eq!(g.replenish_interval(), Duration::from_nanos(1));
+    }
+
+    #[test]
+    fn keyed_cap_resets_when_every_key_is_active() {
+        let k: KeyedQuota<u32> =
+            KeyedQuota::new(Scope::Ip, &q(1, Duration::from_secs(3600), 1), 1000);
+        for i in 0..10_000 {
+            let _ = k.check(&i);
+            assert!(k.len() <= 1000, "len {} after {i}", k.len());
+        }
+        assert!(k.resets() >= 9, "resets {}", k.resets());
+    }
+
+    #[test]
+    fn keyed_cap_prunes_idle_keys_before_resetting() {
+        // 1000/s: a key's state is idle again 1 ms after its single use.
+        let k: KeyedQuota<u32> =
+            KeyedQuota::new(Scope::Ip, &q(1000, Duration::from_secs(1), 1), 100);
+        for i in 0..1000 {
+            let _ = k.check(&i);
+            if i % 50 == 0 {
+                std::thread::sleep(Duration::from_millis(2));
+            }
+        }
+        assert!(k.len() <= 100);
+        assert!(
+            k.resets() < 10,
+            "idle keys should mostly be pruned, resets {}",
+            k.resets()
+        );
+    }
+
+    #[test]
+    fn attempts_cap_evicts_least_recently_used() {
+        let a = CardAttempts::new(&q(3, Duration::from_secs(3600), 3), 160);
+        let target = fp(u32::MAX);
+        for i in 0..3 {
+            a.check(&target, &fp(i)).unwrap();
+        }
+        for i in 0..2000 {
+            a.check(&fp(i), &fp(i)).unwrap();
+            // The card under attack is used all along and keeps its history.
+            if i % 10 == 0 {
+                assert!(a.check(&target, &fp(99)).is_err());
+            }
+            assert!(a.len() <= 160, "len {} after {i}", a.len());
+        }
+    }
+
+    #[test]
+    fn attempts_expire_after_the_period() {
+        let a = CardAttempts::new(&q(1, Duration::from_millis(50), 1), 10);
+        let card = fp(1);
+        a.check(&card, &fp(1)).unwrap();
+        let retry = a.check(&card, &fp(2)).unwrap_err();
+        assert!(retry > Duration::ZERO && retry <= Duration::from_millis(50));
+        std::thread::sleep(Duration::from_millis(60));
+        a.check(&card, &fp(2)).unwrap();
+        std::thread::sleep(Duration::from_millis(60));
+        a.prune();
+        assert_eq!(a.len(), 0);
+    }
+}

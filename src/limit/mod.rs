@@ -1,0 +1,781 @@
+//! Rate limits and card-testing defences (DESIGN.md section 7).
+//!
+//! [`Limiter`] enforces GCRA quotas per client, per IP, per order and per card
+//! fingerprint, the distinct-attempts cap per card (card cracking) and the per-client
+//! decline breaker. One `Limiter` is shared by all requests.
+//!
+//! - Local mode (no `limits.redis_url`): governor keyed limiters and our own attempt sets,
+//!   memory bounded by periodic pruning and a hard cap of `max_keys` keys per kind (see
+//!   [`local`] for what happens at the cap and why).
+//! - Shared mode: every check is one atomic Lua script in Redis ([`redis`]). While Redis is
+//!   unreachable, `on_store_error = "deny"` refuses with [`LimitError::StoreUnavailable`]
+//!   (the caller answers 503) and `"local"` applies the local limits of this replica
+//!   instead (their state starts empty at the first outage). Logged once per outage;
+//!   recovery is automatic.
+//! - The decline breaker is always local to the replica, fed by the upstream answers it
+//!   saw ([`breaker`] explains why that is enough).
+//!
+//! IP keys: an IPv4 address as is (IPv4-mapped IPv6 counts as IPv4), an IPv6 address by
+//! its /64 prefix, the unit one subscriber gets; otherwise one host could rotate through
+//! 2^64 addresses, escaping the quota and filling the map.
+
+mod breaker;
+mod local;
+mod redis;
+
+use std::fmt;
+use std::net::{IpAddr, Ipv6Addr};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Weak};
+use std::time::{Duration, Instant};
+
+use crate::config::{LimitsConfig, OnStoreError, Quota};
+
+use self::breaker::Breaker;
+use self::local::{CardAttempts, KeyedQuota};
+use self::redis::RedisStore;
+
+/// How often the background task prunes idle local state.
+const PRUNE_EVERY: Duration = Duration::from_secs(10);
+
+/// Which limit refused a request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Scope {
+    Client,
+    Ip,
+    Order,
+    Card,
+    CardAttempts,
+    Breaker,
+}
+
+impl Scope {
+    /// The name used in config keys, logs, audit records and Redis keys.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Scope::Client => "per_client",
+            Scope::Ip => "per_ip",
+            Scope::Order => "per_order",
+            Scope::Card => "per_card",
+            Scope::CardAttempts => "card_attempts",
+            Scope::Breaker => "decline_breaker",
+        }
+    }
+}
+
+impl fmt::Display for Scope {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum LimitError {
+    /// Over quota: answer 429 with `Retry-After` ([`LimitError::retry_after_secs`]).
+    #[error("rate limited")]
+    Exceeded { scope: Scope, retry_after: Duration },
+    /// Redis is down and `on_store_error = "deny"`: answer 503.
+    #[error("limit store unavailable")]
+    StoreUnavailable,
+}
+
+impl LimitError {
+    /// `Retry-After` in whole seconds, rounded up and at least 1; `None` for
+    /// `StoreUnavailable`.
+    pub fn retry_after_secs(&self) -> Option<u64> {
+        match self {
+            LimitError::Exceeded { retry_after, .. } => {
+                let s = retry_after.as_secs() + u64::from(retry_after.subsec_nanos() > 0);
+                Some(s.max(1))
+            }
+            LimitError::StoreUnavailable => None,
+        }
+    }
+}
+
+/// One quota kind: its quota and, in local mode or as the fallback of shared mode, its
+/// local state.
+struct Kind<K: std::hash::Hash + Eq + Clone> {
+    scope: Scope,
+    quota: Quota,
+    local: Option<KeyedQuota<K>>,
+}
+
+struct Attempts {
+    quota: Quota,
+    local: Option<CardAttempts>,
+}
+
+struct Inner {
+    per_client: Option<Kind<String>>,
+    per_ip: Option<Kind<IpAddr>>,
+    per_order: Option<Kind<String>>,
+    per_card: Option<Kind<[u8; 32]>>,
+    card_attempts: Option<Attempts>,
+    breaker: Breaker,
+    redis: Option<RedisStore>,
+}
+
+/// The limits of DESIGN.md section 7; `Send + Sync`, shared by all requests.
+pub struct Limiter {
+    inner: Arc<Inner>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Drop for Limiter {
+    fn drop(&mut self) {
+        for t in &self.tasks {
+            t.abort();
+        }
+    }
+}
+
+impl fmt::Debug for Limiter {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Limiter")
+            .field("shared", &self.inner.redis.is_some())
+            .field("local_keys", &self.local_keys())
+            .finish()
+    }
+}
+
+impl Limiter {
+    /// Must be called inside a tokio runtime: spawns the pruning task and, with
+    /// `redis_url`, the Redis probe task. Never blocks and never fails when Redis is down:
+    /// it is connected in the background (until then the store counts as unavailable, see
+    /// [`Limiter::readiness_problem`]).
+    pub fn start(config: &LimitsConfig) -> Limiter {
+        let shared = config.redis_url.is_some();
+        let with_local = !shared || config.on_store_error == OnStoreError::Local;
+        let max_keys = config.max_keys;
+        fn kind<K: std::hash::Hash + Eq + Clone>(
+            scope: Scope,
+            q: &Option<Quota>,
+            with_local: bool,
+            max_keys: usize,
+        ) -> Option<Kind<K>> {
+            q.map(|quota| Kind {
+                scope,
+                quota,
+                local: with_local.then(|| KeyedQuota::new(scope, &quota, max_keys)),
+            })
+        }
+        let mut tasks = Vec::new();
+        let redis = config.redis_url.as_deref().map(|url| {
+            let fallback = match config.on_store_error {
+                OnStoreError::Deny => "payments refused (503)",
+                OnStoreError::Local => "local limits of this replica",
+            };
+            let (store, task) = RedisStore::start(url, config.redis_timeout, fallback);
+            tasks.push(task);
+            store
+        });
+        let inner = Arc::new(Inner {
+            per_client: kind(Scope::Client, &config.per_client, with_local, max_keys),
+            per_ip: kind(Scope::Ip, &config.per_ip, with_local, max_keys),
+            per_order: kind(Scope::Order, &config.per_order, with_local, max_keys),
+            per_card: kind(Scope::Card, &config.per_card, with_local, max_keys),
+            card_attempts: config.card_attempts.map(|quota| Attempts {
+                quota,
+                local: with_local.then(|| CardAttempts::new(&quota, max_keys)),
+            }),
+            breaker: Breaker::new(
+                config.decline_ratio,
+                config.decline_window,
+                config.decline_cooldown,
+                max_keys,
+            ),
+            redis,
+        });
+        tasks.push(tokio::spawn(prune_loop(Arc::downgrade(&inner))));
+        Limiter { inner, tasks }
+    }
+
+    /// The decline breaker for this client, then the per-client quota.
+    pub async fn check_client(&self, client_id: &str) -> Result<(), LimitError> {
+        if let Err(retry_after) = self.inner.breaker.check(client_id) {
+            return Err(LimitError::Exceeded {
+                scope: Scope::Breaker,
+                retry_after,
+            });
+        }
+        let Some(kind) = &self.inner.per_client else {
+            return Ok(());
+        };
+        let key = || redis_key(Scope::Client, client_id);
+        self.check_kind(kind, key, || client_id.to_owned()).await
+    }
+
+    /// The per-IP quota (IPv6 by /64 prefix).
+    pub async fn check_ip(&self, ip: IpAddr) -> Result<(), LimitError> {
+        let Some(kind) = &self.inner.per_ip else {
+            return Ok(());
+        };
+        let ip = ip_key(ip);
+        let key = || redis_key(Scope::Ip, &ip);
+        self.check_kind(kind, key, || ip).await
+    }
+
+    /// The per-order quota.
+    pub async fn check_order(&self, order_id: &str) -> Result<(), LimitError> {
+        let Some(kind) = &self.inner.per_order else {
+            return Ok(());
+        };
+        let key = || redis_key(Scope::Order, order_id);
+        self.check_kind(kind, key, || order_id.to_owned()).await
+    }
+
+    /// `card` = keyed card fingerprint (never the PAN); `attempt` = keyed fingerprint of
+    /// (PAN, expiry, CVV). A new attempt value beyond `card_attempts.count` distinct values
+    /// within `card_attempts.period` is refused; an already-seen value does not count
+    /// again. Then the per-card quota.
+    pub async fn check_card(&self, card: &[u8; 32], attempt: &[u8; 32]) -> Result<(), LimitError> {
+        if let Some(attempts) = &self.inner.card_attempts {
+            self.check_attempt(attempts, card, attempt).await?;
+        }
+        let Some(kind) = &self.inner.per_card else {
+            return Ok(());
+        };
+        let key = || redis_key(Scope::Card, &HexKey(card));
+        self.check_kind(kind, key, || *card).await
+    }
+
+    /// Feeds the per-client decline breaker after an upstream answer (`declined`: the
+    /// upstream refused the payment). Once `decline_window` outcomes are known and the share
+    /// of declines among the last `decline_window` is at least `decline_ratio` (and not
+    /// zero), the client is refused (`Scope::Breaker`) for `decline_cooldown`; logged at
+    /// warn once per trip. Outcomes arriving during the cool-down are ignored and the window
+    /// starts afresh after it. Returns true when this outcome tripped the breaker (for the
+    /// audit log).
+    pub fn record_outcome(&self, client_id: &str, declined: bool) -> bool {
+        self.inner.breaker.record(client_id, declined)
+    }
+
+    /// For /readyz: `None` when fine, `Some(reason)` when Redis is configured but
+    /// unreachable (also before the first connection succeeded).
+    pub fn readiness_problem(&self) -> Option<&'static str> {
+        match &self.inner.redis {
+            Some(store) if !store.is_up() => Some("rate-limit store (Redis) unreachable"),
+            _ => None,
+        }
+    }
+
+    /// For tests and metrics: keys currently held in the local maps, all kinds together
+    /// (each kind holds at most `max_keys`).
+    pub fn local_keys(&self) -> usize {
+        let i = &self.inner;
+        let kinds = [
+            i.per_client
+                .as_ref()
+                .and_then(|k| k.local.as_ref().map(|l| l.len())),
+            i.per_ip
+                .as_ref()
+                .and_then(|k| k.local.as_ref().map(|l| l.len())),
+            i.per_order
+                .as_ref()
+                .and_then(|k| k.local.as_ref().map(|l| l.len())),
+            i.per_card
+                .as_ref()
+                .and_then(|k| k.local.as_ref().map(|l| l.len())),
+            i.card_attempts
+                .as_ref()
+                .and_then(|a| a.local.as_ref().map(|l| l.len())),
+        ];
+        kinds.into_iter().flatten().sum::<usize>() + i.breaker.len()
+    }
+
+    /// Redis when configured and up; otherwise the local state (shared mode with
+    /// `on_store_error = "local"`), or `StoreUnavailable`.
+    async fn check_kind<K: std::hash::Hash + Eq + Clone>(
+        &self,
+        kind: &Kind<K>,
+        redis_key: impl FnOnce() -> String,
+        local_key: impl FnOnce() -> K,
+    ) -> Result<(), LimitError> {
+        if let Some(store) = &self.inner.redis
+            && let Ok(verdict) = store.gcra(&redis_key(), &kind.quota).await
+        {
+            return verdict.map_or(Ok(()), |wait| Err(exceeded(kind.scope, wait)));
+        }
+        match &kind.local {
+            Some(local) => local
+                .check(&local_key())
+                .map_err(|wait| exceeded(kind.scope, wait)),
+            None => Err(LimitError::StoreUnavailable),
+        }
+    }
+
+    async fn check_attempt(
+        &self,
+        attempts: &Attempts,
+        card: &[u8; 32],
+        attempt: &[u8; 32],
+    ) -> Result<(), LimitError> {
+        if let Some(store) = &self.inner.redis {
+            let key = redis_key(Scope::CardAttempts, &HexKey(card));
+            if let Ok(verdict) = store.card_attempt(&key, attempt, &attempts.quota).await {
+                return verdict.map_or(Ok(()), |wait| Err(exceeded(Scope::CardAttempts, wait)));
+            }
+        }
+        match &attempts.local {
+            Some(local) => local
+                .check(card, attempt)
+                .map_err(|wait| exceeded(Scope::CardAttempts, wait)),
+            None => Err(LimitError::StoreUnavailable),
+        }
+    }
+}
+
+fn exceeded(scope: Scope, retry_after: Duration) -> LimitError {
+    LimitError::Exceeded { scope, retry_after }
+}
+
+fn redis_key<D: fmt::Display + ?Sized>(scope: Scope, key: &D) -> String {
+    format!("payshim:rl:{}:{key}", scope.as_str())
+}
+
+/// Lower-case hex of a fingerprint, for Redis keys.
+struct HexKey<'a>(&'a [u8; 32]);
+
+impl fmt::Display for HexKey<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut buf = [0u8; 64];
+        hex::encode_to_slice(self.0, &mut buf).map_err(|_| fmt::Error)?;
+        f.write_str(std::str::from_utf8(&buf).map_err(|_| fmt::Error)?)
+    }
+}
+
+/// IPv4 (also IPv4-mapped IPv6) as is, other IPv6 by /64 prefix.
+fn ip_key(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V4(_) => ip,
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => IpAddr::V6(Ipv6Addr::from_bits(v6.to_bits() & !((1u128 << 64) - 1))),
+        },
+    }
+}
+
+/// Periodic pruning of the local maps; ends when the limiter is dropped.
+async fn prune_loop(inner: Weak<Inner>) {
+    let mut tick = tokio::time::interval(PRUNE_EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    tick.tick().await;
+    loop {
+        tick.tick().await;
+        let Some(i) = inner.upgrade() else { return };
+        // Pruning walks whole maps: off the async worker threads.
+        let done = tokio::task::spawn_blocking(move || {
+            fn prune<K: std::hash::Hash + Eq + Clone>(k: &Option<Kind<K>>) {
+                if let Some(local) = k.as_ref().and_then(|k| k.local.as_ref()) {
+                    local.prune();
+                }
+            }
+            prune(&i.per_client);
+            prune(&i.per_ip);
+            prune(&i.per_order);
+            prune(&i.per_card);
+            if let Some(local) = i.card_attempts.as_ref().and_then(|a| a.local.as_ref()) {
+                local.prune();
+            }
+        })
+        .await;
+        if done.is_err() {
+            return;
+        }
+    }
+}
+
+/// Lets a log line through at most once per interval (cap warnings under attack).
+struct LogEvery {
+    epoch: Instant,
+    every_ns: u64,
+    /// Nanoseconds since `epoch` of the last line, plus one (0 = never).
+    last: AtomicU64,
+}
+
+impl LogEvery {
+    fn new(every: Duration) -> Self {
+        LogEvery {
+            epoch: Instant::now(),
+            every_ns: u64::try_from(every.as_nanos()).unwrap_or(u64::MAX),
+            last: AtomicU64::new(0),
+        }
+    }
+
+    fn ready(&self) -> bool {
+        let now = u64::try_from(self.epoch.elapsed().as_nanos())
+            .unwrap_or(u64::MAX)
+            .saturating_add(1);
+        let last = self.last.load(Ordering::Relaxed);
+        if last != 0 && now.saturating_sub(last) < self.every_ns {
+            return false;
+        }
+        self.last
+            .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+            .is_ok()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn quota(count: u32, period: Duration, burst: u32) -> Quota {
+        Quota {
+            count,
+            period,
+            burst,
+        }
+    }
+
+    const HOUR: Duration = Duration::from_secs(3600);
+
+    fn config() -> LimitsConfig {
+        LimitsConfig {
+            per_client: None,
+            per_ip: None,
+            per_order: None,
+            per_card: None,
+            card_attempts: None,
+            decline_ratio: 0.8,
+            decline_window: 20,
+            decline_cooldown: Duration::from_secs(300),
+            max_keys: 100_000,
+            max_body: 16 * 1024,
+            redis_url: None,
+            redis_timeout: Duration::from_millis(250),
+            on_store_error: OnStoreError::Deny,
+        }
+    }
+
+    fn fp(i: u32) -> [u8; 32] {
+        let mut b = [0u8; 32];
+        b[..4].copy_from_slice(&i.to_le_bytes());
+        b[28..].copy_from_slice(&i.wrapping_mul(2_654_435_761).to_le_bytes());
+        b
+    }
+
+    /// One check of `scope` for the key numbered `n` (same attempt value for cards).
+    async fn check(l: &Limiter, scope: Scope, n: u32) -> Result<(), LimitError> {
+        match scope {
+            Scope::Client => l.check_client(&format!("client-{n}")).await,
+            Scope::Ip => l.check_ip(IpAddr::from([10, 0, 0, n as u8])).await,
+            Scope::Order => l.check_order(&format!("order-{n}")).await,
+            Scope::Card => l.check_card(&fp(n), &fp(1000 + n)).await,
+            _ => unreachable!(),
+        }
+    }
+
+    fn assert_exceeded(r: Result<(), LimitError>, scope: Scope, max_retry: Duration) -> Duration {
+        match r {
+            Err(LimitError::Exceeded {
+                scope: s,
+                retry_after,
+            }) => {
+                assert_eq!(s, scope);
+                assert!(
+                    retry_after > Duration::ZERO && retry_after <= max_retry,
+                    "{scope}: retry_after {retry_after:?} not in (0, {max_retry:?}]"
+                );
+                retry_after
+            }
+            other => panic!("{scope}: expected Exceeded, got {other:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn each_kind_reaches_its_quota_alone() {
+        let kinds = [Scope::Client, Scope::Ip, Scope::Order, Scope::Card];
+        let mut c = config();
+        c.per_client = Some(quota(3, HOUR, 3));
+        c.per_ip = Some(quota(3, HOUR, 3));
+        c.per_order = Some(quota(3, HOUR, 3));
+        c.per_card = Some(quota(3, HOUR, 3));
+        c.card_attempts = Some(quota(3, HOUR, 3));
+        let l = Limiter::start(&c);
+        for (i, scope) in kinds.into_iter().enumerate() {
+            let key = i as u32;
+            for n in 0..3 {
+                check(&l, scope, key)
+                    .await
+                    .unwrap_or_else(|e| panic!("{scope} #{n}: {e:?}"));
+            }
+            // GCRA: the next cell comes one emission interval (period / count) later.
+            let retry = assert_exceeded(check(&l, scope, key).await, scope, HOUR);
+            assert!(
+                retry > HOUR / 3 - Duration::from_secs(1),
+                "{scope}: {retry:?}"
+            );
+            // Another key of the same kind is unaffected...
+            check(&l, scope, key + 100).await.unwrap();
+            // ...and so is the same key number of every other kind.
+            for other in kinds.into_iter().filter(|k| *k != scope) {
+                check(&l, other, key + 200).await.unwrap();
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn burst_is_honoured() {
+        for (count, period, burst) in [
+            (10, Duration::from_secs(60), 2),
+            (1, Duration::from_secs(1), 5),
+            (5, Duration::from_secs(600), 5),
+        ] {
+            let mut c = config();
+            c.per_order = Some(quota(count, period, burst));
+            let l = Limiter::start(&c);
+            for n in 0..burst {
+                l.check_order("o").await.unwrap_or_else(|e| {
+                    panic!("{count}/{period:?} burst {burst}: #{n} refused: {e:?}")
+                });
+            }
+            let retry = assert_exceeded(l.check_order("o").await, Scope::Order, period);
+            assert!(retry <= period / count, "{retry:?}");
+        }
+    }
+
+    #[tokio::test]
+    async fn retry_after_is_when_the_next_request_passes() {
+        let mut c = config();
+        c.per_ip = Some(quota(20, Duration::from_secs(1), 1));
+        let l = Limiter::start(&c);
+        let ip = IpAddr::from([192, 0, 2, 1]);
+        l.check_ip(ip).await.unwrap();
+        let retry = assert_exceeded(l.check_ip(ip).await, Scope::Ip, Duration::from_millis(50));
+        tokio::time::sleep(retry).await;
+        l.check_ip(ip).await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn card_attempts_cap_distinct_combinations() {
+        let mut c = config();
+        c.card_attempts = Some(quota(3, HOUR, 3));
+        c.per_card = Some(quota(100, HOUR, 100));
+        let l = Limiter::start(&c);
+        let card = fp(1);
+        for attempt in 0..3 {
+            l.check_card(&card, &fp(100 + attempt)).await.unwrap();
+        }
+        assert_exceeded(
+            l.check_card(&card, &fp(103)).await,
+            Scope::CardAttempts,
+            HOUR,
+        );
+        // Repeating an attempt already seen (a retry of the same details) does not count.
+        for attempt in 0..3 {
+            l.check_card(&card, &fp(100 + attempt)).await.unwrap();
+        }
+        assert_exceeded(
+            l.check_card(&card, &fp(104)).await,
+            Scope::CardAttempts,
+            HOUR,
+        );
+        // Another card is unaffected.
+        l.check_card(&fp(2), &fp(103)).await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn card_attempts_before_per_card() {
+        let mut c = config();
+        c.card_attempts = Some(quota(1, HOUR, 1));
+        c.per_card = Some(quota(2, HOUR, 2));
+        let l = Limiter::start(&c);
+        let card = fp(7);
+        l.check_card(&card, &fp(1)).await.unwrap();
+        assert_exceeded(l.check_card(&card, &fp(2)).await, Scope::CardAttempts, HOUR);
+        l.check_card(&card, &fp(1)).await.unwrap();
+        assert_exceeded(l.check_card(&card, &fp(1)).await, Scope::Card, HOUR);
+    }
+
+    #[tokio::test]
+    async fn decline_breaker_trips_and_recovers() {
+        let mut c = config();
+        c.per_client = Some(quota(1000, Duration::from_secs(1), 1000));
+        c.decline_window = 10;
+        c.decline_ratio = 0.8;
+        c.decline_cooldown = Duration::from_millis(300);
+        let l = Limiter::start(&c);
+        // 3 approvals then 7 declines: 0.7, below the ratio.
+        for i in 0..10 {
+            assert!(!l.record_outcome("shop", i >= 3));
+        }
+        l.check_client("shop").await.unwrap();
+        // The sliding window drops an approval: 8 declines in the last 10.
+        assert!(l.record_outcome("shop", true));
+        let retry = assert_exceeded(
+            l.check_client("shop").await,
+            Scope::Breaker,
+            Duration::from_millis(300),
+        );
+        l.check_client("other-shop").await.unwrap();
+        tokio::time::sleep(retry + Duration::from_millis(10)).await;
+        l.check_client("shop").await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn ipv6_is_limited_per_64_and_mapped_ipv4_as_ipv4() {
+        let mut c = config();
+        c.per_ip = Some(quota(1, HOUR, 1));
+        let l = Limiter::start(&c);
+        l.check_ip("2001:db8::1".parse().unwrap()).await.unwrap();
+        assert_exceeded(
+            l.check_ip("2001:db8::ffff:1".parse().unwrap()).await,
+            Scope::Ip,
+            HOUR,
+        );
+        l.check_ip("2001:db8:0:1::1".parse().unwrap())
+            .await
+            .unwrap();
+        l.check_ip("192.0.2.7".parse().unwrap()).await.unwrap();
+        assert_exceeded(
+            l.check_ip("::ffff:192.0.2.7".parse().unwrap()).await,
+            Scope::Ip,
+            HOUR,
+        );
+        assert_eq!(
+            redis_key(Scope::Ip, &ip_key("2001:db8::ab".parse().unwrap())),
+            "payshim:rl:per_ip:2001:db8::"
+        );
+        assert_eq!(
+            redis_key(Scope::Card, &HexKey(&[0xab; 32])),
+            format!("payshim:rl:per_card:{}", "ab".repeat(32))
+        );
+    }
+
+    #[tokio::test]
+    async fn disabled_limits_always_pass() {
+        let l = Limiter::start(&config());
+        for i in 0..1000 {
+            l.check_client("c").await.unwrap();
+            l.check_ip(IpAddr::from([10, 0, 0, 1])).await.unwrap();
+            l.check_order("o").await.unwrap();
+            l.check_card(&fp(1), &fp(i)).await.unwrap();
+        }
+        assert_eq!(l.local_keys(), 0);
+        assert_eq!(l.readiness_problem(), None);
+    }
+
+    fn rss_kib() -> Option<u64> {
+        let statm = std::fs::read_to_string("/proc/self/statm").ok()?;
+        let pages: u64 = statm.split_whitespace().nth(1)?.parse().ok()?;
+        Some(pages * 4)
+    }
+
+    /// 100,000 distinct cards and 100,000 distinct IPs against max_keys = 10,000: every
+    /// kind stays at or below max_keys, so the three kinds involved hold at most 30,000
+    /// keys (instead of 300,000).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn memory_stays_bounded_under_key_rotation() {
+        const MAX_KEYS: usize = 10_000;
+        let mut c = config();
+        c.per_ip = Some(quota(10, Duration::from_secs(1), 10));
+        c.per_card = Some(quota(5, HOUR, 5));
+        c.card_attempts = Some(quota(3, HOUR, 3));
+        c.max_keys = MAX_KEYS;
+        let l = Limiter::start(&c);
+        let before = rss_kib();
+        let mut peak = 0;
+        for i in 0..100_000u32 {
+            l.check_ip(IpAddr::from((0x0a00_0000 + i).to_be_bytes()))
+                .await
+                .unwrap();
+            l.check_card(&fp(i), &fp(i ^ 0x5555_5555)).await.unwrap();
+            if i % 100 == 99 {
+                peak = peak.max(l.local_keys());
+            }
+        }
+        peak = peak.max(l.local_keys());
+        let after = rss_kib();
+        let bound = 3 * MAX_KEYS;
+        eprintln!(
+            "memory bound: 100k cards + 100k IPs, max_keys {MAX_KEYS}: peak local_keys {peak} \
+             (bound {bound}), RSS {before:?} KiB -> {after:?} KiB"
+        );
+        assert!(peak <= bound, "peak local_keys {peak} > {bound}");
+        if let (Some(b), Some(a)) = (before, after) {
+            // ~30,000 small entries: a few MiB; without the cap it would be ~10 times more.
+            assert!(a.saturating_sub(b) < 64 * 1024, "RSS grew {} KiB", a - b);
+        }
+    }
+
+    #[tokio::test]
+    async fn shared_mode_without_redis_denies_or_falls_back() {
+        // Nothing listens on port 1: start-up must neither block nor fail.
+        let mut c = config();
+        c.per_order = Some(quota(2, HOUR, 2));
+        c.card_attempts = Some(quota(1, HOUR, 1));
+        c.redis_url = Some("redis://127.0.0.1:1".into());
+        let started = Instant::now();
+        let deny = Limiter::start(&c);
+        assert!(started.elapsed() < Duration::from_millis(100));
+        assert!(deny.readiness_problem().is_some());
+        assert!(matches!(
+            deny.check_order("o").await,
+            Err(LimitError::StoreUnavailable)
+        ));
+        assert!(matches!(
+            deny.check_card(&fp(1), &fp(1)).await,
+            Err(LimitError::StoreUnavailable)
+        ));
+        // The breaker is local and unaffected.
+        deny.check_client("c").await.unwrap();
+
+        c.on_store_error = OnStoreError::Local;
+        let local = Limiter::start(&c);
+        assert!(local.readiness_problem().is_some());
+        local.check_order("o").await.unwrap();
+        local.check_order("o").await.unwrap();
+        assert_exceeded(local.check_order("o").await, Scope::Order, HOUR);
+        local.check_card(&fp(1), &fp(1)).await.unwrap();
+        assert_exceeded(
+            local.check_card(&fp(1), &fp(2)).await,
+            Scope::CardAttempts,
+            HOUR,
+        );
+        tokio::time::sleep(Duration::from_millis(600)).await;
+        assert!(local.readiness_problem().is_some());
+    }
+
+    #[test]
+    fn retry_after_secs_rounds_up() {
+        let e = |ms| LimitError::Exceeded {
+            scope: Scope::Ip,
+            retry_after: Duration::from_millis(ms),
+        };
+        assert_eq!(e(1).retry_after_secs(), Some(1));
+        assert_eq!(e(1000).retry_after_secs(), Some(1));
+        assert_eq!(e(1001).retry_after_secs(), Some(2));
+        assert_eq!(e(120_000).retry_after_secs(), Some(120));
+        assert_eq!(LimitError::StoreUnavailable.retry_after_secs(), None);
+    }
+
+    #[test]
+    fn limiter_and_its_futures_are_send_and_sync() {
+        fn send_sync<T: Send + Sync>() {}
+        fn send<T: Send>(_: &T) {}
+        send_sync::<Limiter>();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let l = Limiter::start(&config());
+            send(&l.check_client("c"));
+            send(&l.check_ip(IpAddr::from([127, 0, 0, 1])));
+            send(&l.check_order("o"));
+            send(&l.check_card(&[0; 32], &[0; 32]));
+        });
+    }
+
+    #[test]
+    fn log_every_limits_lines() {
+        let log = LogEvery::new(Duration::from_secs(60));
+        assert!(log.ready());
+        assert!(!log.ready());
+        let log = LogEvery::new(Duration::ZERO);
+        assert!(log.ready());
+        assert!(log.ready());
+    }
+}
