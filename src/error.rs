@@ -53,6 +53,20 @@ pub enum ApiError {
     ClientBody,
 }
 
+impl From<crate::limit::LimitError> for ApiError {
+    fn from(e: crate::limit::LimitError) -> ApiError {
+        match e {
+            crate::limit::LimitError::Exceeded { scope, retry_after } => ApiError::RateLimited {
+                retry_after,
+                scope: scope.as_str(),
+            },
+            crate::limit::LimitError::StoreUnavailable => {
+                ApiError::NotReady("rate limit store unavailable")
+            }
+        }
+    }
+}
+
 #[derive(Serialize)]
 struct Body<'a> {
     errors: Vec<Entry<'a>>,
@@ -103,7 +117,7 @@ impl ApiError {
             ApiError::Validation(_) => "invalid_request",
             ApiError::InvalidGrant(_) => "invalid_grant",
             ApiError::UnknownClient => "unknown_client",
-            ApiError::RateLimited { .. } => "rate_limited",
+            ApiError::RateLimited { scope, .. } => scope,
             ApiError::UpstreamUnreachable => "upstream_unreachable",
             ApiError::UpstreamBadResponse => "upstream_bad_response",
             ApiError::UpstreamTimeout => "upstream_timeout",

@@ -225,28 +225,22 @@ fn build_request(
     Ok(request)
 }
 
-/// Copies the storefront's headers minus everything that must not reach the API:
-/// hop-by-hop headers, `Host` (set from the upstream URL), `Authorization` (replaced by
-/// the store's token), `Content-Length` (recomputed) and CORS request headers.
+/// The storefront headers that may reach the API: an allow-list, because the store's
+/// token has full access. Everything else stays behind: credentials (`Authorization`,
+/// cookies), hop-by-hop headers, headers describing a body payshim may have rewritten
+/// (`Content-Length`, `Content-Encoding`, digests), method overrides, and
+/// `Accept-Encoding` (answers are small JSON that payshim may need to read).
 pub fn forwardable_headers(incoming: &HeaderMap) -> HeaderMap {
-    let mut out = HeaderMap::with_capacity(incoming.len());
-    let connection_listed = connection_tokens(incoming);
+    let mut out = HeaderMap::with_capacity(8);
     for (name, value) in incoming {
-        if is_hop_by_hop(name)
-            || connection_listed.iter().any(|t| t == name.as_str())
-            || matches!(
-                *name,
-                header::HOST
-                    | header::AUTHORIZATION
-                    | header::CONTENT_LENGTH
-                    | header::ORIGIN
-                    | header::COOKIE
-            )
-            || name.as_str().starts_with("access-control-request-")
-        {
-            continue;
+        let n = name.as_str();
+        let allowed = matches!(
+            n,
+            "accept" | "accept-language" | "content-type" | "user-agent"
+        ) || n.starts_with("x-moltin-");
+        if allowed {
+            out.append(name.clone(), value.clone());
         }
-        out.append(name.clone(), value.clone());
     }
     out
 }
@@ -261,21 +255,6 @@ fn connection_tokens(headers: &HeaderMap) -> Vec<String> {
         .map(|t| t.trim().to_ascii_lowercase())
         .filter(|t| !t.is_empty())
         .collect()
-}
-
-fn is_hop_by_hop(name: &HeaderName) -> bool {
-    matches!(
-        name.as_str(),
-        "connection"
-            | "keep-alive"
-            | "proxy-connection"
-            | "proxy-authenticate"
-            | "proxy-authorization"
-            | "te"
-            | "trailer"
-            | "transfer-encoding"
-            | "upgrade"
-    )
 }
 
 /// Removes hop-by-hop headers from an upstream response before it goes back.
@@ -332,6 +311,9 @@ mod tests {
         h.insert("cookie", HeaderValue::from_static("session=1"));
         h.insert("content-type", HeaderValue::from_static("application/json"));
         h.insert("x-moltin-sdk-language", HeaderValue::from_static("JS"));
+        h.insert("content-encoding", HeaderValue::from_static("gzip"));
+        h.insert("x-http-method-override", HeaderValue::from_static("DELETE"));
+        h.insert("accept-encoding", HeaderValue::from_static("br"));
         let out = forwardable_headers(&h);
         let names: Vec<&str> = out.keys().map(|k| k.as_str()).collect();
         assert_eq!(names.len(), 2, "{names:?}");

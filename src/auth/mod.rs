@@ -9,5 +9,5 @@ pub mod session;
 pub mod storefront;
 pub mod upstream_token;
 
-pub use storefront::{ClientId, Clients};
+pub use storefront::{Caller, ClientId, Clients};
 pub use upstream_token::UpstreamToken;

@@ -13,6 +13,15 @@ use crate::error::ApiError;
 use crate::route::RouteName;
 use crate::tls::PeerIdentity;
 
+/// An authenticated caller. `browser` is true for session tokens (the browser SDK):
+/// only those are limited per IP, since a server storefront sends everything from the
+/// shop's own few addresses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Caller {
+    pub client: ClientId,
+    pub browser: bool,
+}
+
 /// Index of an authenticated client in [`Clients`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ClientId(pub usize);
@@ -34,7 +43,7 @@ impl Clients {
         &self,
         headers: &HeaderMap,
         peer: Option<&PeerIdentity>,
-    ) -> Result<ClientId, ApiError> {
+    ) -> Result<Caller, ApiError> {
         let by_cert = peer.and_then(|p| self.by_certificate(p));
         let by_bearer = match (bearer(headers), by_cert) {
             (Err(ApiError::MissingCredential), Some(_)) => None,
@@ -42,22 +51,33 @@ impl Clients {
             (Ok(token), _) => Some(self.by_token(token)?),
         };
         match (by_cert, by_bearer) {
-            (Some(a), Some(b)) if a != b => Err(ApiError::InvalidCredential),
-            (Some(id), _) | (None, Some(id)) => Ok(id),
+            (Some(a), Some(b)) if a != b.client => Err(ApiError::InvalidCredential),
+            (_, Some(caller)) => Ok(caller),
+            (Some(client), None) => Ok(Caller {
+                client,
+                browser: false,
+            }),
             (None, None) => Err(ApiError::MissingCredential),
         }
     }
 
     /// A bearer credential: a payshim session token or an API key.
-    fn by_token(&self, token: &str) -> Result<ClientId, ApiError> {
+    fn by_token(&self, token: &str) -> Result<Caller, ApiError> {
         if session::looks_like_session(token) {
             let keys = self.sessions.as_ref().ok_or(ApiError::InvalidCredential)?;
             let id = keys
                 .verify(token, SystemTime::now())
                 .map_err(|_| ApiError::InvalidCredential)?;
-            return self.by_id(&id).ok_or(ApiError::InvalidCredential);
+            let client = self.by_id(&id).ok_or(ApiError::InvalidCredential)?;
+            return Ok(Caller {
+                client,
+                browser: true,
+            });
         }
-        self.by_api_key(token)
+        Ok(Caller {
+            client: self.by_api_key(token)?,
+            browser: false,
+        })
     }
 
     /// The client whose `cert_subject` ("CN=..." or "DNS:...") the certificate presents.

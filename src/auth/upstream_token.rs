@@ -42,6 +42,8 @@ pub struct Managed {
     fetching: Mutex<()>,
     /// Set while fetches fail, so a failure streak is logged once.
     failing: AtomicBool,
+    /// Wakes the refresher early when the token was dropped (rejected upstream).
+    wake: Arc<tokio::sync::Notify>,
 }
 
 #[derive(Clone)]
@@ -79,8 +81,9 @@ impl UpstreamToken {
                     current: RwLock::new(None),
                     fetching: Mutex::new(()),
                     failing: AtomicBool::new(false),
+                    wake: Arc::new(tokio::sync::Notify::new()),
                 });
-                tokio::spawn(refresher(Arc::downgrade(&managed)));
+                tokio::spawn(refresher(Arc::downgrade(&managed), managed.wake.clone()));
                 Source::Managed(managed)
             }
         };
@@ -150,7 +153,10 @@ impl Managed {
                     tracing::error!(error = %e, "cannot obtain an upstream token; requests that need one get 503 until it recovers");
                 }
                 if stale.is_some() {
+                    // The rejected token is useless: drop it and let the refresher retry
+                    // on its backoff instead of at the old token's refresh time.
                     *self.current.write().await = None;
+                    self.wake.notify_one();
                 }
                 None
             }
@@ -192,7 +198,7 @@ impl Managed {
 
 /// Keeps a managed token fresh: fetches at start, then at 80% of each lifetime; on
 /// failure retries with backoff (0.5 s doubling to 30 s). Ends when payshim drops it.
-async fn refresher(managed: std::sync::Weak<Managed>) {
+async fn refresher(managed: std::sync::Weak<Managed>, wake: Arc<tokio::sync::Notify>) {
     let mut backoff = Duration::from_millis(500);
     loop {
         let Some(m) = managed.upgrade() else { return };
@@ -209,7 +215,10 @@ async fn refresher(managed: std::sync::Weak<Managed>) {
             }
         };
         drop(m);
-        tokio::time::sleep(wait.max(Duration::from_millis(100))).await;
+        tokio::select! {
+            _ = tokio::time::sleep(wait.max(Duration::from_millis(100))) => {}
+            _ = wake.notified() => {}
+        }
     }
 }
 

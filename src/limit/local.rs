@@ -159,11 +159,14 @@ struct Seen {
 
 const ATTEMPT_SHARDS: usize = 16;
 
+/// Card fingerprint -> its attempts.
+type AttemptMap = HashMap<[u8; 32], Seen>;
+
 /// Distinct (expiry, CVV) combinations per card in a sliding window (card cracking).
 pub(super) struct CardAttempts {
     count: usize,
     period: Duration,
-    shards: Box<[Mutex<HashMap<[u8; 32], Seen>>]>,
+    shards: Box<[Mutex<AttemptMap>]>,
     shard_cap: usize,
     log: LogEvery,
 }
@@ -181,7 +184,7 @@ impl CardAttempts {
         }
     }
 
-    fn shard(&self, card: &[u8; 32]) -> MutexGuard<'_, HashMap<[u8; 32], Seen>> {
+    fn shard(&self, card: &[u8; 32]) -> MutexGuard<'_, AttemptMap> {
         // Fingerprints are keyed hashes: any bits spread evenly and cannot be steered.
         let mix = card
             .chunks_exact(8)
@@ -223,7 +226,7 @@ impl CardAttempts {
 
     /// Prunes expired state in a full shard; if it is still full, evicts the least
     /// recently used quarter of its cards.
-    fn make_room(&self, map: &mut HashMap<[u8; 32], Seen>, now: Instant) {
+    fn make_room(&self, map: &mut AttemptMap, now: Instant) {
         let period = self.period;
         prune_map(map, now, period);
         if map.len() < self.shard_cap {
@@ -262,7 +265,7 @@ impl CardAttempts {
     }
 }
 
-fn prune_map(map: &mut HashMap<[u8; 32], Seen>, now: Instant, period: Duration) {
+fn prune_map(map: &mut AttemptMap, now: Instant, period: Duration) {
     map.retain(|_, seen| {
         seen.attempts
             .retain(|(_, first)| now.duration_since(*first) < period);

@@ -6,14 +6,14 @@
 //!
 //! - Local mode (no `limits.redis_url`): governor keyed limiters and our own attempt sets,
 //!   memory bounded by periodic pruning and a hard cap of `max_keys` keys per kind (see
-//!   [`local`] for what happens at the cap and why).
-//! - Shared mode: every check is one atomic Lua script in Redis ([`redis`]). While Redis is
+//!   `local.rs` for what happens at the cap and why).
+//! - Shared mode: every check is one atomic Lua script in Redis (`redis.rs`). While Redis is
 //!   unreachable, `on_store_error = "deny"` refuses with [`LimitError::StoreUnavailable`]
 //!   (the caller answers 503) and `"local"` applies the local limits of this replica
 //!   instead (their state starts empty at the first outage). Logged once per outage;
 //!   recovery is automatic.
 //! - The decline breaker is always local to the replica, fed by the upstream answers it
-//!   saw ([`breaker`] explains why that is enough).
+//!   saw (`breaker.rs` explains why that is enough).
 //!
 //! IP keys: an IPv4 address as is (IPv4-mapped IPv6 counts as IPv4), an IPv6 address by
 //! its /64 prefix, the unit one subscriber gets; otherwise one host could rotate through

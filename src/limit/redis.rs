@@ -213,7 +213,7 @@ impl Shared {
             Ok(Ok(wait_ms)) if wait_ms <= 0 => Ok(None),
             Ok(Ok(wait_ms)) => Ok(Some(Duration::from_millis(wait_ms.unsigned_abs()))),
             Ok(Err(e)) => {
-                self.mark_down(&format!("{:?}", e.kind()));
+                self.mark_down(&e.to_string());
                 Err(Unavailable)
             }
             Err(_) => {
@@ -242,7 +242,7 @@ impl Shared {
         match tokio::time::timeout(self.probe_timeout, ping.query_async::<String>(&mut conn)).await
         {
             Ok(Ok(_)) => Ok(()),
-            Ok(Err(e)) => Err(format!("{:?}", e.kind())),
+            Ok(Err(e)) => Err(e.to_string()),
             Err(_) => Err("timed out".into()),
         }
     }

@@ -17,6 +17,7 @@ use crate::auth::session::SessionKeys;
 use crate::auth::{ClientId, Clients, UpstreamToken};
 use crate::config::Config;
 use crate::error::ApiError;
+use crate::limit::Limiter;
 use crate::metrics::Metrics;
 use crate::metrics::{ReasonLabel, RequestLabels, RouteLabel};
 use crate::route::{Route, RoutePattern};
@@ -45,6 +46,7 @@ pub struct Proxy {
     body_timeout: Duration,
     audit: AuditLog,
     payments: Payments,
+    limiter: Limiter,
 }
 
 /// What one request did, for its log line and metrics.
@@ -74,6 +76,7 @@ impl Proxy {
         });
         Ok(Proxy {
             payments: Payments::new(config),
+            limiter: Limiter::start(&config.limits),
             audit,
             clients: Clients::new(config.clients.clone(), sessions),
             extra_routes: config.routes.clone(),
@@ -98,11 +101,18 @@ impl Proxy {
         if !self.audit.is_healthy() {
             problems.push("audit log not writable");
         }
+        if let Some(p) = self.limiter.readiness_problem() {
+            problems.push(p);
+        }
         problems
     }
 
     pub fn audit(&self) -> &AuditLog {
         &self.audit
+    }
+
+    pub(crate) fn limiter(&self) -> &Limiter {
+        &self.limiter
     }
 
     /// Handles one request; never fails (errors become API error responses).
@@ -145,9 +155,12 @@ impl Proxy {
         match route {
             Route::NotFound => Err(ApiError::NotFound),
             Route::Preflight(name) => cors::preflight(&self.clients, *name, req.headers()),
-            Route::TokenExchange => token::exchange(self, req, ex).await,
+            Route::TokenExchange => {
+                self.limiter.check_ip(conn.remote.ip()).await?;
+                token::exchange(self, req, ex).await
+            }
             Route::Payment { order_id } => {
-                let client = self.admit(&req, conn, route, ex);
+                let client = self.admit(&req, conn, route, ex).await;
                 let ctx = Context {
                     proxy: self,
                     request_id,
@@ -161,7 +174,7 @@ impl Proxy {
                 transaction_id,
                 action,
             } => {
-                let client = self.admit(&req, conn, route, ex)?;
+                let client = self.admit(&req, conn, route, ex).await?;
                 let ctx = Context {
                     proxy: self,
                     request_id,
@@ -171,7 +184,7 @@ impl Proxy {
                 Transactions::handle(&ctx, client, transaction_id, *action, req, ex).await
             }
             Route::TransactionRead { .. } | Route::Passthrough => {
-                self.admit(&req, conn, route, ex)?;
+                self.admit(&req, conn, route, ex).await?;
                 self.forward(req, ex).await
             }
         }
@@ -181,19 +194,25 @@ impl Proxy {
         &self.clients
     }
 
-    /// Storefront authentication, then what that client may do: this route, from this
-    /// browser origin.
-    fn admit(
+    /// Storefront authentication, the cheap limits (IP for browser callers and failed
+    /// credentials, then client), and what that client may do: this route, from this
+    /// browser origin. All before the body is read.
+    async fn admit(
         &self,
         req: &Request<Incoming>,
         conn: &ConnInfo,
         route: &Route,
         ex: &mut Exchange,
     ) -> Result<ClientId, ApiError> {
-        let client = self
-            .clients
-            .authenticate(req.headers(), conn.peer.as_ref())?;
+        let caller = self.clients.authenticate(req.headers(), conn.peer.as_ref());
+        if caller.as_ref().map_or(true, |c| c.browser) {
+            self.limiter.check_ip(conn.remote.ip()).await?;
+        }
+        let client = caller?.client;
         ex.client = Some(client);
+        self.limiter
+            .check_client(&self.clients.get(client).id)
+            .await?;
         self.clients.check_route(client, route.name())?;
         cors::check(&self.clients, client, req.headers())?;
         Ok(client)
@@ -296,7 +315,9 @@ impl Proxy {
         let total = started.elapsed();
         let route_name = route.name().as_str();
         let client = ex.client.map(|c| self.clients.get(c).id.as_str());
-        let upstream_ms = ex.upstream_latency.map(|d| d.as_secs_f64() * 1e3);
+        // Whole microseconds: long decimal fractions would look like digit runs to the
+        // scrubber (and be masked into invalid JSON).
+        let upstream_us = ex.upstream_latency.map(|d| d.as_micros() as u64);
         let p = ex.payment.as_ref();
         tracing::info!(
             order_id = p.map(|p| p.order_id.as_str()),
@@ -309,8 +330,8 @@ impl Proxy {
             route = route_name,
             method = method.as_str(),
             status,
-            total_ms = total.as_secs_f64() * 1e3,
-            upstream_ms,
+            total_us = total.as_micros() as u64,
+            upstream_us,
             reason = ex.reason,
             sandbox = self.upstream.is_sandbox(),
             "request"

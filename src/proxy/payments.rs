@@ -110,6 +110,8 @@ impl Payments {
             .map_err(ApiError::Validation)?;
         drop(raw);
         log.method = Some(request.method.as_str());
+        let limiter = ctx.proxy.limiter();
+        limiter.check_order(ctx.order_id).await?;
         if let Some(c) = request.card() {
             log.brand = Some(c.number.brand().as_str());
             log.last4 = Some(c.number.last4().to_string());
@@ -119,6 +121,10 @@ impl Payments {
                 last4: c.number.last4().to_string(),
                 fingerprint: hex::encode(c.number.fingerprint(self.audit_key.expose_secret())),
             });
+            let key = self.audit_key.expose_secret();
+            limiter
+                .check_card(&c.number.fingerprint(key), &c.attempt_fingerprint(key))
+                .await?;
         }
         let mut record = base_record(ctx, ex, AuditEvent::PaymentForwarded, "forwarded");
         record.gateway = Some(request.gateway.clone());
@@ -156,7 +162,9 @@ impl Payments {
         sent: Result<Response<ProxyBody>, ApiError>,
     ) -> Result<Response<ProxyBody>, ApiError> {
         record.event = AuditEvent::PaymentCompleted;
-        record.latency_ms = ex.upstream_latency.map(|d| d.as_secs_f64() * 1e3);
+        record.latency_ms = ex
+            .upstream_latency
+            .map(|d| (d.as_secs_f64() * 1e6).round() / 1e3);
         let response = match sent {
             Ok(r) => r,
             Err(e) => {
@@ -189,6 +197,12 @@ impl Payments {
         };
         let (transaction_id, txn_status) = transaction_of(&bytes);
         log.outcome = outcome(parts.status.as_u16(), txn_status.as_deref());
+        if let Some(client) = ex.client {
+            let id = &ctx.proxy.clients().get(client).id;
+            ctx.proxy
+                .limiter()
+                .record_outcome(id, log.outcome == "declined");
+        }
         record.outcome = log.outcome.to_string();
         record.upstream_status = Some(parts.status.as_u16());
         record.transaction_id = transaction_id;

@@ -84,7 +84,9 @@ impl Transactions {
         };
         let sent = ctx.proxy.send_upstream(&out, ex).await;
         record.event = AuditEvent::TransactionCompleted;
-        record.latency_ms = ex.upstream_latency.map(|d| d.as_secs_f64() * 1e3);
+        record.latency_ms = ex
+            .upstream_latency
+            .map(|d| (d.as_secs_f64() * 1e6).round() / 1e3);
         let response = match sent {
             Ok(r) => r,
             Err(e) => {

@@ -9,6 +9,7 @@
 pub mod client;
 pub mod payshim;
 pub mod pki;
+pub mod redis;
 pub mod upstream;
 
 pub use client::{HttpVersion, TestClient, TestResponse, tls11_client_hello};
