@@ -815,18 +815,19 @@ fn limits_config(raw: RawLimits) -> Result<LimitsConfig> {
         }
     };
     if let Some(url) = &raw.redis_url
-        && !(url.starts_with("redis://") || url.starts_with("rediss://"))
+        && !url.starts_with("redis://")
     {
         return Err(ConfigError::new(
             "limits.redis_url",
-            "expected a URL like redis://127.0.0.1:6379",
+            "expected a URL like redis://127.0.0.1:6379 (rediss:// is not supported: \
+             run Redis on a private network or through a local TLS tunnel)",
         ));
     }
     let decline_ratio = raw.decline_ratio.unwrap_or(0.8);
-    if !(0.0..=1.0).contains(&decline_ratio) {
+    if !(decline_ratio > 0.0 && decline_ratio <= 1.0) {
         return Err(ConfigError::new(
             "limits.decline_ratio",
-            "expected a fraction between 0 and 1, e.g. 0.8",
+            "expected a fraction above 0 and at most 1, e.g. 0.8",
         ));
     }
     Ok(LimitsConfig {
