@@ -144,6 +144,7 @@ struct RawServer {
     header_read_timeout: Option<String>,
     idle_timeout: Option<String>,
     max_connections: Option<usize>,
+    max_connections_per_ip: Option<usize>,
     max_header_size: Option<String>,
     max_h2_streams: Option<u32>,
     shutdown_grace: Option<String>,
@@ -274,6 +275,9 @@ pub struct ServerConfig {
     pub header_read_timeout: Duration,
     pub idle_timeout: Duration,
     pub max_connections: usize,
+    /// One address cannot hold more than this many connections (idle or slow clients
+    /// must not starve the others).
+    pub max_connections_per_ip: usize,
     pub max_header_size: usize,
     pub max_h2_streams: u32,
     pub shutdown_grace: Duration,
@@ -535,6 +539,10 @@ fn server_config(raw: RawServer) -> Result<ServerConfig> {
         max_connections: positive(
             "server.max_connections",
             raw.max_connections.unwrap_or(10_000),
+        )?,
+        max_connections_per_ip: positive(
+            "server.max_connections_per_ip",
+            raw.max_connections_per_ip.unwrap_or(256),
         )?,
         max_header_size: size(
             "server.max_header_size",
@@ -1042,6 +1050,11 @@ impl fmt::Display for Config {
         )?;
         writeln!(f, "idle_timeout = \"{}\"", d(self.server.idle_timeout))?;
         writeln!(f, "max_connections = {}", self.server.max_connections)?;
+        writeln!(
+            f,
+            "max_connections_per_ip = {}",
+            self.server.max_connections_per_ip
+        )?;
         writeln!(f, "max_header_size = {}", self.server.max_header_size)?;
         writeln!(f, "max_h2_streams = {}", self.server.max_h2_streams)?;
         writeln!(f, "shutdown_grace = \"{}\"", d(self.server.shutdown_grace))?;

@@ -6,9 +6,10 @@
 //! cap on concurrent HTTP/2 streams. The protocol is chosen by ALPN, so no connection sits
 //! in protocol detection without a timer.
 
+use std::collections::HashMap;
 use std::convert::Infallible;
-use std::net::SocketAddr;
-use std::sync::Arc;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use hyper::service::service_fn;
@@ -68,6 +69,7 @@ pub async fn serve(
     let protocols = Arc::new(Protocols::new(settings));
     let graceful = GracefulShutdown::new();
     let slots = Arc::new(Semaphore::new(settings.max_connections));
+    let per_ip = Arc::new(PerIp::new(settings.max_connections_per_ip));
     let handshake_timeout = settings.header_read_timeout;
     loop {
         let permit = tokio::select! {
@@ -85,10 +87,15 @@ pub async fn serve(
             },
             _ = shutdown.changed() => break,
         };
+        let Some(ip_slot) = per_ip.clone().try_acquire(remote.ip()) else {
+            tracing::debug!(%remote, "connection refused: too many from this address");
+            proxy.metrics().connections_refused.inc();
+            continue;
+        };
         let watcher = graceful.watcher();
         let (acceptor, proxy, protocols) = (acceptor.clone(), proxy.clone(), protocols.clone());
         tokio::spawn(async move {
-            let _permit = permit;
+            let _slots = (permit, ip_slot);
             proxy.metrics().connections.inc();
             let _ = tcp.set_nodelay(true);
             if let Some(conn) = handshake(&acceptor, tcp, remote, handshake_timeout, &proxy).await {
@@ -118,6 +125,50 @@ pub async fn serve(
         _ = graceful.shutdown() => tracing::info!("all connections closed"),
         _ = tokio::time::sleep(settings.shutdown_grace) => {
             tracing::warn!("shutdown grace period over; closing remaining connections");
+        }
+    }
+}
+
+/// Open connections per client address, capped.
+struct PerIp {
+    cap: usize,
+    open: Mutex<HashMap<IpAddr, usize>>,
+}
+
+/// Holds one of an address's connection slots until dropped.
+struct IpSlot {
+    ip: IpAddr,
+    owner: Arc<PerIp>,
+}
+
+impl PerIp {
+    fn new(cap: usize) -> PerIp {
+        PerIp {
+            cap,
+            open: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn try_acquire(self: Arc<Self>, ip: IpAddr) -> Option<IpSlot> {
+        let mut open = self.open.lock().expect("per-ip map lock");
+        let n = open.entry(ip).or_insert(0);
+        if *n >= self.cap {
+            return None;
+        }
+        *n += 1;
+        drop(open);
+        Some(IpSlot { ip, owner: self })
+    }
+}
+
+impl Drop for IpSlot {
+    fn drop(&mut self) {
+        let mut open = self.owner.open.lock().expect("per-ip map lock");
+        if let Some(n) = open.get_mut(&self.ip) {
+            *n -= 1;
+            if *n == 0 {
+                open.remove(&self.ip);
+            }
         }
     }
 }
