@@ -34,7 +34,12 @@ where
 /// Proves the pipeline masks card data (the canary), then installs it on stdout.
 /// payshim refuses to start if the canary comes out unmasked.
 pub fn init(log: &LogConfig) -> Result<(), CanaryError> {
-    canary_check(|capture| subscriber(log, capture))?;
+    // The same pipeline, with the canary's target let through even at `level = "off"`.
+    let canary = LogConfig {
+        format: log.format,
+        level: format!("{},{}=error", log.level, crate::redact::CANARY_TARGET),
+    };
+    canary_check(|capture| subscriber(&canary, capture))?;
     let _ = tracing::subscriber::set_global_default(subscriber(log, std::io::stdout));
     Ok(())
 }

@@ -40,7 +40,7 @@ pub fn luhn(digits: &str) -> bool {
             }
         })
         .sum();
-    sum % 10 == 0
+    sum.is_multiple_of(10)
 }
 
 /// The first maximal digit run of 12-19 digits that passes Luhn, if any.
