@@ -174,14 +174,14 @@ impl Proxy {
                 transaction_id,
                 action,
             } => {
-                let client = self.admit(&req, conn, route, ex).await?;
+                self.admit(&req, conn, route, ex).await?;
                 let ctx = Context {
                     proxy: self,
                     request_id,
                     conn,
                     order_id,
                 };
-                Transactions::handle(&ctx, client, transaction_id, *action, req, ex).await
+                Transactions::handle(&ctx, transaction_id, *action, req, ex).await
             }
             Route::TransactionRead { .. } | Route::Passthrough => {
                 self.admit(&req, conn, route, ex).await?;

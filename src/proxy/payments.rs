@@ -130,14 +130,7 @@ impl Payments {
         record.gateway = Some(request.gateway.clone());
         record.method = Some(request.method.as_str().to_string());
         record.card = card.clone();
-        ctx.proxy
-            .audit()
-            .append(record.clone())
-            .await
-            .map_err(|e| {
-                tracing::error!(error = %e, "audit log unavailable: payment refused");
-                ApiError::NotReady("audit log not writable")
-            })?;
+        append_durable(ctx, record.clone()).await?;
         log.outcome = "forwarded";
         let out = Outgoing {
             method: Method::POST,
@@ -283,6 +276,18 @@ pub(crate) fn base_record(
     );
     record.order_id = Some(ctx.order_id.to_string());
     record
+}
+
+/// Writes a `forwarded` record and waits until it is on disk: nothing goes upstream
+/// without it (fail closed, 503).
+pub(crate) async fn append_durable(ctx: &Context<'_>, record: AuditRecord) -> Result<(), ApiError> {
+    match ctx.proxy.audit().append(record).await {
+        Ok(_) => Ok(()),
+        Err(e) => {
+            tracing::error!(error = %e, "audit log unavailable: request refused");
+            Err(ApiError::NotReady("audit log not writable"))
+        }
+    }
 }
 
 /// Writes a record the response does not wait for (rejections, completions). A failure

@@ -7,10 +7,9 @@
 use http::{Request, Response};
 use hyper::body::Incoming;
 
-use super::payments::{base_record, outcome, require_json, spawn_audit};
+use super::payments::{append_durable, base_record, outcome, require_json, spawn_audit};
 use super::{Context, Exchange};
 use crate::audit::AuditEvent;
-use crate::auth::ClientId;
 use crate::error::{ApiError, FieldError};
 use crate::route::TransactionAction;
 use crate::upstream::{self, Outgoing, ProxyBody};
@@ -20,13 +19,11 @@ pub(crate) struct Transactions;
 impl Transactions {
     pub async fn handle(
         ctx: &Context<'_>,
-        client: ClientId,
         transaction_id: &str,
         action: TransactionAction,
         req: Request<Incoming>,
         ex: &mut Exchange,
     ) -> Result<Response<ProxyBody>, ApiError> {
-        let _ = client;
         let mut record = base_record(ctx, ex, AuditEvent::TransactionForwarded, "forwarded");
         record.transaction_id = Some(transaction_id.to_string());
         record.action = Some(action.as_str().to_string());
@@ -68,14 +65,7 @@ impl Transactions {
                 }]));
             }
         }
-        ctx.proxy
-            .audit()
-            .append(record.clone())
-            .await
-            .map_err(|e| {
-                tracing::error!(error = %e, "audit log unavailable: transaction refused");
-                ApiError::NotReady("audit log not writable")
-            })?;
+        append_durable(ctx, record.clone()).await?;
         let out = Outgoing {
             method: parts.method.clone(),
             path_and_query: parts.uri.path().to_string(),
