@@ -9,13 +9,13 @@
 use std::collections::HashMap;
 use std::convert::Infallible;
 use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto::Builder;
-use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Semaphore, watch};
 use tokio_rustls::TlsAcceptor;
@@ -67,10 +67,13 @@ pub async fn serve(
     mut shutdown: watch::Receiver<bool>,
 ) {
     let protocols = Arc::new(Protocols::new(settings));
-    let graceful = GracefulShutdown::new();
     let slots = Arc::new(Semaphore::new(settings.max_connections));
     let per_ip = Arc::new(PerIp::new(settings.max_connections_per_ip));
-    let handshake_timeout = settings.header_read_timeout;
+    let limits = ConnLimits {
+        handshake: settings.header_read_timeout,
+        first_request: settings.header_read_timeout,
+        idle: settings.idle_timeout,
+    };
     loop {
         let permit = tokio::select! {
             p = slots.clone().acquire_owned() => p.expect("semaphore never closed"),
@@ -92,40 +95,140 @@ pub async fn serve(
             proxy.metrics().connections_refused.inc();
             continue;
         };
-        let watcher = graceful.watcher();
         let (acceptor, proxy, protocols) = (acceptor.clone(), proxy.clone(), protocols.clone());
+        let stop = shutdown.clone();
         tokio::spawn(async move {
             let _slots = (permit, ip_slot);
             proxy.metrics().connections.inc();
             let _ = tcp.set_nodelay(true);
-            if let Some(conn) = handshake(&acceptor, tcp, remote, handshake_timeout, &proxy).await {
-                let (tls, info) = conn;
-                let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2".as_slice());
-                let info = Arc::new(info);
-                let handler = proxy.clone();
-                let svc = service_fn(move |req| {
-                    let (proxy, info) = (handler.clone(), info.clone());
-                    async move { Ok::<_, Infallible>(proxy.handle(req, &info).await) }
-                });
-                let builder = if h2 { &protocols.h2 } else { &protocols.h1 };
-                let conn = builder.serve_connection(TokioIo::new(tls), svc);
-                if let Err(e) = watcher.watch(conn.into_owned()).await {
-                    tracing::debug!(error = %e, %remote, "connection ended with an error");
-                }
+            if let Some(conn) = handshake(&acceptor, tcp, remote, limits.handshake, &proxy).await {
+                serve_connection(conn, &protocols, proxy.clone(), limits, stop).await;
             }
             proxy.metrics().connections.dec();
         });
     }
     drop(listener);
+    let open = settings.max_connections - slots.available_permits();
     tracing::info!(
-        in_flight = graceful.count(),
+        open_connections = open,
         "shutting down: no longer accepting"
     );
+    let all = u32::try_from(settings.max_connections).unwrap_or(u32::MAX);
     tokio::select! {
-        _ = graceful.shutdown() => tracing::info!("all connections closed"),
+        _ = slots.acquire_many(all) => tracing::info!("all connections closed"),
         _ = tokio::time::sleep(settings.shutdown_grace) => {
             tracing::warn!("shutdown grace period over; closing remaining connections");
         }
+    }
+}
+
+/// Time limits of one connection.
+#[derive(Clone, Copy)]
+struct ConnLimits {
+    handshake: Duration,
+    /// HTTP/2: the first request must start within this (HTTP/1.1: hyper's header read
+    /// timeout does the same job).
+    first_request: Duration,
+    /// HTTP/2: a connection with no open stream for this long is closed.
+    idle: Duration,
+}
+
+/// When the last request on a connection finished, and how many are open: HTTP/2 has no
+/// header read timeout in hyper, so payshim closes silent or idle HTTP/2 connections
+/// itself (a client that never finishes a request's headers is idle too).
+struct Activity {
+    started: Instant,
+    open: AtomicUsize,
+    last_done_ms: AtomicU64,
+    any: AtomicBool,
+}
+
+impl Activity {
+    fn idle_for(&self) -> Option<Duration> {
+        if self.open.load(Ordering::Acquire) > 0 {
+            return None;
+        }
+        let last = Duration::from_millis(self.last_done_ms.load(Ordering::Acquire));
+        Some(self.started.elapsed().saturating_sub(last))
+    }
+}
+
+/// Serves HTTP on an established TLS connection until it ends, the server shuts down
+/// (graceful: in-flight requests finish) or, for HTTP/2, it stays idle too long.
+async fn serve_connection(
+    (tls, info): TlsConn,
+    protocols: &Protocols,
+    proxy: Arc<Proxy>,
+    limits: ConnLimits,
+    mut stop: watch::Receiver<bool>,
+) {
+    let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2".as_slice());
+    let remote = info.remote;
+    let info = Arc::new(info);
+    let activity = Arc::new(Activity {
+        started: Instant::now(),
+        open: AtomicUsize::new(0),
+        last_done_ms: AtomicU64::new(0),
+        any: AtomicBool::new(false),
+    });
+    let tracked = activity.clone();
+    let svc = service_fn(move |req| {
+        let (proxy, info, activity) = (proxy.clone(), info.clone(), tracked.clone());
+        async move {
+            activity.open.fetch_add(1, Ordering::AcqRel);
+            activity.any.store(true, Ordering::Release);
+            let response = proxy.handle(req, &info).await;
+            let done = activity.started.elapsed().as_millis() as u64;
+            activity.last_done_ms.store(done, Ordering::Release);
+            activity.open.fetch_sub(1, Ordering::AcqRel);
+            Ok::<_, Infallible>(response)
+        }
+    });
+    let builder = if h2 { &protocols.h2 } else { &protocols.h1 };
+    let conn = builder.serve_connection(TokioIo::new(tls), svc);
+    tokio::pin!(conn);
+    let tick = (limits.first_request.min(limits.idle) / 4).max(Duration::from_millis(50));
+    let mut watchdog = tokio::time::interval(tick);
+    let mut closing = *stop.borrow();
+    if closing {
+        conn.as_mut().graceful_shutdown();
+    }
+    // An idle HTTP/2 peer that does not answer the GOAWAY/PING exchange of a graceful
+    // close is dropped when this passes.
+    let mut hard_deadline: Option<tokio::time::Instant> = None;
+    loop {
+        tokio::select! {
+            result = conn.as_mut() => {
+                if let Err(e) = result {
+                    tracing::debug!(error = %e, %remote, "connection ended with an error");
+                }
+                return;
+            }
+            _ = stop.changed(), if !closing => {
+                closing = true;
+                conn.as_mut().graceful_shutdown();
+            }
+            _ = watchdog.tick(), if h2 && !closing => {
+                let limit = if activity.any.load(Ordering::Acquire) { limits.idle } else { limits.first_request };
+                if activity.idle_for().is_some_and(|idle| idle >= limit) {
+                    tracing::debug!(%remote, "closing idle HTTP/2 connection");
+                    closing = true;
+                    conn.as_mut().graceful_shutdown();
+                    hard_deadline = Some(tokio::time::Instant::now() + limits.first_request);
+                }
+            }
+            _ = sleep_until(hard_deadline), if hard_deadline.is_some() => {
+                tracing::debug!(%remote, "dropping unresponsive idle HTTP/2 connection");
+                return;
+            }
+        }
+    }
+}
+
+async fn sleep_until(deadline: Option<tokio::time::Instant>) {
+    match deadline {
+        Some(d) => tokio::time::sleep_until(d).await,
+        None => std::future::pending().await,
     }
 }
 

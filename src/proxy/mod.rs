@@ -47,6 +47,7 @@ pub struct Proxy {
     audit: AuditLog,
     payments: Payments,
     limiter: Limiter,
+    limits_fail_closed: bool,
 }
 
 /// What one request did, for its log line and metrics.
@@ -77,6 +78,7 @@ impl Proxy {
         Ok(Proxy {
             payments: Payments::new(config),
             limiter: Limiter::start(&config.limits),
+            limits_fail_closed: config.limits.on_store_error == crate::config::OnStoreError::Deny,
             audit,
             clients: Clients::new(config.clients.clone(), sessions),
             extra_routes: config.routes.clone(),
@@ -101,7 +103,11 @@ impl Proxy {
         if !self.audit.is_healthy() {
             problems.push("audit log not writable");
         }
-        if let Some(p) = self.limiter.readiness_problem() {
+        // With on_store_error = "local", payments are still served while Redis is down,
+        // so that is not a reason to leave the load balancer's rotation.
+        if let Some(p) = self.limiter.readiness_problem()
+            && self.limits_fail_closed
+        {
             problems.push(p);
         }
         problems
@@ -205,11 +211,13 @@ impl Proxy {
         ex: &mut Exchange,
     ) -> Result<ClientId, ApiError> {
         let caller = self.clients.authenticate(req.headers(), conn.peer.as_ref());
+        if let Ok(c) = &caller {
+            ex.client = Some(c.client);
+        }
         if caller.as_ref().map_or(true, |c| c.browser) {
             self.limiter.check_ip(conn.remote.ip()).await?;
         }
         let client = caller?.client;
-        ex.client = Some(client);
         self.limiter
             .check_client(&self.clients.get(client).id)
             .await?;

@@ -18,3 +18,4 @@ pub use upstream::{
     Handler, Recorded, Reply, Upstream, blackhole, closed_port, handler, moltin_like,
 };
 pub mod cards;
+pub mod load;
