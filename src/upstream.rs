@@ -61,7 +61,7 @@ pub struct Answer {
 enum Target {
     Remote {
         client: Box<Client<HttpsConnector<HttpConnector>, Full<Bytes>>>,
-        base: String,
+        base: Base,
     },
     Sandbox,
 }
@@ -93,7 +93,10 @@ impl Upstream {
                     .build(https);
                 Target::Remote {
                     client: Box::new(client),
-                    base: format!("{scheme}://{authority}"),
+                    base: Base {
+                        scheme: scheme.clone(),
+                        authority: authority.clone(),
+                    },
                 }
             }
         };
@@ -156,9 +159,7 @@ impl Upstream {
             Target::Sandbox => return Err(UpstreamError::Unreachable("sandbox".into())),
             Target::Remote { client, base } => (client, base),
         };
-        let uri: Uri = format!("{base}{path}")
-            .parse()
-            .map_err(|_| UpstreamError::Failed("bad uri".into()))?;
+        let uri = base.uri(path)?;
         let request = Request::builder()
             .method(method)
             .uri(uri)
@@ -204,14 +205,31 @@ pub async fn read_answer(mut body: ProxyBody, limit: usize) -> Result<Bytes, Ups
     Ok(buf.freeze())
 }
 
+/// Scheme and authority of the API, parsed once at start-up.
+struct Base {
+    scheme: http::uri::Scheme,
+    authority: http::uri::Authority,
+}
+
+impl Base {
+    fn uri(&self, path_and_query: &str) -> Result<Uri, UpstreamError> {
+        let pq = http::uri::PathAndQuery::try_from(path_and_query)
+            .map_err(|_| UpstreamError::Failed("request path is not a valid URI".into()))?;
+        Uri::builder()
+            .scheme(self.scheme.clone())
+            .authority(self.authority.clone())
+            .path_and_query(pq)
+            .build()
+            .map_err(|_| UpstreamError::Failed("request path is not a valid URI".into()))
+    }
+}
+
 fn build_request(
-    base: &str,
+    base: &Base,
     out: &Outgoing,
     bearer: &HeaderValue,
 ) -> Result<Request<Full<Bytes>>, UpstreamError> {
-    let uri: Uri = format!("{base}{}", out.path_and_query)
-        .parse()
-        .map_err(|_| UpstreamError::Failed("request path is not a valid URI".into()))?;
+    let uri = base.uri(&out.path_and_query)?;
     let mut request = Request::new(Full::new(out.body.clone()));
     *request.method_mut() = out.method.clone();
     *request.uri_mut() = uri;

@@ -586,3 +586,72 @@ async fn unwritable_audit_directory_is_503_and_not_ready() {
     );
     assert_eq!(upstream.count(), 0);
 }
+
+/// A storefront that disconnects while its payment is at the upstream: the payment still
+/// runs to its end and gets its `payment.completed` record (hyper drops the request's
+/// future on disconnect; the upstream part must not be dropped with it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_disconnect_mid_payment_still_completes_the_audit_pair() {
+    use support::load::{ALPN_H1, tls_connect};
+    use tokio::io::AsyncWriteExt;
+
+    let pki = TestPki::new();
+    let answer = support::Reply::json(
+        201,
+        json!({"data": {"id": "txn-disconnect-1", "status": "complete"}}),
+    );
+    let upstream = Upstream::start(
+        &pki,
+        handler(move |_| {
+            support::Reply::Delay(Duration::from_millis(800), Box::new(answer.clone()))
+        }),
+    )
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let audit_dir = dir.path().join("audit");
+    let payshim = Payshim::start(&base_config(&pki, &upstream.url(), &audit_dir)).await;
+
+    let body = payment(7).1;
+    let head = format!(
+        "POST /v2/orders/{ORDER}/payments HTTP/1.1\r\nhost: localhost\r\n\
+         authorization: Bearer {STOREFRONT_KEY}\r\ncontent-type: application/json\r\n\
+         content-length: {}\r\n\r\n",
+        body.len()
+    );
+    let mut tls = tls_connect(
+        payshim.addr,
+        &payshim.ca_pem,
+        ALPN_H1,
+        None,
+        Duration::from_secs(5),
+    )
+    .await
+    .unwrap();
+    tls.write_all(head.as_bytes()).await.unwrap();
+    tls.write_all(body.as_bytes()).await.unwrap();
+    tls.flush().await.unwrap();
+    assert!(upstream.wait_for_requests(1, Duration::from_secs(5)).await);
+    drop(tls); // the storefront goes away while the upstream is still answering
+
+    let audit_path = audit_dir.join("payshim.jsonl");
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    let completed = loop {
+        let all = records(&chain(&audit_path));
+        if let Some(c) = all.iter().find(|r| r["event"] == "payment.completed") {
+            break c.clone();
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no payment.completed: {all:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(completed["outcome"], "approved", "{completed}");
+    assert_eq!(
+        completed["transaction_id"], "txn-disconnect-1",
+        "{completed}"
+    );
+    assert_eq!(completed["upstream_status"], 201, "{completed}");
+    assert_eq!(upstream.count(), 1, "sent exactly once");
+    payshim.stop().await;
+}

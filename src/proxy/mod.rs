@@ -4,6 +4,7 @@
 //! audit) -> upstream -> response. Every step that refuses a request does so before
 //! anything is sent upstream, and every response carries `X-Request-Id`.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -29,6 +30,7 @@ use payments::Payments;
 use transactions::Transactions;
 
 mod cors;
+mod forward;
 mod payments;
 mod token;
 mod transactions;
@@ -122,7 +124,11 @@ impl Proxy {
     }
 
     /// Handles one request; never fails (errors become API error responses).
-    pub async fn handle(&self, req: Request<Incoming>, conn: &ConnInfo) -> Response<ProxyBody> {
+    pub async fn handle(
+        self: &Arc<Self>,
+        req: Request<Incoming>,
+        conn: &ConnInfo,
+    ) -> Response<ProxyBody> {
         let started = Instant::now();
         let request_id = uuid::Uuid::now_v7().to_string();
         let method = req.method().clone();
@@ -151,7 +157,7 @@ impl Proxy {
     }
 
     async fn dispatch(
-        &self,
+        self: &Arc<Self>,
         route: &Route,
         req: Request<Incoming>,
         conn: &ConnInfo,
@@ -391,7 +397,7 @@ fn static_method(m: &Method) -> &'static str {
 
 /// What the payment and transaction steps need from the handler for one request.
 pub(crate) struct Context<'a> {
-    pub proxy: &'a Proxy,
+    pub proxy: &'a Arc<Proxy>,
     pub request_id: &'a str,
     pub conn: &'a ConnInfo,
     pub order_id: &'a str,

@@ -5,8 +5,6 @@
 //! `payment.completed` -> the upstream's answer as it came. Any refusal is audited as
 //! `payment.rejected` and nothing reaches the upstream.
 
-use std::time::Duration;
-
 use bytes::Bytes;
 use http::header::{self, HeaderValue};
 use http::{Method, Request, Response};
@@ -14,7 +12,7 @@ use hyper::body::Incoming;
 use secrecy::{ExposeSecret, SecretSlice};
 use zeroize::Zeroizing;
 
-use super::{Context, Exchange};
+use super::{Context, Exchange, Proxy, forward};
 use crate::audit::{AuditEvent, AuditRecord, CardSummary};
 use crate::auth::ClientId;
 use crate::config::Config;
@@ -22,9 +20,6 @@ use crate::error::ApiError;
 use crate::payment::{PaymentRequest, YearMonth};
 use crate::route::RouteName;
 use crate::upstream::{self, Outgoing, ProxyBody};
-
-/// Upstream answers to payments are small JSON documents; anything bigger is not one.
-const MAX_UPSTREAM_ANSWER: usize = 1 << 20;
 
 /// What the request log line says about a payment: never the PAN, CVV or names.
 #[derive(Debug, Default)]
@@ -79,7 +74,7 @@ impl Payments {
             record.reason = Some(e.reason().to_string());
             record.method = log.method.map(str::to_string);
             record.card = card;
-            spawn_audit(ctx, record);
+            spawn_audit(ctx.proxy, record);
         }
         ex.payment = Some(log);
         result
@@ -113,17 +108,18 @@ impl Payments {
         let limiter = ctx.proxy.limiter();
         limiter.check_order(ctx.order_id).await?;
         if let Some(c) = request.card() {
+            let key = self.audit_key.expose_secret();
+            let fingerprint = c.number.fingerprint(key);
             log.brand = Some(c.number.brand().as_str());
             log.last4 = Some(c.number.last4().to_string());
             *card = Some(CardSummary {
                 brand: c.number.brand().as_str().to_string(),
                 bin: c.number.bin().to_string(),
                 last4: c.number.last4().to_string(),
-                fingerprint: hex::encode(c.number.fingerprint(self.audit_key.expose_secret())),
+                fingerprint: hex::encode(fingerprint),
             });
-            let key = self.audit_key.expose_secret();
             limiter
-                .check_card(&c.number.fingerprint(key), &c.attempt_fingerprint(key))
+                .check_card(&fingerprint, &c.attempt_fingerprint(key))
                 .await?;
         }
         let mut record = base_record(ctx, ex, AuditEvent::PaymentForwarded, "forwarded");
@@ -139,68 +135,10 @@ impl Payments {
             body: Bytes::from_owner(Wiped(request.to_upstream_body())),
         };
         drop(request);
-        let sent = ctx.proxy.send_upstream(&out, ex).await;
-        drop(out);
-        self.complete(ctx, ex, log, record, sent).await
-    }
-
-    /// Buffers the (small) upstream answer to read its transaction id and status, audits
-    /// `payment.completed`, and returns the answer unchanged.
-    async fn complete(
-        &self,
-        ctx: &Context<'_>,
-        ex: &Exchange,
-        log: &mut PaymentLog,
-        mut record: AuditRecord,
-        sent: Result<Response<ProxyBody>, ApiError>,
-    ) -> Result<Response<ProxyBody>, ApiError> {
-        record.event = AuditEvent::PaymentCompleted;
-        record.latency_ms = ex
-            .upstream_latency
-            .map(|d| (d.as_secs_f64() * 1e6).round() / 1e3);
-        let response = match sent {
-            Ok(r) => r,
-            Err(e) => {
-                log.outcome = match e {
-                    ApiError::UpstreamTimeout => "timeout",
-                    _ => "upstream_error",
-                };
-                record.outcome = log.outcome.to_string();
-                record.reason = Some(e.reason().to_string());
-                spawn_audit(ctx, record);
-                return Err(e);
-            }
-        };
-        let (parts, body) = response.into_parts();
-        let collected = tokio::time::timeout(
-            Duration::from_secs(10),
-            upstream::read_answer(body, MAX_UPSTREAM_ANSWER),
-        )
-        .await;
-        let bytes = match collected {
-            Ok(Ok(b)) => b,
-            _ => {
-                log.outcome = "upstream_error";
-                record.outcome = log.outcome.to_string();
-                record.upstream_status = Some(parts.status.as_u16());
-                record.reason = Some("upstream answer unreadable".into());
-                spawn_audit(ctx, record);
-                return Err(ApiError::UpstreamBadResponse);
-            }
-        };
-        let (transaction_id, txn_status) = transaction_of(&bytes);
-        log.outcome = outcome(parts.status.as_u16(), txn_status.as_deref());
-        if let Some(client) = ex.client {
-            let id = &ctx.proxy.clients().get(client).id;
-            ctx.proxy
-                .limiter()
-                .record_outcome(id, log.outcome == "declined");
-        }
-        record.outcome = log.outcome.to_string();
-        record.upstream_status = Some(parts.status.as_u16());
-        record.transaction_id = transaction_id;
-        spawn_audit(ctx, record);
-        Ok(Response::from_parts(parts, upstream::full_body(bytes)))
+        let done = forward::detached(ctx.proxy, out, record, ex.client).await;
+        ex.upstream_latency = done.latency;
+        log.outcome = done.outcome;
+        done.response
     }
 }
 
@@ -232,29 +170,6 @@ fn json_headers(incoming: &http::HeaderMap) -> http::HeaderMap {
         HeaderValue::from_static("application/json"),
     );
     headers
-}
-
-/// The transaction id and status in an API answer, when it has them.
-fn transaction_of(body: &[u8]) -> (Option<String>, Option<String>) {
-    let Ok(v) = serde_json::from_slice::<serde_json::Value>(body) else {
-        return (None, None);
-    };
-    let id = v["data"]["id"]
-        .as_str()
-        .filter(|s| s.len() <= 64 && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-'))
-        .map(str::to_string);
-    let status = v["data"]["status"].as_str().map(str::to_string);
-    (id, status)
-}
-
-/// The audit outcome of an upstream answer.
-pub(crate) fn outcome(status: u16, txn_status: Option<&str>) -> &'static str {
-    match (status, txn_status) {
-        (200..=299, Some("failed" | "declined")) => "declined",
-        (200..=299, _) => "approved",
-        (400..=499, _) => "declined",
-        _ => "upstream_error",
-    }
 }
 
 pub(crate) fn base_record(
@@ -292,8 +207,8 @@ pub(crate) async fn append_durable(ctx: &Context<'_>, record: AuditRecord) -> Re
 
 /// Writes a record the response does not wait for (rejections, completions). A failure
 /// is logged; the writer also marks the log unhealthy, which stops further payments.
-pub(crate) fn spawn_audit(ctx: &Context<'_>, record: AuditRecord) {
-    let audit = ctx.proxy.audit().clone();
+pub(crate) fn spawn_audit(proxy: &Proxy, record: AuditRecord) {
+    let audit = proxy.audit().clone();
     tokio::spawn(async move {
         if let Err(e) = audit.append(record).await {
             tracing::error!(error = %e, "audit record lost");
@@ -322,22 +237,5 @@ mod tests {
             }
             assert_eq!(require_json(&h).is_ok(), ok, "{ct:?}");
         }
-    }
-
-    #[test]
-    fn outcomes() {
-        assert_eq!(outcome(201, Some("complete")), "approved");
-        assert_eq!(outcome(201, Some("failed")), "declined");
-        assert_eq!(outcome(422, None), "declined");
-        assert_eq!(outcome(500, None), "upstream_error");
-    }
-
-    #[test]
-    fn transaction_id_is_read_only_when_plain() {
-        let (id, status) = transaction_of(br#"{"data":{"id":"abc-123","status":"complete"}}"#);
-        assert_eq!(id.as_deref(), Some("abc-123"));
-        assert_eq!(status.as_deref(), Some("complete"));
-        let (id, _) = transaction_of(br#"{"data":{"id":"<script>"}}"#);
-        assert_eq!(id, None);
     }
 }

@@ -7,8 +7,8 @@
 use http::{Request, Response};
 use hyper::body::Incoming;
 
-use super::payments::{append_durable, base_record, outcome, require_json, spawn_audit};
-use super::{Context, Exchange};
+use super::payments::{append_durable, base_record, require_json, spawn_audit};
+use super::{Context, Exchange, forward};
 use crate::audit::AuditEvent;
 use crate::error::{ApiError, FieldError};
 use crate::route::TransactionAction;
@@ -39,7 +39,7 @@ impl Transactions {
             record.event = AuditEvent::TransactionRejected;
             record.outcome = "rejected".into();
             record.reason = Some(e.reason().to_string());
-            spawn_audit(ctx, record);
+            spawn_audit(ctx.proxy, record);
         }
         result
     }
@@ -48,7 +48,7 @@ impl Transactions {
         ctx: &Context<'_>,
         req: Request<Incoming>,
         ex: &mut Exchange,
-        mut record: crate::audit::AuditRecord,
+        record: crate::audit::AuditRecord,
     ) -> Result<Response<ProxyBody>, ApiError> {
         if !ctx.proxy.audit().is_healthy() {
             return Err(ApiError::NotReady("audit log not writable"));
@@ -72,36 +72,8 @@ impl Transactions {
             headers: upstream::forwardable_headers(&parts.headers),
             body,
         };
-        let sent = ctx.proxy.send_upstream(&out, ex).await;
-        record.event = AuditEvent::TransactionCompleted;
-        record.latency_ms = ex
-            .upstream_latency
-            .map(|d| (d.as_secs_f64() * 1e6).round() / 1e3);
-        let response = match sent {
-            Ok(r) => r,
-            Err(e) => {
-                record.outcome = match e {
-                    ApiError::UpstreamTimeout => "timeout".into(),
-                    _ => "upstream_error".into(),
-                };
-                record.reason = Some(e.reason().to_string());
-                spawn_audit(ctx, record);
-                return Err(e);
-            }
-        };
-        let (parts, body) = response.into_parts();
-        let bytes = match upstream::read_answer(body, 1 << 20).await {
-            Ok(b) => b,
-            Err(_) => {
-                record.outcome = "upstream_error".into();
-                record.upstream_status = Some(parts.status.as_u16());
-                spawn_audit(ctx, record);
-                return Err(ApiError::UpstreamBadResponse);
-            }
-        };
-        record.outcome = outcome(parts.status.as_u16(), None).into();
-        record.upstream_status = Some(parts.status.as_u16());
-        spawn_audit(ctx, record);
-        Ok(Response::from_parts(parts, upstream::full_body(bytes)))
+        let done = forward::detached(ctx.proxy, out, record, ex.client).await;
+        ex.upstream_latency = done.latency;
+        done.response
     }
 }
