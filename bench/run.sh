@@ -2,6 +2,7 @@
 # payshim load benchmark: direct upstream vs nginx vs HAProxy vs payshim, on loopback.
 #
 #   bench/run.sh [--duration 15s] [--only GROUP|TARGET[,...]] [--no-build] [--no-install]
+#                [--perf] [--keep-logs]
 #
 # Groups: all (default), passthrough (direct nginx haproxy payshim-passthrough),
 #         payments (payshim-payments), limits (payshim-payments payshim-payments-limits
@@ -9,7 +10,10 @@
 #
 # Proxy and upstream (and Redis) run pinned to core 0, wrk to core 1. Every target gets a
 # 3 s warm-up, then one measured wrk run of --duration, 64 keep-alive connections.
-# Raw outputs go to bench/out/<UTC timestamp>/ (gitignored). See bench/README.md.
+# Raw outputs go to bench/out/<UTC timestamp>/ (gitignored). --perf also samples payshim
+# with `perf record -g` during the measured runs (rows marked "profiled"; slower).
+# Access logs and audit files (~1 GB per full run) are cut to their first 1000 lines once
+# counted and verified, unless --keep-logs. See bench/README.md.
 set -euo pipefail
 
 BENCH_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -21,6 +25,8 @@ CONNS=64
 ONLY=all
 BUILD=1
 INSTALL=1
+PERF=0
+KEEP_LOGS=0
 
 # Loopback ports (payshim's own are also in payshim-bench.toml; run.sh passes them as
 # PAYSHIM__ overrides so the two cannot drift apart).
@@ -38,7 +44,7 @@ STOREFRONT_KEY=bench-storefront-key-0001
 ALL_TARGETS=(direct nginx haproxy payshim-passthrough payshim-payments payshim-payments-limits payshim-payments-redis)
 
 usage() {
-    sed -n '2,12p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
+    sed -n '2,17p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
 }
 
 while [[ $# -gt 0 ]]; do
@@ -49,6 +55,8 @@ while [[ $# -gt 0 ]]; do
         --only=*) ONLY=${1#*=}; shift ;;
         --no-build) BUILD=0; shift ;;
         --no-install) INSTALL=0; shift ;;
+        --perf) PERF=1; shift ;;
+        --keep-logs) KEEP_LOGS=1; shift ;;
         -h|--help) usage; exit 0 ;;
         *) echo "run.sh: unknown argument $1" >&2; usage >&2; exit 2 ;;
     esac
@@ -232,15 +240,28 @@ proc_times() {
         o = index(s, "(")
         comm = substr(s, o + 1, p - o - 1); gsub(/[ \t]/, "_", comm)
         split(substr(s, p + 2), F, " ")
-        print $1, comm, F[12] + F[13] }' || true
+        # F[7] = flags; PF_KTHREAD (0x200000): kernel threads (I/O completion, writeback)
+        # mostly work for the bench itself (the audit fsyncs); kept apart from "others".
+        print $1, comm, F[12] + F[13], int(F[7] / 2097152) % 2, F[2] }' || true
 }
-# before after seconds -> "N% (name N%, ...)" of CPU used by processes outside the bench
+# before after pid requests -> CPU microseconds per request of pid and its children
+# (nginx's worker; payshim's threads are in its own line already)
+proc_cpu_per_req() {
+    local hz
+    hz=$(getconf CLK_TCK 2>/dev/null || echo 100)
+    awk -v hz="$hz" -v root="$3" -v reqs="$4" '
+        FNR == NR { B[$1] = $3; next }
+        $1 == root || $5 == root { d += $3 - ($1 in B ? B[$1] : 0) }
+        END { if (reqs > 0) printf "%.1f", d * 1e6 / hz / reqs }' <(echo "$1") <(echo "$2")
+}
+# before after seconds -> "N% (name N%, ...)" of CPU used by user processes outside the bench
 others_cpu() {
     local hz
     hz=$(getconf CLK_TCK 2>/dev/null || echo 100)
     awk -v hz="$hz" -v secs="$3" '
         FNR == NR { B[$1] = $3; next }
-        { if ($2 ~ /^(wrk|nginx|haproxy|payshim|redis-server|perf|taskset|curl|timeout|sleep|run\.sh|bash|awk|cat|sed|grep)$/) next
+        { if ($4 == 1) next
+          if ($2 ~ /^(wrk|nginx|haproxy|payshim|redis-server|perf|taskset|curl|timeout|sleep|run\.sh|bash|awk|cat|sed|grep)$/) next
           d = $3 - ($1 in B ? B[$1] : 0); if (d <= 0) next
           C[$2] += d; tot += d }
         END {
@@ -313,6 +334,7 @@ render "$BENCH_DIR/upstream/nginx-upstream.conf" "$OUT/upstream/nginx.conf" "$UP
 taskset -c "$PROXY_CPU" nginx -p "$OUT/upstream" -e "$OUT/upstream/error.log" \
     -c "$OUT/upstream/nginx.conf" >"$OUT/upstream/stdout.log" 2>&1 &
 PIDS[upstream]=$!
+UPSTREAM_ROOT_PID=$!
 wait_ready upstream "http://127.0.0.1:$UPSTREAM_PORT/" || die "upstream did not start (see $OUT/upstream/error.log)"
 log "upstream nginx on 127.0.0.1:$UPSTREAM_PORT (core $PROXY_CPU)"
 
@@ -325,7 +347,7 @@ printf '%s' '{"data":{"type":"bench_event","order_id":"9b2f7c1e-3d4a-4b5c-8d6e-7
 
 # Results, one line per target (tab-separated), appended by run_target.
 RESULTS=$OUT/results.tsv
-printf 'target\trps\tp50_us\tp99_us\tnon2xx\terrors\taudit_records\trecords_per_s\tfsyncs\tfsync_source\tcpu0\tcpu1\tnote\n' >"$RESULTS"
+printf 'target\trps\tp50_us\tp99_us\tnon2xx\terrors\taudit_records\trecords_per_s\tfsyncs\tfsync_source\tcpu0\tcpu1\tnote\tproxy_cpu_us_per_req\n' >"$RESULTS"
 
 start_payshim() { # name dir [extra env...]
     local name=$1 dir=$2; shift 2
@@ -341,7 +363,7 @@ start_payshim() { # name dir [extra env...]
     ) >"$dir/payshim.stdout.log" 2>"$dir/payshim.stderr.log" &
     PIDS[$name]=$!
     wait_ready "$name" "http://127.0.0.1:$ADMIN_PORT/healthz" || {
-        tail -5 "$dir/payshim.stderr.log" "$dir/payshim.stdout.log" >&2 || true
+        tail -n 5 "$dir/payshim.stderr.log" "$dir/payshim.stdout.log" >&2 || true
         return 1
     }
     # Ready = listeners up, upstream token, audit writable (and Redis, when configured).
@@ -386,6 +408,44 @@ audit_lines() { # dir -> lines in every audit file (rotation keeps several)
 
 metric() { # file name -> value (sum over label sets), empty when absent
     awk -v m="$2" '$1 == m || index($1, m "{") == 1 { s += $2; f = 1 } END { if (f) printf "%d", s }' "$1" 2>/dev/null || true
+}
+
+# The audit writer's fsync counter, under whichever name this build exports it.
+FSYNC_METRICS=(payshim_audit_syncs_total payshim_audit_fsyncs_total payshim_audit_syncs payshim_audit_fsyncs)
+fsync_metric() { # file -> value, empty when absent
+    local m v
+    for m in "${FSYNC_METRICS[@]}"; do
+        v=$(metric "$1" "$m")
+        if [[ -n $v ]]; then echo "$v"; return 0; fi
+    done
+}
+
+# Big per-request files: count their lines, then keep the first 1000 as a sample.
+trim_logs() {
+    local dir=$1 f
+    (( KEEP_LOGS )) && return 0
+    while IFS= read -r -d '' f; do
+        echo "${f#"$dir"/}: $(wc -l <"$f") lines, $(du -h "$f" | cut -f1)" >>"$dir/logs.txt"
+        if [[ $f == */audit/payshim.jsonl.* ]]; then
+            rm -f "$f"      # rotated audit files: verified and counted above
+        else
+            head -n 1000 "$f" >"$f.head" && mv "$f.head" "$f"
+        fi
+    done < <(find "$dir" -type f \( -name '*.log' -o -path '*/audit/*' \) -size +1M -print0 | sort -z)
+    if [[ -s $dir/logs.txt ]]; then
+        echo "(files above cut to their first 1000 lines; rotated audit files removed; --keep-logs keeps them)" >>"$dir/logs.txt"
+    fi
+}
+
+# run_wrk SECONDS OUTFILE ARGS...: one bounded wrk run on the load core. In the
+# background + wait, so that a signal to run.sh is handled at once (cleanup stops it).
+run_wrk() {
+    local secs=$1 out=$2; shift 2
+    timeout -k 5 $((secs + 30)) taskset -c "$WRK_CPU" \
+        wrk -t1 -c"$CONNS" -d"${secs}s" "$@" >"$out" 2>&1 &
+    PIDS[wrk]=$!
+    wait "${PIDS[wrk]}" || true
+    unset "PIDS[wrk]"
 }
 
 run_target() {
@@ -485,8 +545,7 @@ run_target() {
 
     local wrk_lua=$BENCH_DIR/lua/$lua.lua
     log "$t: warm-up ${WARM_S}s"
-    timeout -k 5 $((WARM_S + 30)) taskset -c "$WRK_CPU" \
-        wrk -t1 -c"$CONNS" -d"${WARM_S}s" -s "$wrk_lua" "$url" >"$dir/warmup.txt" 2>&1 || true
+    run_wrk "$WARM_S" "$dir/warmup.txt" -s "$wrk_lua" "$url"
 
     # Counters before the measured run.
     local audit_before=0 audit_after=0 m_before="" m_after="" redis_before="" redis_after=""
@@ -494,7 +553,7 @@ run_target() {
     if [[ $t == payshim-* ]]; then
         curl -s --max-time 2 "http://127.0.0.1:$ADMIN_PORT/metrics" >"$dir/metrics-before.txt" || true
         audit_before=$(audit_lines "$dir")
-        m_before=$(metric "$dir/metrics-before.txt" payshim_audit_syncs_total)
+        m_before=$(fsync_metric "$dir/metrics-before.txt")
         # No sync counter in /metrics: count fdatasync/fsync calls of the process instead.
         if [[ $lua == payments && -z $m_before ]] && command -v perf >/dev/null; then
             perf stat -x, -o "$dir/perf-fsync.csv" \
@@ -506,22 +565,39 @@ run_target() {
     fi
     if [[ $t == payshim-payments-redis ]]; then redis_before=$(redis_commands); fi
 
+    local prof_pid=""
+    if (( PERF )) && [[ $t == payshim-* ]] && command -v perf >/dev/null; then
+        perf record -F 499 -g -o "$dir/perf.data" -p "${PIDS[$t]}" -- sleep "$DUR_S" \
+            >"$dir/perf-record.log" 2>&1 &
+        prof_pid=$!
+        PIDS[prof-$t]=$prof_pid
+    fi
+
+    local proxy_root_pid=${PIDS[$t]:-} redis_root_pid=""
+    if [[ $t == payshim-payments-redis ]]; then redis_root_pid=${PIDS[redis]:-}; fi
+
     local busy cpu_a cpu_b
     busy=$(busy_report)
     echo "before measured run: $busy" >"$dir/conditions.txt"
     log "$t: measuring ${DUR_S}s ($busy)"
     cpu_b=$(cpu_snapshot)
-    local procs_b procs_a
+    local procs_b procs_a forks_b forks_a
     procs_b=$(proc_times)
-    timeout -k 5 $((DUR_S + 30)) taskset -c "$WRK_CPU" \
-        wrk -t1 -c"$CONNS" -d"${DUR_S}s" --latency -s "$wrk_lua" "$url" >"$dir/wrk.txt" 2>&1 || true
+    forks_b=$(awk '/^processes / { print $2 }' /proc/stat)
+    run_wrk "$DUR_S" "$dir/wrk.txt" --latency -s "$wrk_lua" "$url"
+    forks_a=$(awk '/^processes / { print $2 }' /proc/stat)
     cpu_a=$(cpu_snapshot)
     procs_a=$(proc_times)
+    # Short-lived processes (a build's rustc, cc, ld...) end before the second snapshot
+    # and escape others_cpu; count the processes started during the run instead. The
+    # bench itself starts at most a handful here (timeout, wrk, perf, sleep).
+    local forks=$((forks_a - forks_b))
     local others
     others=$(others_cpu "$procs_b" "$procs_a" "$DUR_S")
     {
         echo "after measured run: $(busy_report)"
         echo "CPU used by other processes during the run (share of one core): $others"
+        echo "processes started during the run: $forks"
     } >>"$dir/conditions.txt"
     local cpu0 cpu1
     cpu0=$(cpu_busy "$cpu_b" "$cpu_a" 0)
@@ -532,7 +608,7 @@ run_target() {
         sleep 0.2
         curl -s --max-time 2 "http://127.0.0.1:$ADMIN_PORT/metrics" >"$dir/metrics-after.txt" || true
         audit_after=$(audit_lines "$dir")
-        m_after=$(metric "$dir/metrics-after.txt" payshim_audit_syncs_total)
+        m_after=$(fsync_metric "$dir/metrics-after.txt")
         if [[ $lua == payments ]]; then
             audit_recs=$((audit_after - audit_before))
             rps_audit=$(awk -v r="$audit_recs" -v d="$DUR_S" 'BEGIN { printf "%.0f", r / d }')
@@ -551,15 +627,51 @@ run_target() {
     fi
     if [[ $t == payshim-payments-redis ]]; then
         redis_after=$(redis_commands)
+        redis-cli -h 127.0.0.1 -p "$REDIS_PORT" info commandstats >"$dir/redis-commandstats.txt" 2>&1 || true
         if [[ -n $redis_before && -n $redis_after ]]; then
-            local rc=$((redis_after - redis_before))
+            # minus 1: the INFO that read redis_before is itself counted in redis_after
+            local rc=$((redis_after - redis_before - 1))
             note="${note:+$note; }redis commands: $rc"
             (( rc == 0 )) && note="$note (limits not using Redis in this build?)"
         fi
     fi
     if [[ -n $perf_pid ]]; then stop_proc "perf-$t"; fi
+    if [[ -n $prof_pid ]]; then
+        wait "$prof_pid" 2>/dev/null || true
+        unset "PIDS[prof-$t]"
+        note="${note:+$note; }profiled (perf.data)"
+    fi
     stop_proc "$t"
     stop_proc redis
+
+    if [[ -n $prof_pid && -s $dir/perf.data ]]; then
+        {
+            echo "# CPU samples by thread and binary"
+            perf report -i "$dir/perf.data" --no-children --sort comm,dso -g none --stdio 2>/dev/null \
+                | grep -v '^#' | grep -v '^$'
+            echo "# hottest symbols (self time)"
+            perf report -i "$dir/perf.data" --no-children --sort comm,dso,symbol -g none \
+                --percent-limit 0.4 --stdio 2>/dev/null | grep -v '^#' | grep -v '^$'
+        } | sed 's/  */ /g' >"$dir/perf-report.txt" || true
+    fi
+
+    # After the run: the audit chain must verify, and every forwarded payment should
+    # have its completed record (a missing one is an outcome to reconcile).
+    if [[ $lua == payments && -d $dir/audit ]] && compgen -G "$dir/audit/*" >/dev/null; then
+        local files fwd cmp
+        files=$(cd "$dir" && { ls audit/payshim.jsonl.* 2>/dev/null | sort -V; ls audit/payshim.jsonl 2>/dev/null; } || true)
+        # shellcheck disable=SC2086 # one file name per word (no spaces: we chose them)
+        (cd "$dir" && timeout 120 "$PAYSHIM_BIN" --config "$BENCH_DIR/payshim-bench.toml" audit verify $files) \
+            >"$dir/audit-verify.txt" 2>&1 || note="${note:+$note; }AUDIT VERIFY FAILED (see $t/audit-verify.txt)"
+        fwd=$(cat "$dir"/audit/* | grep -c '"event":"payment.forwarded"' || true)
+        cmp=$(cat "$dir"/audit/* | grep -c '"event":"payment.completed"' || true)
+        echo "payment.forwarded=$fwd payment.completed=$cmp (whole run, warm-up included)" >>"$dir/audit-verify.txt"
+        if (( fwd > cmp )); then
+            note="${note:+$note; }$((fwd - cmp)) forwarded without completed"
+        fi
+    fi
+
+    trim_logs "$dir"
 
     local res
     res=$(grep '^BENCH_RESULT' "$dir/wrk.txt" || true)
@@ -569,16 +681,24 @@ run_target() {
             "$fsyncs" "$fsync_source" "$cpu0" "$cpu1" "$note" >>"$RESULTS"
         return 0
     fi
-    local rps p50 p99 non2xx errs
+    local rps p50 p99 non2xx errs reqs root us_req
     kv() { sed -n "s/.* $1=\([0-9.]*\).*/\1/p" <<<"$res"; }
-    rps=$(kv rps); p50=$(kv p50_us); p99=$(kv p99_us); non2xx=$(kv non2xx)
+    rps=$(kv rps); p50=$(kv p50_us); p99=$(kv p99_us); non2xx=$(kv non2xx); reqs=$(kv requests)
+    # CPU time the proxy (for "direct": the upstream) used per request, all threads and
+    # worker processes, system time included.
+    if [[ $t == direct ]]; then root=$UPSTREAM_ROOT_PID; else root=$proxy_root_pid; fi
+    us_req=$(proc_cpu_per_req "$procs_b" "$procs_a" "$root" "$reqs")
+    if [[ -n $redis_root_pid ]]; then
+        note="${note:+$note; }redis-server $(proc_cpu_per_req "$procs_b" "$procs_a" "$redis_root_pid" "$reqs") us CPU/req"
+    fi
     errs=$(( $(kv connect_err) + $(kv read_err) + $(kv write_err) + $(kv timeouts) ))
     if (( non2xx > 0 )); then note="${note:+$note; }$non2xx non-2xx responses"; fi
     # More than 5% of a core used by unrelated processes: the figures are not clean.
     if [[ ${others%%%*} -gt 5 ]]; then note="${note:+$note; }NOT CLEAN: others used $others of a core"; fi
-    printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$t" "$rps" "$p50" "$p99" \
+    if (( forks > 10 )); then note="${note:+$note; }NOT CLEAN: $forks processes started during the run (a build?)"; fi
+    printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$t" "$rps" "$p50" "$p99" \
         "$non2xx" "$errs" "$audit_recs" "$rps_audit" "$fsyncs" "$fsync_source" "$cpu0" "$cpu1" \
-        "$note" >>"$RESULTS"
+        "$note" "$us_req" >>"$RESULTS"
     log "$t: $(awk -v r="$rps" 'BEGIN { printf "%.0f", r }') req/s, p50 ${p50} us, p99 ${p99} us"
 }
 
@@ -595,25 +715,27 @@ print_table() {
     NR == 1 { next }
     { n++; T[n] = $1; R[n] = $2; P50[n] = $3; P99[n] = $4; N2[n] = $5; E[n] = $6
       A[n] = $7; AR[n] = $8; F[n] = $9; FSRC[n] = $10; C0[n] = $11; C1[n] = $12; NOTE[n] = $13
+      U[n] = $14
       if ($1 == "nginx" && $2 != "") nginx = $2 }
     END {
-      printf "%-24s %9s %8s %8s %7s %6s %9s %8s %8s %10s %6s %6s  %s\n", "target", "req/s", \
-        "p50 ms", "p99 ms", "nginx%", "errs", "audit", "recs/s", "fsyncs", "recs/fsync", \
+      printf "%-24s %9s %8s %8s %7s %8s %6s %9s %8s %8s %10s %6s %6s  %s\n", "target", "req/s", \
+        "p50 ms", "p99 ms", "nginx%", "us/req", "errs", "audit", "recs/s", "fsyncs", "recs/fsync", \
         "cpu0%", "cpu1%", "notes"
       for (i = 1; i <= n; i++) {
         rel = (nginx != "" && R[i] != "") ? sprintf("%.0f", 100 * R[i] / nginx) : "-"
         rpf = (F[i] != "" && F[i] > 0 && A[i] != "") ? sprintf("%.1f", A[i] / F[i]) : "-"
         fs = F[i] == "" ? "-" : F[i] (FSRC[i] == "perf" ? "*" : "")
-        printf "%-24s %9s %8s %8s %7s %6s %9s %8s %8s %10s %6s %6s  %s\n", T[i], \
-          (R[i] == "" ? "-" : sprintf("%.0f", R[i])), ms(P50[i]), ms(P99[i]), rel, \
+        printf "%-24s %9s %8s %8s %7s %8s %6s %9s %8s %8s %10s %6s %6s  %s\n", T[i], \
+          (R[i] == "" ? "-" : sprintf("%.0f", R[i])), ms(P50[i]), ms(P99[i]), rel, dash(U[i]), \
           dash(E[i] == "" ? "" : E[i] + N2[i]), dash(A[i]), dash(AR[i]), fs, rpf, \
           dash(C0[i]), dash(C1[i]), NOTE[i]
       }
     }' "$RESULTS"
     echo
     echo "wrk -t1 -c$CONNS -d${DUR_S}s --latency, wrk on core $WRK_CPU, proxy+upstream on core $PROXY_CPU;" \
-        "errs = socket errors + non-2xx; audit = audit records written during the measured run;"
-    echo "fsyncs from /metrics (payshim_audit_syncs_total), or '*' = fdatasync/fsync syscalls counted with perf;" \
+        "us/req = CPU time of the proxy (direct: the upstream) per request;"
+    echo "errs = socket errors + non-2xx; audit = audit records written during the measured run;"
+    echo "fsyncs from /metrics (payshim_audit_syncs_total or _fsyncs), or '*' = fdatasync/fsync syscalls counted with perf;" \
         "cpuN% = busy share of core N during the run. Raw output: $OUT"
 }
 print_table | tee "$OUT/summary.txt"
