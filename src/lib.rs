@@ -121,6 +121,7 @@ pub async fn run(
     }
     let _ = stop_tx.send(true);
     let _ = admin.await;
+    proxy.drain(config.server.shutdown_grace).await;
     let audit = proxy.audit().clone();
     drop(proxy);
     audit.shutdown().await;

@@ -809,7 +809,10 @@ async fn redis_outage_in_local_mode_applies_local_limits() {
     assert_served(&resp, "another order, local mode");
     // Payments are served, so the replica stays in the load balancer's rotation.
     let (status, readyz) = admin_get(payshim.admin, "/readyz").await;
-    assert_eq!(status, 200, "/readyz in local mode with Redis down: {readyz}");
+    assert_eq!(
+        status, 200,
+        "/readyz in local mode with Redis down: {readyz}"
+    );
 
     // Back on Redis (restarted empty): its state decides again, once reconnected.
     redis.start_again();

@@ -6,6 +6,7 @@
 //! and be audited, or a disconnect would leave a charge nobody recorded.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use http::Response;
@@ -22,6 +23,42 @@ use crate::upstream::{self, Outgoing, ProxyBody};
 const MAX_ANSWER: usize = 1 << 20;
 /// How long the answer body may take once its head arrived.
 const ANSWER_BODY_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Counts detached calls still running, so shutdown can wait for their audit records.
+#[derive(Default)]
+pub(crate) struct Detached {
+    running: AtomicUsize,
+    idle: tokio::sync::Notify,
+}
+
+/// One running detached call.
+struct Running<'a>(&'a Detached);
+
+impl Detached {
+    fn enter(&self) -> Running<'_> {
+        self.running.fetch_add(1, Ordering::AcqRel);
+        Running(self)
+    }
+
+    /// Resolves once no detached call is running.
+    pub(crate) async fn idle(&self) {
+        loop {
+            let notified = self.idle.notified();
+            if self.running.load(Ordering::Acquire) == 0 {
+                return;
+            }
+            notified.await;
+        }
+    }
+}
+
+impl Drop for Running<'_> {
+    fn drop(&mut self) {
+        if self.0.running.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.0.idle.notify_waiters();
+        }
+    }
+}
 
 /// What the detached part produced.
 pub(crate) struct Completed {
@@ -41,6 +78,7 @@ pub(crate) async fn detached(
 ) -> Completed {
     let proxy = proxy.clone();
     let task = tokio::spawn(async move {
+        let _running = proxy.detached.enter();
         let mut ex = Exchange {
             client,
             ..Exchange::default()

@@ -50,6 +50,7 @@ pub struct Proxy {
     payments: Payments,
     limiter: Limiter,
     limits_fail_closed: bool,
+    detached: forward::Detached,
 }
 
 /// What one request did, for its log line and metrics.
@@ -80,6 +81,7 @@ impl Proxy {
         Ok(Proxy {
             payments: Payments::new(config),
             limiter: Limiter::start(&config.limits),
+            detached: forward::Detached::default(),
             limits_fail_closed: config.limits.on_store_error == crate::config::OnStoreError::Deny,
             audit,
             clients: Clients::new(config.clients.clone(), sessions),
@@ -117,6 +119,19 @@ impl Proxy {
 
     pub fn audit(&self) -> &AuditLog {
         &self.audit
+    }
+
+    /// Waits (up to `limit`) for forwarded payments whose storefront already went away,
+    /// so their `completed` records are written before the audit log closes.
+    pub async fn drain(&self, limit: Duration) {
+        if tokio::time::timeout(limit, self.detached.idle())
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                "shutdown: forwarded requests still running; their outcome must be reconciled"
+            );
+        }
     }
 
     pub(crate) fn limiter(&self) -> &Limiter {
