@@ -24,20 +24,21 @@ const MAX_ANSWER: usize = 1 << 20;
 /// How long the answer body may take once its head arrived.
 const ANSWER_BODY_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// Counts detached calls still running, so shutdown can wait for their audit records.
+/// Counts detached calls and audit writes still running, so shutdown can wait for their
+/// records before the audit log closes.
 #[derive(Default)]
 pub(crate) struct Detached {
     running: AtomicUsize,
     idle: tokio::sync::Notify,
 }
 
-/// One running detached call.
-struct Running<'a>(&'a Detached);
+/// One running detached call (or audit write).
+pub(crate) struct Running(Arc<Detached>);
 
 impl Detached {
-    fn enter(&self) -> Running<'_> {
+    pub(crate) fn enter(self: &Arc<Self>) -> Running {
         self.running.fetch_add(1, Ordering::AcqRel);
-        Running(self)
+        Running(self.clone())
     }
 
     /// Resolves once no detached call is running.
@@ -52,7 +53,7 @@ impl Detached {
     }
 }
 
-impl Drop for Running<'_> {
+impl Drop for Running {
     fn drop(&mut self) {
         if self.0.running.fetch_sub(1, Ordering::AcqRel) == 1 {
             self.0.idle.notify_waiters();
@@ -63,13 +64,16 @@ impl Drop for Running<'_> {
 /// What the detached part produced.
 pub(crate) struct Completed {
     pub response: Result<Response<ProxyBody>, ApiError>,
-    /// `approved`, `declined`, `upstream_error` or `timeout`.
+    /// `approved`, `declined`, `upstream_error`, `timeout`, or `rejected` when the
+    /// `forwarded` record could not be written (nothing was sent).
     pub outcome: &'static str,
     pub latency: Option<Duration>,
 }
 
-/// Sends `out` upstream and audits the result as the `completed` counterpart of
-/// `forwarded` (which the caller made durable), independent of the storefront connection.
+/// Writes `forwarded` durably, sends `out` upstream once and audits the result as its
+/// `completed` counterpart, all independent of the storefront connection: a disconnect
+/// at any point after this starts cannot leave a durable `forwarded` record behind
+/// without the call it announces.
 pub(crate) async fn detached(
     proxy: &Arc<Proxy>,
     out: Outgoing,
@@ -79,6 +83,14 @@ pub(crate) async fn detached(
     let proxy = proxy.clone();
     let task = tokio::spawn(async move {
         let _running = proxy.detached.enter();
+        if let Err(e) = proxy.audit().append(forwarded.clone()).await {
+            tracing::error!(error = %e, "audit log unavailable: request refused");
+            return Completed {
+                response: Err(ApiError::NotReady("audit log not writable")),
+                outcome: "rejected",
+                latency: None,
+            };
+        }
         let mut ex = Exchange {
             client,
             ..Exchange::default()

@@ -50,7 +50,7 @@ pub struct Proxy {
     payments: Payments,
     limiter: Limiter,
     limits_fail_closed: bool,
-    detached: forward::Detached,
+    detached: Arc<forward::Detached>,
 }
 
 /// What one request did, for its log line and metrics.
@@ -81,7 +81,7 @@ impl Proxy {
         Ok(Proxy {
             payments: Payments::new(config),
             limiter: Limiter::start(&config.limits),
-            detached: forward::Detached::default(),
+            detached: Arc::default(),
             limits_fail_closed: config.limits.on_store_error == crate::config::OnStoreError::Deny,
             audit,
             clients: Clients::new(config.clients.clone(), sessions),
@@ -132,6 +132,11 @@ impl Proxy {
                 "shutdown: forwarded requests still running; their outcome must be reconciled"
             );
         }
+    }
+
+    /// Marks work that must finish before the audit log closes.
+    pub(crate) fn detached_work(&self) -> forward::Running {
+        self.detached.enter()
     }
 
     pub(crate) fn limiter(&self) -> &Limiter {

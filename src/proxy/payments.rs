@@ -126,8 +126,6 @@ impl Payments {
         record.gateway = Some(request.gateway.clone());
         record.method = Some(request.method.as_str().to_string());
         record.card = card.clone();
-        append_durable(ctx, record.clone()).await?;
-        log.outcome = "forwarded";
         let out = Outgoing {
             method: Method::POST,
             path_and_query: parts.uri.path().to_string(),
@@ -193,23 +191,13 @@ pub(crate) fn base_record(
     record
 }
 
-/// Writes a `forwarded` record and waits until it is on disk: nothing goes upstream
-/// without it (fail closed, 503).
-pub(crate) async fn append_durable(ctx: &Context<'_>, record: AuditRecord) -> Result<(), ApiError> {
-    match ctx.proxy.audit().append(record).await {
-        Ok(_) => Ok(()),
-        Err(e) => {
-            tracing::error!(error = %e, "audit log unavailable: request refused");
-            Err(ApiError::NotReady("audit log not writable"))
-        }
-    }
-}
-
 /// Writes a record the response does not wait for (rejections, completions). A failure
 /// is logged; the writer also marks the log unhealthy, which stops further payments.
 pub(crate) fn spawn_audit(proxy: &Proxy, record: AuditRecord) {
     let audit = proxy.audit().clone();
+    let running = proxy.detached_work();
     tokio::spawn(async move {
+        let _running = running;
         if let Err(e) = audit.append(record).await {
             tracing::error!(error = %e, "audit record lost");
         }

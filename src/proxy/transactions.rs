@@ -7,7 +7,7 @@
 use http::{Request, Response};
 use hyper::body::Incoming;
 
-use super::payments::{append_durable, base_record, require_json, spawn_audit};
+use super::payments::{base_record, require_json, spawn_audit};
 use super::{Context, Exchange, forward};
 use crate::audit::AuditEvent;
 use crate::error::{ApiError, FieldError};
@@ -65,7 +65,6 @@ impl Transactions {
                 }]));
             }
         }
-        append_durable(ctx, record.clone()).await?;
         let out = Outgoing {
             method: parts.method.clone(),
             path_and_query: parts.uri.path().to_string(),
