@@ -50,33 +50,27 @@ pub fn load(file: Option<&Path>, env: &HashMap<String, String>) -> Result<Config
         }
         builder = builder.add_source(config::File::from(path).format(config::FileFormat::Toml));
     }
-    let overrides: HashMap<String, String> = env
-        .iter()
-        .filter(|(k, _)| k.starts_with("PAYSHIM__"))
-        .map(|(k, v)| (k.clone(), v.clone()))
-        .collect();
-    builder = builder.add_source(
-        config::Environment::with_prefix("PAYSHIM")
-            .prefix_separator("__")
-            .separator("__")
-            .source(Some(overrides)),
-    );
-    let raw: RawConfig = builder
-        .build()
-        .and_then(|c| c.try_deserialize())
-        .map_err(|e| ConfigError::new(config_error_key(&e), e.to_string()))?;
-    Config::try_from(raw)
+    with_env(builder, env)
 }
 
 /// Loads from a TOML string (tests and the embedded default).
 pub fn from_toml(toml: &str, env: &HashMap<String, String>) -> Result<Config> {
+    let builder = config::Config::builder()
+        .add_source(config::File::from_str(toml, config::FileFormat::Toml));
+    with_env(builder, env)
+}
+
+/// Adds the `PAYSHIM__SECTION__KEY` overrides from `env`, deserializes, validates.
+fn with_env(
+    builder: config::ConfigBuilder<config::builder::DefaultState>,
+    env: &HashMap<String, String>,
+) -> Result<Config> {
     let overrides: HashMap<String, String> = env
         .iter()
         .filter(|(k, _)| k.starts_with("PAYSHIM__"))
         .map(|(k, v)| (k.clone(), v.clone()))
         .collect();
-    let raw: RawConfig = config::Config::builder()
-        .add_source(config::File::from_str(toml, config::FileFormat::Toml))
+    let raw: RawConfig = builder
         .add_source(
             config::Environment::with_prefix("PAYSHIM")
                 .prefix_separator("__")
