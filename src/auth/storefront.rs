@@ -134,10 +134,6 @@ impl Clients {
         &self.clients[id.0]
     }
 
-    pub fn all(&self) -> &[ClientConfig] {
-        &self.clients
-    }
-
     /// Authenticates by API key: `Authorization: Bearer <key>` (or `Bearer: <key>`, which
     /// old SDKs send). Every client's hash is compared in constant time, without early
     /// exit, so timing says nothing about which keys exist.
