@@ -19,6 +19,9 @@ pub enum RouteName {
 }
 
 impl RouteName {
+    /// Number of variants (they index per-route arrays, `route as usize`).
+    pub const COUNT: usize = 8;
+
     /// Names a client may be limited to in `clients[].routes`.
     pub const ALL_NAMES: [&'static str; 6] = [
         "payments",
@@ -55,6 +58,8 @@ impl RouteName {
     }
 }
 
+const _: () = assert!(RouteName::NotFound as usize + 1 == RouteName::COUNT);
+
 /// A write action on an existing transaction.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum TransactionAction {
@@ -78,9 +83,12 @@ impl TransactionAction {
 pub enum Route {
     /// `POST /oauth/access_token`: answered by payshim, never forwarded.
     TokenExchange,
-    /// `POST /v2/orders/{uuid}/payments`.
+    /// `POST /v2/orders/{uuid}/payments`. `order_id` is `None` when that path segment is
+    /// not a UUID: the payment pipeline refuses it with 400 (a specific error rather than
+    /// 404, since the route is right), and the value itself is dropped here so it cannot
+    /// reach a log line or the audit log (a buggy storefront may put a card number there).
     Payment {
-        order_id: String,
+        order_id: Option<String>,
     },
     /// `POST /v2/orders/{uuid}/transactions/{uuid}/{capture,refund,cancel}`.
     Transaction {
@@ -141,11 +149,14 @@ fn builtin(method: Option<&Method>, path: &str) -> Option<Route> {
     }
     let rest = path.strip_prefix("/v2/orders/")?;
     let mut parts = rest.split('/');
-    let order_id = parts.next().filter(|s| is_uuid(s))?.to_string();
-    match (parts.next(), parts.next(), parts.next(), parts.next()) {
-        (Some("payments"), None, None, None) if is(Method::POST) => {
-            Some(Route::Payment { order_id })
-        }
+    let segment = parts.next().filter(|s| !s.is_empty())?;
+    let order_id = is_uuid(segment).then(|| segment.to_string());
+    let tail = (parts.next(), parts.next(), parts.next(), parts.next());
+    if let (Some("payments"), None, None, None) = tail {
+        return is(Method::POST).then_some(Route::Payment { order_id });
+    }
+    let order_id = order_id?;
+    match tail {
         (Some("transactions"), None, None, None) if is(Method::GET) => {
             Some(Route::TransactionRead { order_id })
         }
@@ -301,6 +312,16 @@ mod tests {
             (
                 Method::POST,
                 "/v2/orders/not-a-uuid/payments".into(),
+                RouteName::Payments,
+            ),
+            (
+                Method::POST,
+                "/v2/orders//payments".into(),
+                RouteName::NotFound,
+            ),
+            (
+                Method::POST,
+                format!("/v2/orders/not-a-uuid/transactions/{T}/capture"),
                 RouteName::NotFound,
             ),
             (

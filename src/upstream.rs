@@ -235,11 +235,11 @@ fn build_request(
     *request.uri_mut() = uri;
     // The client picks HTTP/2 when ALPN agrees; it needs an HTTP/1.1 request to start from.
     *request.version_mut() = Version::HTTP_11;
-    let headers = request.headers_mut();
-    for (name, value) in &out.headers {
-        headers.append(name.clone(), value.clone());
-    }
-    headers.insert(header::AUTHORIZATION, bearer.clone());
+    // One copy of the already-filtered map (appending name by name grows it step by step).
+    *request.headers_mut() = out.headers.clone();
+    request
+        .headers_mut()
+        .insert(header::AUTHORIZATION, bearer.clone());
     Ok(request)
 }
 
@@ -275,23 +275,30 @@ fn connection_tokens(headers: &HeaderMap) -> Vec<String> {
         .collect()
 }
 
+/// The fixed hop-by-hop headers (RFC 9110 7.6.1, plus the legacy `Keep-Alive` and
+/// `Proxy-Connection`), as names built at compile time: removing by `&str` would parse
+/// each name again for every response.
+const HOP_BY_HOP: [HeaderName; 8] = [
+    header::CONNECTION,
+    HeaderName::from_static("keep-alive"),
+    HeaderName::from_static("proxy-connection"),
+    header::PROXY_AUTHENTICATE,
+    header::TE,
+    header::TRAILER,
+    header::TRANSFER_ENCODING,
+    header::UPGRADE,
+];
+
 /// Removes hop-by-hop headers from an upstream response before it goes back.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
-    for token in connection_tokens(headers) {
-        if let Ok(name) = HeaderName::from_bytes(token.as_bytes()) {
-            headers.remove(name);
+    if headers.contains_key(header::CONNECTION) {
+        for token in connection_tokens(headers) {
+            if let Ok(name) = HeaderName::from_bytes(token.as_bytes()) {
+                headers.remove(name);
+            }
         }
     }
-    for name in [
-        "connection",
-        "keep-alive",
-        "proxy-connection",
-        "proxy-authenticate",
-        "te",
-        "trailer",
-        "transfer-encoding",
-        "upgrade",
-    ] {
+    for name in &HOP_BY_HOP {
         headers.remove(name);
     }
 }

@@ -303,9 +303,10 @@ fn plan() -> Vec<Shot> {
                     shot.payment_route = false;
                 }
                 "pan_as_order_id" => {
+                    // The payment route with a bad order id: refused (400) and audited as
+                    // rejected, without the segment in the audit record or the log line.
                     shot.path = payment_path(&number);
-                    shot.expect = Expect::Status(404);
-                    shot.payment_route = false;
+                    shot.expect = Expect::Status(400);
                 }
                 other => unreachable!("{other}"),
             }

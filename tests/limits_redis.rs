@@ -93,17 +93,17 @@ async fn two_replicas_enforce_one_order_quota() {
     ready(&a).await;
     ready(&b).await;
     for _ in 0..3 {
-        a.check_order("order-1").await.unwrap();
+        a.check_order(uuid::Uuid::from_u128(1)).await.unwrap();
     }
     for _ in 0..2 {
-        b.check_order("order-1").await.unwrap();
+        b.check_order(uuid::Uuid::from_u128(1)).await.unwrap();
     }
     // One emission interval (10 min / 5) until the next one.
     let interval = Duration::from_secs(120);
-    assert_exceeded(a.check_order("order-1").await, Scope::Order, interval);
-    assert_exceeded(b.check_order("order-1").await, Scope::Order, interval);
+    assert_exceeded(a.check_order(uuid::Uuid::from_u128(1)).await, Scope::Order, interval);
+    assert_exceeded(b.check_order(uuid::Uuid::from_u128(1)).await, Scope::Order, interval);
     // Another order is unaffected.
-    b.check_order("order-2").await.unwrap();
+    b.check_order(uuid::Uuid::from_u128(2)).await.unwrap();
     assert_eq!(a.local_keys(), 0, "shared mode keeps no local quota state");
 }
 
@@ -183,7 +183,9 @@ async fn redis_keys_are_prefixed_hex_and_expire() {
     );
     let l = Limiter::start(&config);
     ready(&l).await;
-    l.check_order("order-9").await.unwrap();
+    // Orders by their canonical (lower-case) UUID, whatever case the path used.
+    let order = uuid::Uuid::parse_str("0A1B2C3D-0000-4000-8000-00000000ABCD").unwrap();
+    l.check_order(order).await.unwrap();
     l.check_card(&[0xab; 32], &[0xcd; 32]).await.unwrap();
 
     let client = redis::Client::open(redis.url()).unwrap();
@@ -199,7 +201,7 @@ async fn redis_keys_are_prefixed_hex_and_expire() {
         [
             format!("payshim:rl:card_attempts:{hex}"),
             format!("payshim:rl:per_card:{hex}"),
-            "payshim:rl:per_order:order-9".to_string(),
+            "payshim:rl:per_order:0a1b2c3d-0000-4000-8000-00000000abcd".to_string(),
         ]
     );
     for key in &keys {
@@ -214,11 +216,11 @@ async fn deny_mode_fails_closed_and_recovers() {
     let config = limits(&redis.url(), &[("per_order", "\"100/s\"")]);
     let l = Limiter::start(&config);
     ready(&l).await;
-    l.check_order("order-1").await.unwrap();
+    l.check_order(uuid::Uuid::from_u128(1)).await.unwrap();
 
     redis.stop();
     assert!(matches!(
-        l.check_order("order-1").await,
+        l.check_order(uuid::Uuid::from_u128(1)).await,
         Err(LimitError::StoreUnavailable)
     ));
     assert!(l.readiness_problem().is_some());
@@ -226,7 +228,7 @@ async fn deny_mode_fails_closed_and_recovers() {
     let started = Instant::now();
     for _ in 0..20 {
         assert!(matches!(
-            l.check_order("order-1").await,
+            l.check_order(uuid::Uuid::from_u128(1)).await,
             Err(LimitError::StoreUnavailable)
         ));
     }
@@ -240,7 +242,7 @@ async fn deny_mode_fails_closed_and_recovers() {
 
     redis.start_again();
     let deadline = Instant::now() + RECOVERY;
-    while l.check_order("order-1").await.is_err() {
+    while l.check_order(uuid::Uuid::from_u128(1)).await.is_err() {
         assert!(Instant::now() < deadline, "no recovery within {RECOVERY:?}");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
@@ -260,14 +262,14 @@ async fn local_mode_falls_back_to_local_limits() {
     );
     let l = Limiter::start(&config);
     ready(&l).await;
-    l.check_order("order-1").await.unwrap();
+    l.check_order(uuid::Uuid::from_u128(1)).await.unwrap();
 
     redis.stop();
     // Local state starts empty at the outage, and is enforced.
-    l.check_order("order-1").await.unwrap();
-    l.check_order("order-1").await.unwrap();
+    l.check_order(uuid::Uuid::from_u128(1)).await.unwrap();
+    l.check_order(uuid::Uuid::from_u128(1)).await.unwrap();
     assert_exceeded(
-        l.check_order("order-1").await,
+        l.check_order(uuid::Uuid::from_u128(1)).await,
         Scope::Order,
         Duration::from_secs(3600),
     );
@@ -283,7 +285,7 @@ async fn local_mode_falls_back_to_local_limits() {
     redis.start_again();
     ready(&l).await;
     // Back on Redis (restarted empty): its state, not the local one, decides.
-    l.check_order("order-1").await.unwrap();
+    l.check_order(uuid::Uuid::from_u128(1)).await.unwrap();
     l.check_card(&fp(1), &fp(2)).await.unwrap();
 }
 
@@ -298,12 +300,12 @@ async fn redis_down_at_start_up_is_retried() {
     assert!(started.elapsed() < Duration::from_millis(100));
     assert!(l.readiness_problem().is_some());
     assert!(matches!(
-        l.check_order("order-1").await,
+        l.check_order(uuid::Uuid::from_u128(1)).await,
         Err(LimitError::StoreUnavailable)
     ));
     // Several failed connection attempts before Redis comes up.
     tokio::time::sleep(Duration::from_millis(1500)).await;
     redis.start_again();
     ready(&l).await;
-    l.check_order("order-1").await.unwrap();
+    l.check_order(uuid::Uuid::from_u128(1)).await.unwrap();
 }

@@ -20,7 +20,7 @@ use crate::config::Config;
 use crate::error::ApiError;
 use crate::limit::Limiter;
 use crate::metrics::Metrics;
-use crate::metrics::{ReasonLabel, RequestLabels, RouteLabel};
+use crate::metrics::ReasonLabel;
 use crate::route::{Route, RoutePattern};
 use crate::server::ConnInfo;
 use crate::tls::TlsError;
@@ -150,12 +150,13 @@ impl Proxy {
         conn: &ConnInfo,
     ) -> Response<ProxyBody> {
         let started = Instant::now();
-        let request_id = uuid::Uuid::now_v7().to_string();
+        let mut id_buf = uuid::Uuid::encode_buffer();
+        let request_id: &str = uuid::Uuid::now_v7().hyphenated().encode_lower(&mut id_buf);
         let method = req.method().clone();
         let route = Route::match_request(&method, req.uri().path(), &self.extra_routes);
         let origin = req.headers().get(header::ORIGIN).cloned();
         let mut ex = Exchange::default();
-        let mut response = match self.dispatch(&route, req, conn, &request_id, &mut ex).await {
+        let mut response = match self.dispatch(&route, req, conn, request_id, &mut ex).await {
             Ok(resp) => resp,
             Err(err) => {
                 ex.reason = Some(err.reason());
@@ -165,14 +166,14 @@ impl Proxy {
                         reason: err.reason(),
                     })
                     .inc();
-                err.to_response(&request_id).map(upstream::full_body)
+                err.to_response(request_id).map(upstream::full_body)
             }
         };
-        if let Ok(v) = HeaderValue::from_str(&request_id) {
+        if let Ok(v) = HeaderValue::from_str(request_id) {
             response.headers_mut().insert(X_REQUEST_ID, v);
         }
         cors::decorate(&self.clients, ex.client, origin.as_ref(), &mut response);
-        self.record(&request_id, &route, &method, &response, &ex, started);
+        self.record(request_id, &route, &method, &response, &ex, started);
         response
     }
 
@@ -197,7 +198,7 @@ impl Proxy {
                     proxy: self,
                     request_id,
                     conn,
-                    order_id,
+                    order_id: order_id.as_deref(),
                 };
                 self.payments.handle(&ctx, client, req, ex).await
             }
@@ -211,7 +212,7 @@ impl Proxy {
                     proxy: self,
                     request_id,
                     conn,
-                    order_id,
+                    order_id: Some(order_id),
                 };
                 Transactions::handle(&ctx, transaction_id, *action, req, ex).await
             }
@@ -354,7 +355,7 @@ impl Proxy {
         let upstream_us = ex.upstream_latency.map(|d| d.as_micros() as u64);
         let p = ex.payment.as_ref();
         tracing::info!(
-            order_id = p.map(|p| p.order_id.as_str()),
+            order_id = p.and_then(|p| p.order_id.as_deref()),
             payment_method = p.and_then(|p| p.method),
             brand = p.and_then(|p| p.brand),
             last4 = p.and_then(|p| p.last4.as_deref()),
@@ -370,24 +371,13 @@ impl Proxy {
             sandbox = self.upstream.is_sandbox(),
             "request"
         );
-        self.metrics
-            .requests
-            .get_or_create(&RequestLabels {
-                route: route_name,
-                method: static_method(method),
-                status,
-            })
-            .inc();
-        self.metrics
-            .request_seconds
-            .get_or_create(&RouteLabel { route: route_name })
-            .observe(total.as_secs_f64());
-        if let Some(d) = ex.upstream_latency {
-            self.metrics
-                .upstream_seconds
-                .get_or_create(&RouteLabel { route: route_name })
-                .observe(d.as_secs_f64());
-        }
+        self.metrics.observe_request(
+            route.name(),
+            static_method(method),
+            status,
+            total,
+            ex.upstream_latency,
+        );
     }
 }
 
@@ -420,5 +410,6 @@ pub(crate) struct Context<'a> {
     pub proxy: &'a Arc<Proxy>,
     pub request_id: &'a str,
     pub conn: &'a ConnInfo,
-    pub order_id: &'a str,
+    /// `None` only for a payment whose path does not hold a UUID (refused with 400).
+    pub order_id: Option<&'a str>,
 }

@@ -24,7 +24,7 @@ use crate::upstream::{self, Outgoing, ProxyBody};
 /// What the request log line says about a payment: never the PAN, CVV or names.
 #[derive(Debug, Default)]
 pub(crate) struct PaymentLog {
-    pub order_id: String,
+    pub order_id: Option<String>,
     pub method: Option<&'static str>,
     pub brand: Option<&'static str>,
     pub last4: Option<String>,
@@ -61,7 +61,7 @@ impl Payments {
         ex: &mut Exchange,
     ) -> Result<Response<ProxyBody>, ApiError> {
         let mut log = PaymentLog {
-            order_id: ctx.order_id.to_string(),
+            order_id: ctx.order_id.map(str::to_string),
             outcome: "rejected",
             ..PaymentLog::default()
         };
@@ -97,6 +97,10 @@ impl Payments {
             return Err(ApiError::NotReady("audit log not writable"));
         }
         require_json(req.headers())?;
+        let order = ctx
+            .order_id
+            .and_then(|o| uuid::Uuid::parse_str(o).ok())
+            .ok_or_else(invalid_order_id)?;
         let (parts, body) = req.into_parts();
         let raw = Wiped(Zeroizing::new(Vec::from(
             ctx.proxy.read_body(&parts.headers, body).await?,
@@ -106,7 +110,7 @@ impl Payments {
         drop(raw);
         log.method = Some(request.method.as_str());
         let limiter = ctx.proxy.limiter();
-        limiter.check_order(ctx.order_id).await?;
+        limiter.check_order(order).await?;
         if let Some(c) = request.card() {
             let key = self.audit_key.expose_secret();
             let fingerprint = c.number.fingerprint(key);
@@ -160,6 +164,16 @@ pub(crate) fn require_json(headers: &http::HeaderMap) -> Result<(), ApiError> {
     }
 }
 
+/// The order id in the path is not a UUID. The error names where, never the value.
+fn invalid_order_id() -> ApiError {
+    ApiError::Validation(vec![crate::payment::FieldError {
+        source: "path.order_id".into(),
+        title: "Invalid order id",
+        detail: "The order id in the path must be a UUID (8-4-4-4-12 hexadecimal digits)"
+            .into(),
+    }])
+}
+
 /// The storefront's forwardable headers, with the body's type fixed to JSON.
 fn json_headers(incoming: &http::HeaderMap) -> http::HeaderMap {
     let mut headers = upstream::forwardable_headers(incoming);
@@ -187,7 +201,7 @@ pub(crate) fn base_record(
         ctx.conn.remote.ip().to_string(),
         outcome,
     );
-    record.order_id = Some(ctx.order_id.to_string());
+    record.order_id = ctx.order_id.map(str::to_string);
     record
 }
 
