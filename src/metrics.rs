@@ -140,8 +140,8 @@ impl Metrics {
                 status,
             })
             .inc();
-        let (request_seconds, upstream_seconds) =
-            self.route_histograms[route as usize].get_or_init(|| {
+        let (request_seconds, upstream_seconds) = self.route_histograms[route as usize]
+            .get_or_init(|| {
                 let label = RouteLabel { route: route_name };
                 (
                     self.request_seconds.get_or_create(&label).clone(),

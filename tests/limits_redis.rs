@@ -100,8 +100,16 @@ async fn two_replicas_enforce_one_order_quota() {
     }
     // One emission interval (10 min / 5) until the next one.
     let interval = Duration::from_secs(120);
-    assert_exceeded(a.check_order(uuid::Uuid::from_u128(1)).await, Scope::Order, interval);
-    assert_exceeded(b.check_order(uuid::Uuid::from_u128(1)).await, Scope::Order, interval);
+    assert_exceeded(
+        a.check_order(uuid::Uuid::from_u128(1)).await,
+        Scope::Order,
+        interval,
+    );
+    assert_exceeded(
+        b.check_order(uuid::Uuid::from_u128(1)).await,
+        Scope::Order,
+        interval,
+    );
     // Another order is unaffected.
     b.check_order(uuid::Uuid::from_u128(2)).await.unwrap();
     assert_eq!(a.local_keys(), 0, "shared mode keeps no local quota state");

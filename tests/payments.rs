@@ -1080,11 +1080,20 @@ async fn refusals_before_parsing_never_reach_the_upstream() {
             &valid,
             415,
         ),
-        bad_order("order id not a UUID", "/v2/orders/not-a-uuid/payments".to_string()),
+        bad_order(
+            "order id not a UUID",
+            "/v2/orders/not-a-uuid/payments".to_string(),
+        ),
         bad_order("order id a number", "/v2/orders/12345/payments".to_string()),
         bad_order("order id a PAN", format!("/v2/orders/{visa}/payments")),
-        bad_order("order id UUID without dashes", format!("/v2/orders/{}/payments", ORDER.replace('-', ""))),
-        bad_order("order id UUID with a suffix", format!("/v2/orders/{ORDER}0/payments")),
+        bad_order(
+            "order id UUID without dashes",
+            format!("/v2/orders/{}/payments", ORDER.replace('-', "")),
+        ),
+        bad_order(
+            "order id UUID with a suffix",
+            format!("/v2/orders/{ORDER}0/payments"),
+        ),
         case(
             "trailing slash",
             &format!("{path}/"),

@@ -531,11 +531,17 @@ mod tests {
             c.per_order = Some(quota(count, period, burst));
             let l = Limiter::start(&c);
             for n in 0..burst {
-                l.check_order(uuid::Uuid::from_u128(1)).await.unwrap_or_else(|e| {
-                    panic!("{count}/{period:?} burst {burst}: #{n} refused: {e:?}")
-                });
+                l.check_order(uuid::Uuid::from_u128(1))
+                    .await
+                    .unwrap_or_else(|e| {
+                        panic!("{count}/{period:?} burst {burst}: #{n} refused: {e:?}")
+                    });
             }
-            let retry = assert_exceeded(l.check_order(uuid::Uuid::from_u128(1)).await, Scope::Order, period);
+            let retry = assert_exceeded(
+                l.check_order(uuid::Uuid::from_u128(1)).await,
+                Scope::Order,
+                period,
+            );
             assert!(retry <= period / count, "{retry:?}");
         }
     }
@@ -731,7 +737,11 @@ mod tests {
         assert!(local.readiness_problem().is_some());
         local.check_order(uuid::Uuid::from_u128(1)).await.unwrap();
         local.check_order(uuid::Uuid::from_u128(1)).await.unwrap();
-        assert_exceeded(local.check_order(uuid::Uuid::from_u128(1)).await, Scope::Order, HOUR);
+        assert_exceeded(
+            local.check_order(uuid::Uuid::from_u128(1)).await,
+            Scope::Order,
+            HOUR,
+        );
         local.check_card(&fp(1), &fp(1)).await.unwrap();
         assert_exceeded(
             local.check_card(&fp(1), &fp(2)).await,

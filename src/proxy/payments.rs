@@ -169,8 +169,7 @@ fn invalid_order_id() -> ApiError {
     ApiError::Validation(vec![crate::payment::FieldError {
         source: "path.order_id".into(),
         title: "Invalid order id",
-        detail: "The order id in the path must be a UUID (8-4-4-4-12 hexadecimal digits)"
-            .into(),
+        detail: "The order id in the path must be a UUID (8-4-4-4-12 hexadecimal digits)".into(),
     }])
 }
 
