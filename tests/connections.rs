@@ -217,6 +217,62 @@ async fn slowloris_is_cut_off_while_normal_clients_are_served() {
     );
 }
 
+/// A complete request head announcing a body, then only part of the body and silence: the
+/// body read is bounded by `server.header_read_timeout` too. payshim answers 400 in the API
+/// format and nothing reaches the upstream; a normal payment is served meanwhile.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stalled_body_gets_400_and_nothing_is_forwarded() {
+    let timeout = Duration::from_secs(1);
+    let world = World::new(moltin_like()).await;
+    let payshim = Payshim::start(&world.config(&[("header_read_timeout", "\"1s\"")])).await;
+    let body = payment_body();
+    let head = format!(
+        "POST /v2/orders/{ORDER}/payments HTTP/1.1\r\nhost: localhost\r\n\
+         content-type: application/json\r\nauthorization: Bearer {STOREFRONT_KEY}\r\n\
+         content-length: {}\r\n\r\n",
+        body.len()
+    );
+    let mut tls = tls_connect(payshim.addr, &payshim.ca_pem, ALPN_H1, None, CONNECT_GUARD)
+        .await
+        .expect("TLS");
+    tls.write_all(head.as_bytes()).await.unwrap();
+    // A quarter of the body: the part before the card number, so no card data is sent.
+    tls.write_all(&body.as_bytes()[..body.len() / 4])
+        .await
+        .unwrap();
+    tls.flush().await.unwrap();
+    let started = Instant::now();
+
+    let (status, _) = timed_payment(&payshim.client(HttpVersion::Http1), &payshim).await;
+    assert_eq!(status, 201, "a normal payment while one body stalls");
+
+    let mut answer = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(5), async {
+        let mut buf = [0u8; 4096];
+        while !answer.windows(4).any(|w| w == b"\r\n\r\n") || !answer.ends_with(b"}") {
+            match tls.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => answer.extend_from_slice(&buf[..n]),
+            }
+        }
+    })
+    .await;
+    let took = started.elapsed();
+    assert!(read.is_ok(), "no answer 5 s after the body stalled");
+    let text = String::from_utf8_lossy(&answer);
+    assert!(text.starts_with("HTTP/1.1 400"), "answer: {text}");
+    assert!(
+        text.contains("\"errors\"") && text.contains("request body could not be read"),
+        "answer: {text}"
+    );
+    assert!(
+        took >= timeout.mul_f64(0.9) && took <= timeout + Duration::from_secs(2),
+        "answered after {took:?}, expected about {timeout:?}"
+    );
+    // Only the normal payment reached the upstream.
+    assert_eq!(world.upstream.count(), 1, "{:?}", world.upstream.requests());
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn silent_and_trickling_handshakes_are_cut_off() {
     let timeout = Duration::from_secs(1);
