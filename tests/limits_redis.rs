@@ -317,3 +317,60 @@ async fn redis_down_at_start_up_is_retried() {
     ready(&l).await;
     l.check_order(uuid::Uuid::from_u128(1)).await.unwrap();
 }
+
+/// A payment's order, card-attempts and card checks run as one script: each refusal names
+/// its own scope, a refusal stops the checks after it (a refused attempt does not use the
+/// card's quota), and the ones before it still count, as in local mode.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn payment_checks_run_in_order_in_one_script() {
+    let redis = RedisServer::start();
+    let config = limits(
+        &redis.url(),
+        &[
+            ("per_order", "\"3/h\""),
+            ("card_attempts", "\"1/h\""),
+            ("per_card", "\"2/h\""),
+        ],
+    );
+    let l = Limiter::start(&config);
+    ready(&l).await;
+    let hour = Duration::from_secs(3600);
+    let order = |n| Some(uuid::Uuid::from_u128(n));
+    let (card, other_card) = (fp(1), fp(2));
+
+    l.check_payment(order(1), Some((&card, &fp(10))))
+        .await
+        .unwrap();
+    // A second (expiry, CVV) on the same card: refused by card_attempts, before per_card.
+    assert_exceeded(
+        l.check_payment(order(2), Some((&card, &fp(11)))).await,
+        Scope::CardAttempts,
+        hour,
+    );
+    // The same attempt again is allowed and uses the card's second (last) slot: the refusal
+    // above did not use one.
+    l.check_payment(order(3), Some((&card, &fp(10))))
+        .await
+        .unwrap();
+    assert_exceeded(
+        l.check_payment(order(4), Some((&card, &fp(10)))).await,
+        Scope::Card,
+        hour,
+    );
+    // The order quota counted every call that reached it: order 1 has used 1 of 3.
+    l.check_payment(order(1), Some((&other_card, &fp(20))))
+        .await
+        .unwrap();
+    l.check_payment(order(1), None).await.unwrap();
+    assert_exceeded(
+        l.check_payment(order(1), Some((&fp(3), &fp(30)))).await,
+        Scope::Order,
+        hour,
+    );
+    // The order refusal stopped the card checks: card 3 was never recorded.
+    let client = redis::Client::open(redis.url()).unwrap();
+    let mut con = client.get_connection().unwrap();
+    let card3 = format!("payshim:rl:per_card:{}", hex::encode(fp(3)));
+    let exists: bool = redis::cmd("EXISTS").arg(&card3).query(&mut con).unwrap();
+    assert!(!exists, "{card3} was written after the order refusal");
+}

@@ -7,7 +7,8 @@
 //! - Local mode (no `limits.redis_url`): governor keyed limiters and our own attempt sets,
 //!   memory bounded by periodic pruning and a hard cap of `max_keys` keys per kind (see
 //!   `local.rs` for what happens at the cap and why).
-//! - Shared mode: every check is one atomic Lua script in Redis (`redis.rs`). While Redis is
+//! - Shared mode: the checks of a request stage are one atomic Lua script in Redis
+//!   (`redis.rs`): the client check before the body, the order and card checks after it. While Redis is
 //!   unreachable, `on_store_error = "deny"` refuses with [`LimitError::StoreUnavailable`]
 //!   (the caller answers 503) and `"local"` applies the local limits of this replica
 //!   instead (their state starts empty at the first outage). Logged once per outage;
@@ -33,7 +34,7 @@ use crate::config::{LimitsConfig, OnStoreError, Quota};
 
 use self::breaker::Breaker;
 use self::local::{CardAttempts, KeyedQuota};
-use self::redis::RedisStore;
+use self::redis::{Check, RedisStore};
 
 /// How often the background task prunes idle local state. Often enough that a busy
 /// replica's maps stay far below `max_keys` (at 10k payments/s that is ~20k new order and
@@ -222,11 +223,7 @@ impl Limiter {
     /// The per-order quota. Keyed by the UUID's value, so upper- and lower-case spellings
     /// of one order share a quota (and the local key costs no allocation).
     pub async fn check_order(&self, order: uuid::Uuid) -> Result<(), LimitError> {
-        let Some(kind) = &self.inner.per_order else {
-            return Ok(());
-        };
-        let key = || redis_key(Scope::Order, &order.hyphenated());
-        self.check_kind(kind, key, || order.as_u128()).await
+        self.check_payment(Some(order), None).await
     }
 
     /// `card` = keyed card fingerprint (never the PAN); `attempt` = keyed fingerprint of
@@ -234,14 +231,71 @@ impl Limiter {
     /// within `card_attempts.period` is refused; an already-seen value does not count
     /// again. Then the per-card quota.
     pub async fn check_card(&self, card: &[u8; 32], attempt: &[u8; 32]) -> Result<(), LimitError> {
-        if let Some(attempts) = &self.inner.card_attempts {
-            self.check_attempt(attempts, card, attempt).await?;
+        self.check_payment(None, Some((card, attempt))).await
+    }
+
+    /// A validated payment's checks, in order: the order, the card's distinct attempts, the
+    /// card. In shared mode they are one Redis script (one round trip, not three); a
+    /// refusal stops the later checks, as it does locally.
+    pub async fn check_payment(
+        &self,
+        order: Option<uuid::Uuid>,
+        card: Option<(&[u8; 32], &[u8; 32])>,
+    ) -> Result<(), LimitError> {
+        let i = &*self.inner;
+        if let Some(store) = &i.redis {
+            let mut checks = Vec::with_capacity(3);
+            let mut scopes = Vec::with_capacity(3);
+            if let (Some(order), Some(kind)) = (order, &i.per_order) {
+                let key = redis_key(Scope::Order, &order.hyphenated());
+                checks.push(Check::Gcra {
+                    key,
+                    quota: &kind.quota,
+                });
+                scopes.push(Scope::Order);
+            }
+            if let (Some((card, attempt)), Some(attempts)) = (card, &i.card_attempts) {
+                let key = redis_key(Scope::CardAttempts, &HexKey(card));
+                let quota = &attempts.quota;
+                checks.push(Check::Attempts {
+                    key,
+                    attempt,
+                    quota,
+                });
+                scopes.push(Scope::CardAttempts);
+            }
+            if let (Some((card, _)), Some(kind)) = (card, &i.per_card) {
+                let key = redis_key(Scope::Card, &HexKey(card));
+                checks.push(Check::Gcra {
+                    key,
+                    quota: &kind.quota,
+                });
+                scopes.push(Scope::Card);
+            }
+            if checks.is_empty() {
+                return Ok(());
+            }
+            if let Ok(verdict) = store.run(&checks).await {
+                return verdict.map_or(Ok(()), |(n, wait)| Err(exceeded(scopes[n], wait)));
+            }
         }
-        let Some(kind) = &self.inner.per_card else {
-            return Ok(());
-        };
-        let key = || redis_key(Scope::Card, &HexKey(card));
-        self.check_kind(kind, key, || *card).await
+        if let (Some(order), Some(kind)) = (order, &i.per_order) {
+            local_check(kind, &order.as_u128())?;
+        }
+        if let Some((card, attempt)) = card {
+            if let Some(attempts) = &i.card_attempts {
+                match &attempts.local {
+                    Some(local) => local
+                        .check(card, attempt)
+                        .map_err(|wait| exceeded(Scope::CardAttempts, wait))?,
+                    None => return Err(LimitError::StoreUnavailable),
+                }
+            }
+            if let Some(kind) = &i.per_card {
+                local_check(kind, card)?;
+            }
+        }
+        Ok(())
     }
 
     /// Feeds the per-client decline breaker after an upstream answer (`declined`: the
@@ -296,37 +350,25 @@ impl Limiter {
         redis_key: impl FnOnce() -> String,
         local_key: impl FnOnce() -> K,
     ) -> Result<(), LimitError> {
-        if let Some(store) = &self.inner.redis
-            && let Ok(verdict) = store.gcra(&redis_key(), &kind.quota).await
-        {
-            return verdict.map_or(Ok(()), |wait| Err(exceeded(kind.scope, wait)));
-        }
-        match &kind.local {
-            Some(local) => local
-                .check(&local_key())
-                .map_err(|wait| exceeded(kind.scope, wait)),
-            None => Err(LimitError::StoreUnavailable),
-        }
-    }
-
-    async fn check_attempt(
-        &self,
-        attempts: &Attempts,
-        card: &[u8; 32],
-        attempt: &[u8; 32],
-    ) -> Result<(), LimitError> {
         if let Some(store) = &self.inner.redis {
-            let key = redis_key(Scope::CardAttempts, &HexKey(card));
-            if let Ok(verdict) = store.card_attempt(&key, attempt, &attempts.quota).await {
-                return verdict.map_or(Ok(()), |wait| Err(exceeded(Scope::CardAttempts, wait)));
+            let check = Check::Gcra {
+                key: redis_key(),
+                quota: &kind.quota,
+            };
+            if let Ok(verdict) = store.run(std::slice::from_ref(&check)).await {
+                return verdict.map_or(Ok(()), |(_, wait)| Err(exceeded(kind.scope, wait)));
             }
         }
-        match &attempts.local {
-            Some(local) => local
-                .check(card, attempt)
-                .map_err(|wait| exceeded(Scope::CardAttempts, wait)),
-            None => Err(LimitError::StoreUnavailable),
-        }
+        local_check(kind, &local_key())
+    }
+}
+
+/// The local state of `kind` (local mode, or the fallback of shared mode), or
+/// `StoreUnavailable` when shared mode fails closed.
+fn local_check<K: std::hash::Hash + Eq + Clone>(kind: &Kind<K>, key: &K) -> Result<(), LimitError> {
+    match &kind.local {
+        Some(local) => local.check(key).map_err(|wait| exceeded(kind.scope, wait)),
+        None => Err(LimitError::StoreUnavailable),
     }
 }
 

@@ -1,12 +1,16 @@
 //! Shared limit state in Redis: every check is one atomic Lua script, so any number of
 //! replicas enforce one quota together.
 //!
-//! - GCRA ([`GCRA`]): the key holds the theoretical arrival time (TAT, microseconds of the
-//!   Redis server clock, so replica clocks do not matter) and expires when it would be
+//! - GCRA: the key holds the theoretical arrival time (TAT, microseconds of the Redis
+//!   server clock, so replica clocks do not matter) and expires when it would be
 //!   indistinguishable from a fresh key. Same arithmetic as governor, so local and shared
 //!   mode behave alike.
-//! - Card attempts ([`ATTEMPTS`]): a sorted set of attempt fingerprints scored by the time
-//!   each was first seen.
+//! - Card attempts: a sorted set of attempt fingerprints scored by the time each was first
+//!   seen.
+//!
+//! Both live in one script ([`CHECKS`]) that runs a request's checks in order, so a payment
+//! costs one round trip for its order and card checks (a standalone Redis: a multi-key
+//! script needs every key on one node).
 //!
 //! Keys: `payshim:rl:<scope>:<key>` with binary keys hex-encoded (only keyed fingerprints
 //! ever get here, never a PAN). Needs Redis 5 or later (`TIME` inside scripts).
@@ -29,48 +33,76 @@ use ::redis::{Client, Script};
 
 use crate::config::Quota;
 
-/// GCRA. KEYS[1]: the key; ARGV[1]: emission interval T (µs); ARGV[2]: tolerance tau =
-/// T * (burst - 1) (µs). Returns 0 when allowed, else the wait in ms (>= 1).
-const GCRA: &str = r#"
-local t = tonumber(ARGV[1])
-local tau = tonumber(ARGV[2])
+/// The checks of one request, in order, atomically; stops at the first refusal. One script
+/// for every kind, so a payment's order, card-attempts and card checks cost one round trip.
+///
+/// KEYS[i]: the key of check i. ARGV, per check in order, its kind and arguments:
+/// - `gcra`, T, tau: GCRA. The key holds the theoretical arrival time (TAT, µs of the Redis
+///   server clock) and expires when it would equal a fresh key's. T = emission interval,
+///   tau = T * (burst - 1), both µs.
+/// - `attempts`, fingerprint, window (µs), count: distinct attempts per card, a sorted set
+///   of attempt fingerprints scored by first sight. A known attempt is allowed without
+///   counting again; a refused one is not recorded.
+///
+/// Returns {0, 0} when all are allowed, else {i, wait in ms (>= 1)} for the refusing check.
+const CHECKS: &str = r#"
 local clock = redis.call('TIME')
 local now = tonumber(clock[1]) * 1000000 + tonumber(clock[2])
-local tat = tonumber(redis.call('GET', KEYS[1]))
-if tat == nil or tat < now then
-  tat = now
+local a = 1
+for i = 1, #KEYS do
+  local key = KEYS[i]
+  local wait = 0
+  if ARGV[a] == 'gcra' then
+    local t = tonumber(ARGV[a + 1])
+    local tau = tonumber(ARGV[a + 2])
+    a = a + 3
+    local tat = tonumber(redis.call('GET', key))
+    if tat == nil or tat < now then
+      tat = now
+    end
+    local earliest = tat - tau
+    if now < earliest then
+      wait = math.max(1, math.ceil((earliest - now) / 1000))
+    else
+      local new_tat = tat + t
+      redis.call('SET', key, string.format('%.0f', new_tat), 'PX',
+        math.max(1, math.ceil((new_tat - now) / 1000)))
+    end
+  else
+    local attempt = ARGV[a + 1]
+    local window = tonumber(ARGV[a + 2])
+    local count = tonumber(ARGV[a + 3])
+    a = a + 4
+    redis.call('ZREMRANGEBYSCORE', key, '-inf', string.format('%.0f', now - window))
+    if not redis.call('ZSCORE', key, attempt) then
+      if redis.call('ZCARD', key) >= count then
+        local oldest = redis.call('ZRANGE', key, 0, 0, 'WITHSCORES')
+        wait = math.max(1, math.ceil((tonumber(oldest[2]) + window - now) / 1000))
+      else
+        redis.call('ZADD', key, string.format('%.0f', now), attempt)
+        redis.call('PEXPIRE', key, math.max(1, math.ceil(window / 1000)))
+      end
+    end
+  end
+  if wait > 0 then
+    return {i, wait}
+  end
 end
-local earliest = tat - tau
-if now < earliest then
-  return math.max(1, math.ceil((earliest - now) / 1000))
-end
-local new_tat = tat + t
-redis.call('SET', KEYS[1], string.format('%.0f', new_tat), 'PX',
-  math.max(1, math.ceil((new_tat - now) / 1000)))
-return 0
+return {0, 0}
 "#;
 
-/// Distinct attempts per card. KEYS[1]: the card's set; ARGV[1]: the attempt fingerprint;
-/// ARGV[2]: the window (µs); ARGV[3]: the number of distinct attempts allowed. A known
-/// attempt is allowed without counting again; a refused one is not recorded. Returns 0
-/// when allowed, else the wait in ms until the oldest attempt leaves the window (>= 1).
-const ATTEMPTS: &str = r#"
-local window = tonumber(ARGV[2])
-local count = tonumber(ARGV[3])
-local clock = redis.call('TIME')
-local now = tonumber(clock[1]) * 1000000 + tonumber(clock[2])
-redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', string.format('%.0f', now - window))
-if redis.call('ZSCORE', KEYS[1], ARGV[1]) then
-  return 0
-end
-if redis.call('ZCARD', KEYS[1]) >= count then
-  local oldest = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
-  return math.max(1, math.ceil((tonumber(oldest[2]) + window - now) / 1000))
-end
-redis.call('ZADD', KEYS[1], string.format('%.0f', now), ARGV[1])
-redis.call('PEXPIRE', KEYS[1], math.max(1, math.ceil(window / 1000)))
-return 0
-"#;
+/// One check for [`RedisStore::run`].
+pub(super) enum Check<'a> {
+    Gcra {
+        key: String,
+        quota: &'a Quota,
+    },
+    Attempts {
+        key: String,
+        attempt: &'a [u8; 32],
+        quota: &'a Quota,
+    },
+}
 
 const PROBE_DOWN: Duration = Duration::from_millis(500);
 const PROBE_UP: Duration = Duration::from_secs(2);
@@ -96,8 +128,7 @@ struct Shared {
     probe_timeout: Duration,
     /// What requests get while Redis is down, for the log line.
     fallback: &'static str,
-    gcra: Script,
-    attempts: Script,
+    checks: Script,
 }
 
 impl RedisStore {
@@ -137,8 +168,7 @@ impl RedisStore {
             timeout,
             probe_timeout: connect_timeout + timeout,
             fallback,
-            gcra: Script::new(GCRA),
-            attempts: Script::new(ATTEMPTS),
+            checks: Script::new(CHECKS),
         });
         shared.renew_connection();
         let task = tokio::spawn(probe_loop(Arc::downgrade(&shared)));
@@ -149,32 +179,40 @@ impl RedisStore {
         self.shared.up.load(Ordering::Relaxed)
     }
 
-    /// One GCRA check: `Ok(None)` allowed, `Ok(Some(wait))` over quota.
-    pub(super) async fn gcra(
+    /// Runs `checks` in order as one atomic script: `Ok(None)` all allowed,
+    /// `Ok(Some((i, wait)))` when `checks[i]` refused (the later ones did not run).
+    pub(super) async fn run(
         &self,
-        key: &str,
-        quota: &Quota,
-    ) -> Result<Option<Duration>, Unavailable> {
-        let t = micros(super::local::emission_interval(quota)).max(1);
-        let tau = t.saturating_mul(u64::from(quota.burst.saturating_sub(1)));
-        let mut inv = self.shared.gcra.prepare_invoke();
-        inv.key(key).arg(t).arg(tau);
-        self.shared.run(&inv).await
-    }
-
-    /// One card-attempts check: `Ok(None)` allowed, `Ok(Some(wait))` refused.
-    pub(super) async fn card_attempt(
-        &self,
-        key: &str,
-        attempt: &[u8; 32],
-        quota: &Quota,
-    ) -> Result<Option<Duration>, Unavailable> {
-        let mut inv = self.shared.attempts.prepare_invoke();
-        inv.key(key)
-            .arg(&attempt[..])
-            .arg(micros(quota.period).max(1))
-            .arg(quota.count);
-        self.shared.run(&inv).await
+        checks: &[Check<'_>],
+    ) -> Result<Option<(usize, Duration)>, Unavailable> {
+        let mut inv = self.shared.checks.prepare_invoke();
+        for check in checks {
+            match check {
+                Check::Gcra { key, quota } => {
+                    let t = micros(super::local::emission_interval(quota)).max(1);
+                    let tau = t.saturating_mul(u64::from(quota.burst.saturating_sub(1)));
+                    inv.key(key).arg("gcra").arg(t).arg(tau);
+                }
+                Check::Attempts {
+                    key,
+                    attempt,
+                    quota,
+                } => {
+                    inv.key(key)
+                        .arg("attempts")
+                        .arg(&attempt[..])
+                        .arg(micros(quota.period).max(1))
+                        .arg(quota.count);
+                }
+            }
+        }
+        let (index, wait_ms) = self.shared.invoke(&inv).await?;
+        Ok(match usize::try_from(index) {
+            Ok(i) if i >= 1 && i <= checks.len() && wait_ms > 0 => {
+                Some((i - 1, Duration::from_millis(wait_ms.unsigned_abs())))
+            }
+            _ => None,
+        })
     }
 }
 
@@ -199,19 +237,15 @@ impl Shared {
         }
     }
 
-    async fn run(
-        &self,
-        inv: &::redis::ScriptInvocation<'_>,
-    ) -> Result<Option<Duration>, Unavailable> {
+    async fn invoke(&self, inv: &::redis::ScriptInvocation<'_>) -> Result<(i64, i64), Unavailable> {
         if !self.up.load(Ordering::Relaxed) {
             return Err(Unavailable);
         }
         let Some(mut conn) = self.manager() else {
             return Err(Unavailable);
         };
-        match tokio::time::timeout(self.timeout, inv.invoke_async::<i64>(&mut conn)).await {
-            Ok(Ok(wait_ms)) if wait_ms <= 0 => Ok(None),
-            Ok(Ok(wait_ms)) => Ok(Some(Duration::from_millis(wait_ms.unsigned_abs()))),
+        match tokio::time::timeout(self.timeout, inv.invoke_async::<(i64, i64)>(&mut conn)).await {
+            Ok(Ok(verdict)) => Ok(verdict),
             Ok(Err(e)) => {
                 self.mark_down(&e.to_string());
                 Err(Unavailable)

@@ -109,8 +109,7 @@ impl Payments {
             .map_err(ApiError::Validation)?;
         drop(raw);
         log.method = Some(request.method.as_str());
-        let limiter = ctx.proxy.limiter();
-        limiter.check_order(order).await?;
+        let mut fingerprints = None;
         if let Some(c) = request.card() {
             let key = self.audit_key.expose_secret();
             let fingerprint = c.number.fingerprint(key);
@@ -122,10 +121,13 @@ impl Payments {
                 last4: c.number.last4().to_string(),
                 fingerprint: hex::encode(fingerprint),
             });
-            limiter
-                .check_card(&fingerprint, &c.attempt_fingerprint(key))
-                .await?;
+            fingerprints = Some((fingerprint, c.attempt_fingerprint(key)));
         }
+        let card_keys = fingerprints.as_ref().map(|(card, attempt)| (card, attempt));
+        ctx.proxy
+            .limiter()
+            .check_payment(Some(order), card_keys)
+            .await?;
         let mut record = base_record(ctx, ex, AuditEvent::PaymentForwarded, "forwarded");
         record.gateway = Some(request.gateway.clone());
         record.method = Some(request.method.as_str().to_string());
