@@ -68,7 +68,7 @@ use tracing::error;
 pub use record::{AuditEvent, AuditRecord, CardSummary, GENESIS_PREV};
 pub use verify::{VerifyError, VerifyReport, verify_files};
 
-use writer::{CHANNEL_CAPACITY, Msg, Shared, Writer};
+use writer::{CHANNEL_CAPACITY, Msg, Reply, Shared, Writer};
 
 /// Where and how the log is written.
 #[derive(Debug)]
@@ -99,6 +99,15 @@ pub enum AuditError {
 }
 
 /// Counters for the benchmark: `records / syncs` is the mean group size.
+/// Why [`AuditLog::submit`] did not queue a record.
+#[derive(Debug)]
+pub enum Submit {
+    /// The queue is full: the record, to be appended by waiting instead.
+    Full(Box<AuditRecord>),
+    /// The log was shut down.
+    Closed,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct AuditStats {
     /// Records made durable.
@@ -160,11 +169,30 @@ impl AuditLog {
         self.tx
             .send(Msg::Append {
                 record: Box::new(record),
-                reply,
+                reply: Reply(Some(reply)),
             })
             .await
             .map_err(|_| AuditError::Closed)?;
         answer.await.map_err(|_| AuditError::Closed)?
+    }
+
+    /// Queues a record without waiting for it to be durable (rejections, completions):
+    /// no task and no wake-up per record. The writer writes it with its group and logs it
+    /// if it is lost; records queued before [`AuditLog::shutdown`] are written before the
+    /// writer stops. [`Submit::Full`] gives the record back when the queue is full (the
+    /// caller then waits with [`AuditLog::append`]).
+    pub fn submit(&self, record: AuditRecord) -> Result<(), Submit> {
+        let msg = Msg::Append {
+            record: Box::new(record),
+            reply: Reply(None),
+        };
+        match self.tx.try_send(msg) {
+            Ok(()) => Ok(()),
+            Err(mpsc::error::TrySendError::Full(Msg::Append { record, .. })) => {
+                Err(Submit::Full(record))
+            }
+            Err(_) => Err(Submit::Closed),
+        }
     }
 
     /// `false` after a failed open, write or sync (and after shutdown); `true`

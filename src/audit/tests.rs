@@ -468,6 +468,34 @@ async fn shutdown_flushes_and_later_appends_are_closed() {
     assert_eq!(verify(&[path]).unwrap().records, 50);
 }
 
+/// Records submitted without waiting interleave with awaited ones on one chain, and
+/// shutdown writes every one that was queued before it.
+#[tokio::test]
+async fn submitted_records_are_written_in_order_before_shutdown() {
+    let dir = TempDir::new("submit");
+    let path = dir.path("audit.jsonl");
+    let log = start(&path);
+    for i in 0..100 {
+        if i % 3 == 0 {
+            log.append(record(i)).await.unwrap();
+        } else {
+            log.submit(record(i)).unwrap();
+        }
+    }
+    let other = log.clone();
+    log.shutdown().await;
+    assert!(matches!(other.submit(record(100)), Err(Submit::Closed)));
+    assert_eq!(other.stats().records, 100);
+    assert_eq!(verify(std::slice::from_ref(&path)).unwrap().records, 100);
+    let text = fs::read_to_string(&path).unwrap();
+    let ids: Vec<String> = text
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["request_id"].to_string())
+        .collect();
+    let expected: Vec<String> = (0..100).map(|i| format!("\"req-{i:06}\"")).collect();
+    assert_eq!(ids, expected, "records keep their submission order");
+}
+
 #[test]
 fn verify_edge_cases() {
     let dir = TempDir::new("verify-edges");

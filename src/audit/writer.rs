@@ -28,7 +28,23 @@ const RETRY_INTERVAL: Duration = Duration::from_secs(1);
 /// Longest last line recovery reads back before giving up on the file.
 const MAX_LINE_BYTES: usize = 1 << 20;
 
-pub(super) type Reply = oneshot::Sender<Result<u64, AuditError>>;
+/// Where a record's outcome goes: the caller waiting for it to be durable, or nobody for
+/// records submitted without waiting (a lost one is then logged here, and the log being
+/// unhealthy already stops further payments).
+pub(super) struct Reply(pub Option<oneshot::Sender<Result<u64, AuditError>>>);
+
+impl Reply {
+    fn send(self, outcome: Result<u64, AuditError>) {
+        match (self.0, outcome) {
+            (Some(waiting), outcome) => {
+                // The caller may have gone away; the record's fate no longer matters to it.
+                let _ = waiting.send(outcome);
+            }
+            (None, Err(e)) => error!(error = %e, "audit record lost"),
+            (None, Ok(_)) => {}
+        }
+    }
+}
 
 pub(super) enum Msg {
     /// Boxed: a record is large next to the other variant.
@@ -252,7 +268,7 @@ impl Writer {
                 Ok(encoded) => encoded,
                 Err(e) => {
                     error!(error = %e, event = %record.event, "audit record cannot be serialized");
-                    let _ = reply.send(Err(AuditError::Unavailable));
+                    reply.send(Err(AuditError::Unavailable));
                     continue;
                 }
             };
@@ -303,8 +319,7 @@ impl Writer {
             .records
             .fetch_add(waiting.len() as u64, Ordering::Relaxed);
         for (reply, seq) in waiting.drain(..) {
-            // The caller may have gone away; the record is written all the same.
-            let _ = reply.send(Ok(seq));
+            reply.send(Ok(seq));
         }
     }
 
@@ -440,7 +455,7 @@ impl Writer {
 
 fn fail_all(replies: impl Iterator<Item = Reply>) {
     for reply in replies {
-        let _ = reply.send(Err(AuditError::Unavailable));
+        reply.send(Err(AuditError::Unavailable));
     }
 }
 

@@ -12,7 +12,7 @@ use std::time::Duration;
 use http::Response;
 use serde::Deserialize;
 
-use super::payments::spawn_audit;
+use super::payments::submit_audit;
 use super::{Exchange, Proxy};
 use crate::audit::{AuditEvent, AuditRecord};
 use crate::auth::ClientId;
@@ -124,7 +124,7 @@ async fn complete(
     record.latency_ms = latency.map(|d| (d.as_secs_f64() * 1e6).round() / 1e3);
     let finish = |mut record: AuditRecord, outcome: &'static str, response| {
         record.outcome = outcome.to_string();
-        spawn_audit(proxy, record);
+        submit_audit(proxy, record);
         Completed {
             response,
             outcome,

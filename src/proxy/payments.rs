@@ -13,7 +13,7 @@ use secrecy::{ExposeSecret, SecretSlice};
 use zeroize::Zeroizing;
 
 use super::{Context, Exchange, Proxy, forward};
-use crate::audit::{AuditEvent, AuditRecord, CardSummary};
+use crate::audit::{AuditEvent, AuditRecord, CardSummary, Submit};
 use crate::auth::ClientId;
 use crate::config::Config;
 use crate::error::ApiError;
@@ -74,7 +74,7 @@ impl Payments {
             record.reason = Some(e.reason().to_string());
             record.method = log.method.map(str::to_string);
             record.card = card;
-            spawn_audit(ctx.proxy, record);
+            submit_audit(ctx.proxy, record);
         }
         ex.payment = Some(log);
         result
@@ -206,17 +206,25 @@ pub(crate) fn base_record(
     record
 }
 
-/// Writes a record the response does not wait for (rejections, completions). A failure
-/// is logged; the writer also marks the log unhealthy, which stops further payments.
-pub(crate) fn spawn_audit(proxy: &Proxy, record: AuditRecord) {
-    let audit = proxy.audit().clone();
-    let running = proxy.detached_work();
-    tokio::spawn(async move {
-        let _running = running;
-        if let Err(e) = audit.append(record).await {
-            tracing::error!(error = %e, "audit record lost");
+/// Writes a record the response does not wait for (rejections, completions). Queued
+/// directly when there is room; only a full queue costs a task that waits for room. A
+/// record that cannot be written is logged by the writer, which also marks the log
+/// unhealthy, and that stops further payments.
+pub(crate) fn submit_audit(proxy: &Proxy, record: AuditRecord) {
+    match proxy.audit().submit(record) {
+        Ok(()) => {}
+        Err(Submit::Full(record)) => {
+            let audit = proxy.audit().clone();
+            let running = proxy.detached_work();
+            tokio::spawn(async move {
+                let _running = running;
+                if let Err(e) = audit.append(*record).await {
+                    tracing::error!(error = %e, "audit record lost");
+                }
+            });
         }
-    });
+        Err(Submit::Closed) => tracing::error!("audit record lost: the audit log is closed"),
+    }
 }
 
 #[cfg(test)]

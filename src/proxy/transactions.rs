@@ -7,7 +7,7 @@
 use http::{Request, Response};
 use hyper::body::Incoming;
 
-use super::payments::{base_record, require_json, spawn_audit};
+use super::payments::{base_record, require_json, submit_audit};
 use super::{Context, Exchange, forward};
 use crate::audit::AuditEvent;
 use crate::error::{ApiError, FieldError};
@@ -39,7 +39,7 @@ impl Transactions {
             record.event = AuditEvent::TransactionRejected;
             record.outcome = "rejected".into();
             record.reason = Some(e.reason().to_string());
-            spawn_audit(ctx.proxy, record);
+            submit_audit(ctx.proxy, record);
         }
         result
     }
