@@ -496,6 +496,26 @@ async fn submitted_records_are_written_in_order_before_shutdown() {
     assert_eq!(ids, expected, "records keep their submission order");
 }
 
+/// A record nobody waits for, alone, is still made durable promptly: the writer lingers
+/// for company only briefly (LINGER), then syncs it by itself.
+#[tokio::test]
+async fn a_lone_submitted_record_is_synced_soon() {
+    let dir = TempDir::new("lone-submit");
+    let path = dir.path("audit.jsonl");
+    let log = start(&path);
+    let started = std::time::Instant::now();
+    log.submit(record(0)).unwrap();
+    while log.stats().records < 1 {
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(2),
+            "a lone submitted record was not synced within 2 s"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+    }
+    assert_eq!(log.stats().syncs, 1);
+    assert_eq!(verify(std::slice::from_ref(&path)).unwrap().records, 1);
+}
+
 #[test]
 fn verify_edge_cases() {
     let dir = TempDir::new("verify-edges");
