@@ -496,8 +496,8 @@ async fn submitted_records_are_written_in_order_before_shutdown() {
     assert_eq!(ids, expected, "records keep their submission order");
 }
 
-/// A record nobody waits for, alone, is still made durable promptly: the writer lingers
-/// for company only briefly (LINGER), then syncs it by itself.
+/// A record nobody waits for, alone, is still made durable promptly: the writer lets a
+/// group gather only briefly (GATHER), then syncs it by itself.
 #[tokio::test]
 async fn a_lone_submitted_record_is_synced_soon() {
     let dir = TempDir::new("lone-submit");

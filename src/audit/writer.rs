@@ -25,8 +25,9 @@ use super::{AuditError, AuditSettings};
 pub(super) const CHANNEL_CAPACITY: usize = 16_384;
 /// While unhealthy and idle, the writer tries to reopen the file this often.
 const RETRY_INTERVAL: Duration = Duration::from_secs(1);
-/// How long records nobody waits for may wait for company before they are synced.
-const LINGER: Duration = Duration::from_millis(2);
+/// How long the writer lets a group gather after its first record before writing it.
+/// Adds as much to a payment's latency, and saves a wake-up per record.
+const GATHER: Duration = Duration::from_micros(200);
 /// Longest last line recovery reads back before giving up on the file.
 const MAX_LINE_BYTES: usize = 1 << 20;
 
@@ -157,7 +158,7 @@ impl Writer {
             _stopped: stopped,
         };
         let mut writer = self;
-        // Only used to wait for a record with a timeout: while unhealthy, and to linger.
+        // Only used to wait for a record with a timeout while unhealthy.
         let timer = tokio::runtime::Builder::new_current_thread()
             .enable_time()
             .build()
@@ -173,9 +174,14 @@ impl Writer {
                 writer.next_message(&mut rx, timer.as_ref())
             };
             let Some(first) = first else { break };
+            if !closing && matches!(first, Msg::Append { .. }) {
+                // Let the group gather without being woken for each record: every wake-up is
+                // a context switch, and on a core shared with the runtime they cost more
+                // than the fdatasync (bench/README.md).
+                std::thread::sleep(GATHER);
+            }
             let mut group = Vec::new();
             let mut next = Some(first);
-            let linger_until = std::time::Instant::now() + LINGER;
             while let Some(msg) = next {
                 match msg {
                     Msg::Append { record, reply } => group.push(Pending { record, reply }),
@@ -192,9 +198,6 @@ impl Writer {
                 } else {
                     None
                 };
-                if next.is_none() && !closing && !group.iter().any(|p| p.reply.0.is_some()) {
-                    next = linger(&mut rx, timer.as_ref(), linger_until);
-                }
             }
             if !group.is_empty() {
                 writer.commit_group(group);
@@ -457,21 +460,6 @@ impl Writer {
         sync_dir(dir)?;
         Ok(file)
     }
-}
-
-/// A group nobody waits for (completions, rejections) waits, until `until` (at most
-/// [`LINGER`] after the group started), for a record somebody does wait for, so the two
-/// share one `fdatasync`: syncing such groups at once raised the syncs per payment.
-fn linger(
-    rx: &mut mpsc::Receiver<Msg>,
-    timer: Option<&tokio::runtime::Runtime>,
-    until: std::time::Instant,
-) -> Option<Msg> {
-    let left = until.checked_duration_since(std::time::Instant::now())?;
-    timer?
-        .block_on(async { tokio::time::timeout(left, rx.recv()).await })
-        .ok()
-        .flatten()
 }
 
 fn fail_all(replies: impl Iterator<Item = Reply>) {

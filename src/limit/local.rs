@@ -130,11 +130,13 @@ impl<K: Hash + Eq + Clone> KeyedQuota<K> {
         self.maintaining.store(false, Ordering::Release);
     }
 
-    /// Drops idle keys and returns the freed memory (background task).
-    pub(super) fn prune(&self) {
+    /// Drops idle keys, and with `shrink` returns the freed memory (background task).
+    pub(super) fn prune(&self, shrink: bool) {
         let limiter = self.limiter.read().unwrap_or_else(PoisonError::into_inner);
         limiter.retain_recent();
-        limiter.shrink_to_fit();
+        if shrink {
+            limiter.shrink_to_fit();
+        }
     }
 
     pub(super) fn len(&self) -> usize {
@@ -247,13 +249,16 @@ impl CardAttempts {
         }
     }
 
-    /// Drops expired attempts and cards without any (background task).
-    pub(super) fn prune(&self) {
+    /// Drops expired attempts and cards without any, and with `shrink` returns the freed
+    /// memory (background task).
+    pub(super) fn prune(&self, shrink: bool) {
         let now = Instant::now();
         for shard in &self.shards {
             let mut map = shard.lock().unwrap_or_else(PoisonError::into_inner);
             prune_map(&mut map, now, self.period);
-            map.shrink_to_fit();
+            if shrink {
+                map.shrink_to_fit();
+            }
         }
     }
 
@@ -359,7 +364,7 @@ mod tests {
         std::thread::sleep(Duration::from_millis(60));
         a.check(&card, &fp(2)).unwrap();
         std::thread::sleep(Duration::from_millis(60));
-        a.prune();
+        a.prune(true);
         assert_eq!(a.len(), 0);
     }
 }

@@ -41,6 +41,10 @@ use self::redis::{Check, RedisStore};
 /// card keys between two passes), so the cap's on-request-path pruning stays a defence
 /// against floods rather than routine, and each pass walks a small map.
 const PRUNE_EVERY: Duration = Duration::from_secs(2);
+/// Every this many passes a prune also returns freed table memory (`shrink_to_fit`), about
+/// once a minute: shrinking on every pass would free and regrow a busy replica's tables
+/// every few seconds. Between shrinks, `max_keys` still bounds every map.
+const SHRINK_EVERY_PASSES: u32 = 30;
 
 /// Which limit refused a request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -404,31 +408,37 @@ fn ip_key(ip: IpAddr) -> IpAddr {
 
 /// Periodic pruning of the local maps; ends when the limiter is dropped.
 async fn prune_loop(inner: Weak<Inner>) {
-    let mut tick = tokio::time::interval(PRUNE_EVERY);
+    // One kind per tick, so every kind is pruned once per PRUNE_EVERY in short steps.
+    const KINDS: u32 = 5;
+    let mut tick = tokio::time::interval(PRUNE_EVERY / KINDS);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     tick.tick().await;
+    let mut pass: u32 = 0;
     loop {
         tick.tick().await;
         let Some(i) = inner.upgrade() else { return };
-        // Pruning walks whole maps: off the async worker threads.
-        let done = tokio::task::spawn_blocking(move || {
-            fn prune<K: std::hash::Hash + Eq + Clone>(k: &Option<Kind<K>>) {
-                if let Some(local) = k.as_ref().and_then(|k| k.local.as_ref()) {
-                    local.prune();
+        let shrink = (pass / KINDS).is_multiple_of(SHRINK_EVERY_PASSES);
+        // On this task rather than the blocking pool: the walk is short, and a blocking
+        // thread sharing a core with the workers can be preempted while it holds one of the
+        // maps' locks, stalling every request that needs that shard (seen as p99 spikes).
+        match pass % KINDS {
+            0 => prune_kind(&i.per_client, shrink),
+            1 => prune_kind(&i.per_ip, shrink),
+            2 => prune_kind(&i.per_order, shrink),
+            3 => prune_kind(&i.per_card, shrink),
+            _ => {
+                if let Some(local) = i.card_attempts.as_ref().and_then(|a| a.local.as_ref()) {
+                    local.prune(shrink);
                 }
             }
-            prune(&i.per_client);
-            prune(&i.per_ip);
-            prune(&i.per_order);
-            prune(&i.per_card);
-            if let Some(local) = i.card_attempts.as_ref().and_then(|a| a.local.as_ref()) {
-                local.prune();
-            }
-        })
-        .await;
-        if done.is_err() {
-            return;
         }
+        pass = pass.wrapping_add(1);
+    }
+}
+
+fn prune_kind<K: std::hash::Hash + Eq + Clone>(kind: &Option<Kind<K>>, shrink: bool) {
+    if let Some(local) = kind.as_ref().and_then(|k| k.local.as_ref()) {
+        local.prune(shrink);
     }
 }
 
