@@ -8,11 +8,11 @@
 //!   memory bounded by periodic pruning and a hard cap of `max_keys` keys per kind (see
 //!   `local.rs` for what happens at the cap and why).
 //! - Shared mode: the checks of a request stage are one atomic Lua script in Redis
-//!   (`redis.rs`): the client check before the body, the order and card checks after it. While Redis is
-//!   unreachable, `on_store_error = "deny"` refuses with [`LimitError::StoreUnavailable`]
-//!   (the caller answers 503) and `"local"` applies the local limits of this replica
-//!   instead (their state starts empty at the first outage). Logged once per outage;
-//!   recovery is automatic.
+//!   (`redis.rs`): the client check before the body, the order and card checks after it.
+//!   While Redis is unreachable, `on_store_error = "deny"` refuses with
+//!   [`LimitError::StoreUnavailable`] (the caller answers 503) and `"local"` applies the
+//!   local limits of this replica instead (their state starts empty at the first outage).
+//!   Logged once per outage; recovery is automatic.
 //! - The decline breaker is always local to the replica, fed by the upstream answers it
 //!   saw (`breaker.rs` explains why that is enough).
 //!
@@ -246,36 +246,8 @@ impl Limiter {
         order: Option<uuid::Uuid>,
         card: Option<(&[u8; 32], &[u8; 32])>,
     ) -> Result<(), LimitError> {
-        let i = &*self.inner;
-        if let Some(store) = &i.redis {
-            let mut checks = Vec::with_capacity(3);
-            let mut scopes = Vec::with_capacity(3);
-            if let (Some(order), Some(kind)) = (order, &i.per_order) {
-                let key = redis_key(Scope::Order, &order.hyphenated());
-                checks.push(Check::Gcra {
-                    key,
-                    quota: &kind.quota,
-                });
-                scopes.push(Scope::Order);
-            }
-            if let (Some((card, attempt)), Some(attempts)) = (card, &i.card_attempts) {
-                let key = redis_key(Scope::CardAttempts, &HexKey(card));
-                let quota = &attempts.quota;
-                checks.push(Check::Attempts {
-                    key,
-                    attempt,
-                    quota,
-                });
-                scopes.push(Scope::CardAttempts);
-            }
-            if let (Some((card, _)), Some(kind)) = (card, &i.per_card) {
-                let key = redis_key(Scope::Card, &HexKey(card));
-                checks.push(Check::Gcra {
-                    key,
-                    quota: &kind.quota,
-                });
-                scopes.push(Scope::Card);
-            }
+        if let Some(store) = &self.inner.redis {
+            let (checks, scopes) = self.shared_payment_checks(order, card);
             if checks.is_empty() {
                 return Ok(());
             }
@@ -283,21 +255,72 @@ impl Limiter {
                 return verdict.map_or(Ok(()), |(n, wait)| Err(exceeded(scopes[n], wait)));
             }
         }
+        self.local_payment_checks(order, card)
+    }
+
+    /// The Redis checks of [`Limiter::check_payment`] and the scope of each, in order.
+    fn shared_payment_checks<'a>(
+        &'a self,
+        order: Option<uuid::Uuid>,
+        card: Option<(&'a [u8; 32], &'a [u8; 32])>,
+    ) -> (Vec<Check<'a>>, Vec<Scope>) {
+        let i = &*self.inner;
+        let mut checks = Vec::with_capacity(3);
+        let mut scopes = Vec::with_capacity(3);
+        if let (Some(order), Some(kind)) = (order, &i.per_order) {
+            let key = redis_key(Scope::Order, &order.hyphenated());
+            checks.push(Check::Gcra {
+                key,
+                quota: &kind.quota,
+            });
+            scopes.push(Scope::Order);
+        }
+        if let (Some((card, attempt)), Some(attempts)) = (card, &i.card_attempts) {
+            let key = redis_key(Scope::CardAttempts, &HexKey(card));
+            let quota = &attempts.quota;
+            checks.push(Check::Attempts {
+                key,
+                attempt,
+                quota,
+            });
+            scopes.push(Scope::CardAttempts);
+        }
+        if let (Some((card, _)), Some(kind)) = (card, &i.per_card) {
+            let key = redis_key(Scope::Card, &HexKey(card));
+            checks.push(Check::Gcra {
+                key,
+                quota: &kind.quota,
+            });
+            scopes.push(Scope::Card);
+        }
+        (checks, scopes)
+    }
+
+    /// [`Limiter::check_payment`] on this replica's state (local mode, or the fallback of
+    /// shared mode).
+    fn local_payment_checks(
+        &self,
+        order: Option<uuid::Uuid>,
+        card: Option<(&[u8; 32], &[u8; 32])>,
+    ) -> Result<(), LimitError> {
+        let i = &*self.inner;
         if let (Some(order), Some(kind)) = (order, &i.per_order) {
             local_check(kind, &order.as_u128())?;
         }
-        if let Some((card, attempt)) = card {
-            if let Some(attempts) = &i.card_attempts {
-                match &attempts.local {
-                    Some(local) => local
-                        .check(card, attempt)
-                        .map_err(|wait| exceeded(Scope::CardAttempts, wait))?,
-                    None => return Err(LimitError::StoreUnavailable),
-                }
-            }
-            if let Some(kind) = &i.per_card {
-                local_check(kind, card)?;
-            }
+        let Some((card, attempt)) = card else {
+            return Ok(());
+        };
+        if let Some(attempts) = &i.card_attempts {
+            let local = attempts
+                .local
+                .as_ref()
+                .ok_or(LimitError::StoreUnavailable)?;
+            local
+                .check(card, attempt)
+                .map_err(|wait| exceeded(Scope::CardAttempts, wait))?;
+        }
+        if let Some(kind) = &i.per_card {
+            local_check(kind, card)?;
         }
         Ok(())
     }
