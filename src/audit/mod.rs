@@ -98,7 +98,6 @@ pub enum AuditError {
     Closed,
 }
 
-/// Counters for the benchmark: `records / syncs` is the mean group size.
 /// Why [`AuditLog::submit`] did not queue a record.
 #[derive(Debug)]
 pub enum Submit {
@@ -108,6 +107,7 @@ pub enum Submit {
     Closed,
 }
 
+/// Counters for the benchmark: `records / syncs` is the mean group size.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct AuditStats {
     /// Records made durable.
