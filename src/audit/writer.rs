@@ -1,9 +1,9 @@
 //! The writer thread: group commit, chain state, crash recovery and rotation.
 //!
-//! One dedicated std thread owns the file, so `fdatasync` never blocks the
-//! async runtime. It blocks for the first queued record, lets the group gather for
-//! [`GATHER`], takes everything queued by then, signs the group onto the chain, writes it with one
-//! `write_all`, makes it durable with one `sync_data`, then answers every
+//! One dedicated std thread owns the file, so `fdatasync` never blocks the async
+//! runtime. It blocks for the first queued record, lets the group gather for
+//! [`GATHER`], takes everything queued by then, signs the group onto the chain, writes
+//! it with one `write_all`, makes it durable with one `sync_data`, then answers every
 //! waiter. The chain only advances for records that were synced.
 
 use std::ffi::OsString;
