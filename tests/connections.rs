@@ -15,41 +15,22 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use http::Method;
-use tempfile::TempDir;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use support::load::{
     ALPN_H1, ALPN_H2, complete, conn_request, h1_over, h2_over, payment_to, percentile,
     tcp_connect, tls_connect, wait_closed,
 };
-use support::payshim::{
-    ORDER, Payshim, STOREFRONT_KEY, admin_get, base_config, payment_body, set_key,
-};
-use support::{Handler, HttpVersion, TestClient, TestPki, Upstream, handler, moltin_like};
+use support::payshim::{ORDER, Payshim, STOREFRONT_KEY, admin_get, payment_body, set_key};
+use support::{Handler, HttpVersion, TestClient, World, handler, moltin_like};
 
 /// How long a TLS connection attempt may take in these tests before it counts as failed.
 const CONNECT_GUARD: Duration = Duration::from_secs(5);
 
-struct World {
-    pki: TestPki,
-    upstream: Upstream,
-    audit: TempDir,
-}
-
 impl World {
-    async fn new(handler: Handler) -> World {
-        let pki = TestPki::new();
-        let upstream = Upstream::start(&pki, handler).await;
-        World {
-            pki,
-            upstream,
-            audit: tempfile::tempdir().expect("audit temp dir"),
-        }
-    }
-
     /// `base_config` with `server` keys set (TOML literals).
     fn config(&self, server: &[(&str, &str)]) -> String {
-        let mut toml = base_config(&self.pki, &self.upstream.url(), self.audit.path());
+        let mut toml = self.base_config();
         for (key, value) in server {
             toml = set_key(&toml, "server", key, Some(value));
         }

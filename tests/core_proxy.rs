@@ -12,14 +12,13 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use http::{Method, Request, Version};
 use serde_json::Value;
-use tempfile::TempDir;
 
 use support::payshim::{
     ORDER, Payshim, STOREFRONT_KEY, UPSTREAM_TOKEN, admin_get, base_config, payment_body,
     payment_request, set_key,
 };
 use support::{
-    HttpVersion, Recorded, Reply, TestPki, TestResponse, Upstream, closed_port, handler,
+    HttpVersion, Recorded, Reply, TestPki, TestResponse, Upstream, World, closed_port, handler,
     moltin_like, tls11_client_hello,
 };
 
@@ -29,27 +28,10 @@ const TRANSACTION: &str = "3f2a1b0c-4d5e-4f60-8a7b-9c0d1e2f3a4b";
 /// canonical form (spaces, key order), so only an unchanged body compares equal.
 const UPSTREAM_ANSWER: &str = r#"{ "data": { "type": "transaction", "id": "5e1d2c3b-4a59-4687-9a1b-2c3d4e5f6a7b", "gateway": "card_connect", "transaction-type": "purchase", "status": "complete", "amount": 4999, "currency": "USD" } }"#;
 
-/// One test's world: PKI, upstream double, audit directory.
-struct World {
-    pki: TestPki,
-    upstream: Upstream,
-    audit: TempDir,
-}
-
 impl World {
-    async fn new(handler: support::Handler) -> World {
-        let pki = TestPki::new();
-        let upstream = Upstream::start(&pki, handler).await;
-        World {
-            pki,
-            upstream,
-            audit: tempfile::tempdir().expect("audit temp dir"),
-        }
-    }
-
     /// A valid config pointing at this world's upstream.
     fn config(&self) -> String {
-        base_config(&self.pki, &self.upstream.url(), self.audit.path())
+        self.base_config()
     }
 }
 

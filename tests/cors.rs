@@ -11,13 +11,12 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http::{Method, Request};
-use tempfile::TempDir;
 
 use support::payshim::{
-    ORDER, Payshim, SESSION_KEY, STOREFRONT_KEY, UPSTREAM_TOKEN, base_config, payment_body,
-    payment_request, toml_str,
+    ORDER, Payshim, SESSION_KEY, STOREFRONT_KEY, UPSTREAM_TOKEN, payment_body, payment_request,
+    toml_str,
 };
-use support::{HttpVersion, TestClient, TestPki, TestResponse, Upstream, moltin_like};
+use support::{HttpVersion, TestClient, TestResponse, World, moltin_like};
 
 const SHOP: &str = "https://shop.example";
 const SHOP_STAGING: &str = "https://staging.shop.example:8443";
@@ -45,25 +44,9 @@ const DENIED: [&str; 8] = [
     "null",
 ];
 
-struct World {
-    pki: TestPki,
-    upstream: Upstream,
-    audit: TempDir,
-}
-
 impl World {
-    async fn new() -> World {
-        let pki = TestPki::new();
-        let upstream = Upstream::start(&pki, moltin_like()).await;
-        World {
-            pki,
-            upstream,
-            audit: tempfile::tempdir().expect("audit temp dir"),
-        }
-    }
-
     fn config(&self) -> String {
-        let mut toml = base_config(&self.pki, &self.upstream.url(), self.audit.path());
+        let mut toml = self.base_config();
         toml.push_str(&format!(
             r#"
 [auth]
@@ -167,7 +150,7 @@ fn assert_no_acao(resp: &TestResponse) {
 
 #[tokio::test]
 async fn preflight_from_an_allowed_origin_is_204_with_exact_origin_and_sdk_headers() {
-    let world = World::new().await;
+    let world = World::new(moltin_like()).await;
     let payshim = world.start().await;
     for version in [HttpVersion::Http1, HttpVersion::Http2] {
         let client = payshim.client(version);
@@ -222,7 +205,7 @@ async fn preflight_from_an_allowed_origin_is_204_with_exact_origin_and_sdk_heade
 
 #[tokio::test]
 async fn preflight_from_a_denied_origin_is_403() {
-    let world = World::new().await;
+    let world = World::new(moltin_like()).await;
     let payshim = world.start().await;
     let client = payshim.client(HttpVersion::Http1);
     for origin in DENIED {
@@ -245,7 +228,7 @@ async fn preflight_from_a_denied_origin_is_403() {
 
 #[tokio::test]
 async fn actual_request_from_an_allowed_origin_is_forwarded_and_decorated() {
-    let world = World::new().await;
+    let world = World::new(moltin_like()).await;
     let payshim = world.start().await;
     for version in [HttpVersion::Http1, HttpVersion::Http2] {
         let client = payshim.client(version);
@@ -294,7 +277,7 @@ async fn actual_request_from_an_allowed_origin_is_forwarded_and_decorated() {
 
 #[tokio::test]
 async fn actual_request_from_a_denied_origin_is_403_and_not_forwarded() {
-    let world = World::new().await;
+    let world = World::new(moltin_like()).await;
     let payshim = world.start().await;
     let client = payshim.client(HttpVersion::Http1);
     let token = session_token(&payshim, &client).await;
@@ -336,7 +319,7 @@ async fn actual_request_from_a_denied_origin_is_403_and_not_forwarded() {
 async fn origins_are_per_client() {
     // https://shop.example is allowed for web-browser, not for web-eu: web-eu's valid API
     // key from that origin is refused, and nothing is forwarded.
-    let world = World::new().await;
+    let world = World::new(moltin_like()).await;
     let payshim = world.start().await;
     let client = payshim.client(HttpVersion::Http1);
     let key = format!("Bearer {STOREFRONT_KEY}");
@@ -367,7 +350,7 @@ async fn origins_are_per_client() {
 async fn credential_errors_to_an_allowed_origin_carry_acao() {
     // The SDK reacts to a 401 (new token, resend); a browser only lets it read the
     // answer when the CORS headers are there.
-    let world = World::new().await;
+    let world = World::new(moltin_like()).await;
     let payshim = world.start().await;
     let client = payshim.client(HttpVersion::Http1);
     for auth in [

@@ -19,7 +19,6 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use http::{Method, Request};
 use serde_json::{Value, json};
-use tempfile::TempDir;
 
 use support::cards::{BRANDS, Binary, MASTERCARD, VISA, pan};
 use support::load::{
@@ -32,8 +31,8 @@ use support::payshim::{
 use support::redis::RedisServer;
 use support::upstream::random_uuid;
 use support::{
-    Handler, HttpVersion, Recorded, Reply, TestClient, TestPki, TestResponse, Upstream, handler,
-    moltin_like,
+    Handler, HttpVersion, Recorded, Reply, TestClient, TestPki, TestResponse, Upstream, World,
+    handler, moltin_like,
 };
 
 /// The second server storefront's API key (client `web-us`).
@@ -45,24 +44,7 @@ const HOUR: Duration = Duration::from_secs(3600);
 /// How long Redis recovery may take through the server (the probe runs every 500 ms).
 const RECOVERY: Duration = Duration::from_secs(10);
 
-/// One test's world: PKI, upstream double, audit directory.
-struct World {
-    pki: TestPki,
-    upstream: Upstream,
-    audit: TempDir,
-}
-
 impl World {
-    async fn new(handler: Handler) -> World {
-        let pki = TestPki::new();
-        let upstream = Upstream::start(&pki, handler).await;
-        World {
-            pki,
-            upstream,
-            audit: tempfile::tempdir().expect("audit temp dir"),
-        }
-    }
-
     /// `base_config` (every limit off) with `limits` set in `[limits]` (TOML literals), plus
     /// a second API-key client `web-us`, a session key and a browser client `web-browser`.
     fn config(&self, limits: &[(&str, &str)]) -> String {

@@ -11,39 +11,22 @@ use std::time::Duration;
 use bytes::Bytes;
 use http::Request;
 use serde_json::Value;
-use tempfile::TempDir;
 
 use support::payshim::{
-    ORDER, Payshim, STOREFRONT_KEY, UPSTREAM_TOKEN, admin_get, base_config, payment_body,
-    payment_request, set_key, sha256_hex, toml_path,
+    ORDER, Payshim, STOREFRONT_KEY, UPSTREAM_TOKEN, admin_get, payment_body, payment_request,
+    set_key, sha256_hex, toml_path,
 };
-use support::{HttpVersion, TestClient, TestPki, TestResponse, Upstream, moltin_like};
+use support::{HttpVersion, TestClient, TestPki, TestResponse, World, moltin_like};
 
 /// A second storefront with an API key only (for the "certificate and bearer disagree" case).
 const OTHER_KEY: &str = "sf-other-test-key-4b3a29180f7e6d5c";
 
-struct World {
-    pki: TestPki,
-    upstream: Upstream,
-    audit: TempDir,
-}
-
 impl World {
-    async fn new() -> World {
-        let pki = TestPki::new();
-        let upstream = Upstream::start(&pki, moltin_like()).await;
-        World {
-            pki,
-            upstream,
-            audit: tempfile::tempdir().expect("audit temp dir"),
-        }
-    }
-
     /// Client certificates required (the test CA); `web-eu` identified by `CN=web-eu`
     /// alone (its API key removed), `pos-terminal` by the SAN `DNS:pos.shop.example`,
     /// `other` by an API key.
     fn config(&self) -> String {
-        let toml = base_config(&self.pki, &self.upstream.url(), self.audit.path());
+        let toml = self.base_config();
         let toml = set_key(
             &toml,
             "server",
@@ -108,7 +91,7 @@ async fn refused_connections(payshim: &Payshim) -> u64 {
 
 #[tokio::test]
 async fn valid_certificate_pays_as_its_client() {
-    let world = World::new().await;
+    let world = World::new(moltin_like()).await;
     let payshim = Payshim::start(&world.config()).await;
     let web_eu = world.pki.client_cert("web-eu");
     for version in [HttpVersion::Http1, HttpVersion::Http2] {
@@ -143,7 +126,7 @@ async fn valid_certificate_pays_as_its_client() {
 
 #[tokio::test]
 async fn certificate_maps_by_dns_san() {
-    let world = World::new().await;
+    let world = World::new(moltin_like()).await;
     let payshim = Payshim::start(&world.config()).await;
     let pos = world.pki.client_cert("pos.shop.example");
     let client = client_with(&payshim, HttpVersion::Http2, &pos);
@@ -162,7 +145,7 @@ async fn certificate_maps_by_dns_san() {
 
 #[tokio::test]
 async fn bad_or_missing_certificates_fail_the_handshake() {
-    let world = World::new().await;
+    let world = World::new(moltin_like()).await;
     let payshim = Payshim::start(&world.config()).await;
     let foreign_pki = TestPki::new();
     let foreign = foreign_pki.client_cert("web-eu");
@@ -222,7 +205,7 @@ async fn bad_or_missing_certificates_fail_the_handshake() {
 
 #[tokio::test]
 async fn valid_certificate_of_an_unmapped_name_needs_a_credential() {
-    let world = World::new().await;
+    let world = World::new(moltin_like()).await;
     let payshim = Payshim::start(&world.config()).await;
     let stranger = world.pki.client_cert("stranger.example");
     let client = client_with(&payshim, HttpVersion::Http1, &stranger);
@@ -245,7 +228,7 @@ async fn valid_certificate_of_an_unmapped_name_needs_a_credential() {
 
 #[tokio::test]
 async fn certificate_and_bearer_of_different_clients_are_401() {
-    let world = World::new().await;
+    let world = World::new(moltin_like()).await;
     let payshim = Payshim::start(&world.config()).await;
     let web_eu = world.pki.client_cert("web-eu");
     let client = client_with(&payshim, HttpVersion::Http1, &web_eu);

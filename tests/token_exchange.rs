@@ -13,13 +13,12 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
 use bytes::Bytes;
 use http::{Method, Request};
 use serde_json::Value;
-use tempfile::TempDir;
 
 use support::payshim::{
-    ORDER, Payshim, SESSION_KEY, STOREFRONT_KEY, UPSTREAM_TOKEN, base_config, payment_body,
-    payment_request, sha256_hex, toml_str,
+    ORDER, Payshim, SESSION_KEY, STOREFRONT_KEY, UPSTREAM_TOKEN, payment_body, payment_request,
+    sha256_hex, toml_str,
 };
-use support::{HttpVersion, Recorded, TestClient, TestPki, TestResponse, Upstream, moltin_like};
+use support::{HttpVersion, Recorded, TestClient, TestResponse, World, moltin_like};
 
 /// The browser storefront's public client id (implicit grant).
 const PUBLIC_ID: &str = "pk-browser-3d1f9a7c0b2e";
@@ -30,29 +29,13 @@ const OTHER_SESSION_KEY: &str = "other-session-key-0f1e2d3c4b5a69788796a5b4c3d2e
 const TRANSACTION: &str = "3f2a1b0c-4d5e-4f60-8a7b-9c0d1e2f3a4b";
 const FORM: &str = "application/x-www-form-urlencoded";
 
-struct World {
-    pki: TestPki,
-    upstream: Upstream,
-    audit: TempDir,
-}
-
 impl World {
-    async fn new() -> World {
-        let pki = TestPki::new();
-        let upstream = Upstream::start(&pki, moltin_like()).await;
-        World {
-            pki,
-            upstream,
-            audit: tempfile::tempdir().expect("audit temp dir"),
-        }
-    }
-
     /// `base_config` (client `web-eu` with an API key, static upstream token) plus a
     /// session key and two token-exchange clients:
     /// - `web-browser`: `public_id`, may only pay (`routes = ["payments"]`);
     /// - `server-app`: `secret_sha256`, every route.
     fn config(&self, session_key: &str, ttl: Option<&str>) -> String {
-        let mut toml = base_config(&self.pki, &self.upstream.url(), self.audit.path());
+        let mut toml = self.base_config();
         let ttl = ttl
             .map(|t| format!("session_ttl = {}\n", toml_str(t)))
             .unwrap_or_default();
@@ -181,7 +164,7 @@ fn split_token(token: &str) -> (String, String) {
 
 #[tokio::test]
 async fn implicit_grant_returns_a_session_token_in_the_api_shape() {
-    let world = World::new().await;
+    let world = World::new(moltin_like()).await;
     let payshim = Payshim::start(&world.config(SESSION_KEY, None)).await;
     for version in [HttpVersion::Http1, HttpVersion::Http2] {
         let client = payshim.client(version);
@@ -222,7 +205,7 @@ async fn implicit_grant_returns_a_session_token_in_the_api_shape() {
 
 #[tokio::test]
 async fn client_credentials_grant_with_id_and_secret() {
-    let world = World::new().await;
+    let world = World::new(moltin_like()).await;
     let payshim = Payshim::start(&world.config(SESSION_KEY, Some("15m"))).await;
     let client = payshim.client(HttpVersion::Http1);
     // The secret is form-encoded like the SDK does (encodeURIComponent).
@@ -256,7 +239,7 @@ async fn client_credentials_grant_with_id_and_secret() {
 
 #[tokio::test]
 async fn wrong_secret_and_unknown_clients_are_401() {
-    let world = World::new().await;
+    let world = World::new(moltin_like()).await;
     let payshim = Payshim::start(&world.config(SESSION_KEY, None)).await;
     let client = payshim.client(HttpVersion::Http1);
     let cases = [
@@ -292,7 +275,7 @@ async fn wrong_secret_and_unknown_clients_are_401() {
 
 #[tokio::test]
 async fn malformed_token_requests_are_400() {
-    let world = World::new().await;
+    let world = World::new(moltin_like()).await;
     let payshim = Payshim::start(&world.config(SESSION_KEY, None)).await;
     let client = payshim.client(HttpVersion::Http1);
     let implicit_body = format!("grant_type=implicit&client_id={PUBLIC_ID}");
@@ -370,7 +353,7 @@ async fn malformed_token_requests_are_400() {
 
 #[tokio::test]
 async fn session_token_pays_with_the_store_token_and_is_never_forwarded() {
-    let world = World::new().await;
+    let world = World::new(moltin_like()).await;
     let payshim = Payshim::start(&world.config(SESSION_KEY, None)).await;
     for version in [HttpVersion::Http1, HttpVersion::Http2] {
         let client = payshim.client(version);
@@ -426,7 +409,7 @@ async fn session_token_pays_with_the_store_token_and_is_never_forwarded() {
 
 #[tokio::test]
 async fn expired_session_token_is_401_and_nothing_is_forwarded() {
-    let world = World::new().await;
+    let world = World::new(moltin_like()).await;
     // 2 s: `expires` is a whole epoch second, so the token is good for at least 1 s.
     let payshim = Payshim::start(&world.config(SESSION_KEY, Some("2s"))).await;
     let client = payshim.client(HttpVersion::Http1);
@@ -457,7 +440,7 @@ async fn expired_session_token_is_401_and_nothing_is_forwarded() {
 
 #[tokio::test]
 async fn tokens_are_accepted_by_replicas_with_the_same_key_only() {
-    let world = World::new().await;
+    let world = World::new(moltin_like()).await;
     let a = Payshim::start(&world.config(SESSION_KEY, None)).await;
     let b = Payshim::start(&world.config(SESSION_KEY, None)).await;
     let other = Payshim::start(&world.config(OTHER_SESSION_KEY, None)).await;
@@ -489,7 +472,7 @@ async fn tokens_are_accepted_by_replicas_with_the_same_key_only() {
 
 #[tokio::test]
 async fn forged_and_mangled_tokens_are_401() {
-    let world = World::new().await;
+    let world = World::new(moltin_like()).await;
     let payshim = Payshim::start(&world.config(SESSION_KEY, None)).await;
     let client = payshim.client(HttpVersion::Http1);
     let token = implicit(&payshim, &client).await["access_token"]
@@ -549,7 +532,7 @@ async fn forged_and_mangled_tokens_are_401() {
 
 #[tokio::test]
 async fn route_permissions_are_per_client() {
-    let world = World::new().await;
+    let world = World::new(moltin_like()).await;
     let payshim = Payshim::start(&world.config(SESSION_KEY, None)).await;
     let client = payshim.client(HttpVersion::Http1);
     let token = implicit(&payshim, &client).await["access_token"]

@@ -11,11 +11,13 @@ pub mod payshim;
 pub mod pki;
 pub mod redis;
 pub mod upstream;
+pub mod world;
 
 pub use client::{HttpVersion, TestClient, TestResponse, tls11_client_hello};
 pub use pki::TestPki;
 pub use upstream::{
     Handler, Recorded, Reply, Upstream, blackhole, closed_port, handler, moltin_like,
 };
+pub use world::World;
 pub mod cards;
 pub mod load;
