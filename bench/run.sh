@@ -2,7 +2,7 @@
 # payshim load benchmark: direct upstream vs nginx vs HAProxy vs payshim, on loopback.
 #
 #   bench/run.sh [--duration 15s] [--only GROUP|TARGET[,...]] [--no-build] [--no-install]
-#                [--perf] [--keep-logs]
+#                [--perf] [--keep-logs] [--rounds N]
 #
 # Groups: all (default), passthrough (direct nginx haproxy payshim-passthrough),
 #         payments (payshim-payments), limits (payshim-payments payshim-payments-limits
@@ -10,6 +10,9 @@
 #
 # Proxy and upstream (and Redis) run pinned to core 0, wrk to core 1. Every target gets a
 # 3 s warm-up, then one measured wrk run of --duration, 64 keep-alive connections.
+# --rounds N runs the selected targets N times, reversing their order every other round
+# (A B, B A, A B...), and adds a table of per-target medians: this VM drifts between fast
+# and slow states for minutes, so compare medians of interleaved rounds, not single runs.
 # Raw outputs go to bench/out/<UTC timestamp>/ (gitignored). --perf also samples payshim
 # with `perf record -g` during the measured runs (rows marked "profiled"; slower).
 # Access logs and audit files (~1 GB per full run) are cut to their first 1000 lines once
@@ -27,6 +30,7 @@ BUILD=1
 INSTALL=1
 PERF=0
 KEEP_LOGS=0
+ROUNDS=1
 
 # Loopback ports (payshim's own are also in payshim-bench.toml; run.sh passes them as
 # PAYSHIM__ overrides so the two cannot drift apart).
@@ -57,6 +61,8 @@ while [[ $# -gt 0 ]]; do
         --no-install) INSTALL=0; shift ;;
         --perf) PERF=1; shift ;;
         --keep-logs) KEEP_LOGS=1; shift ;;
+        --rounds) ROUNDS=${2:?--rounds needs a number}; shift 2 ;;
+        --rounds=*) ROUNDS=${1#*=}; shift ;;
         -h|--help) usage; exit 0 ;;
         *) echo "run.sh: unknown argument $1" >&2; usage >&2; exit 2 ;;
     esac
@@ -74,6 +80,10 @@ to_seconds() {
 }
 DUR_S=$(to_seconds "$DURATION")
 WARM_S=$(to_seconds "$WARMUP")
+if ! [[ $ROUNDS =~ ^[1-9][0-9]?$ ]]; then
+    echo "run.sh: --rounds must be a number from 1 to 99" >&2
+    exit 2
+fi
 if (( DUR_S < 1 || DUR_S > 600 )); then
     echo "run.sh: --duration must be between 1s and 10m" >&2
     exit 2
@@ -347,7 +357,7 @@ printf '%s' '{"data":{"type":"bench_event","order_id":"9b2f7c1e-3d4a-4b5c-8d6e-7
 
 # Results, one line per target (tab-separated), appended by run_target.
 RESULTS=$OUT/results.tsv
-printf 'target\trps\tp50_us\tp99_us\tnon2xx\terrors\taudit_records\trecords_per_s\tfsyncs\tfsync_source\tcpu0\tcpu1\tnote\tproxy_cpu_us_per_req\n' >"$RESULTS"
+printf 'target\trps\tp50_us\tp99_us\tnon2xx\terrors\taudit_records\trecords_per_s\tfsyncs\tfsync_source\tcpu0\tcpu1\tnote\tproxy_cpu_us_per_req\tround\n' >"$RESULTS"
 
 start_payshim() { # name dir [extra env...]
     local name=$1 dir=$2; shift 2
@@ -448,8 +458,12 @@ run_wrk() {
     unset "PIDS[wrk]"
 }
 
+# The round being run (1..ROUNDS); with several rounds each has its own output folder.
+ROUND=1
+
 run_target() {
     local t=$1 dir=$OUT/$1 url lua kind=tls note="" port
+    (( ROUNDS > 1 )) && dir=$OUT/round$ROUND/$1
     mkdir -p "$dir"
     case "$t" in
         direct) kind=plain; port=$UPSTREAM_PORT; lua=passthrough ;;
@@ -512,7 +526,7 @@ run_target() {
     esac
     if [[ -n $note ]]; then
         log "$t: $note; skipped"
-        printf '%s\t\t\t\t\t\t\t\t\t\t\t\t%s\n' "$t" "$note" >>"$RESULTS"
+        printf '%s\t\t\t\t\t\t\t\t\t\t\t\t%s\t\t%s\n' "$t" "$note" "$ROUND" >>"$RESULTS"
         stop_proc "$t"; stop_proc redis
         return 0
     fi
@@ -538,7 +552,7 @@ run_target() {
     if [[ $status != 201 ]]; then
         note="sanity request answered ${status:-nothing}, expected 201 (see $t/sanity.body)"
         log "$t: $note; skipped"
-        printf '%s\t\t\t\t\t\t\t\t\t\t\t\t%s\n' "$t" "$note" >>"$RESULTS"
+        printf '%s\t\t\t\t\t\t\t\t\t\t\t\t%s\t\t%s\n' "$t" "$note" "$ROUND" >>"$RESULTS"
         stop_proc "$t"; stop_proc redis
         return 0
     fi
@@ -677,8 +691,8 @@ run_target() {
     res=$(grep '^BENCH_RESULT' "$dir/wrk.txt" || true)
     if [[ -z $res ]]; then
         note="${note:+$note; }wrk produced no result (see $t/wrk.txt)"
-        printf '%s\t\t\t\t\t\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$t" "$audit_recs" "$rps_audit" \
-            "$fsyncs" "$fsync_source" "$cpu0" "$cpu1" "$note" >>"$RESULTS"
+        printf '%s\t\t\t\t\t\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t\t%s\n' "$t" "$audit_recs" "$rps_audit" \
+            "$fsyncs" "$fsync_source" "$cpu0" "$cpu1" "$note" "$ROUND" >>"$RESULTS"
         return 0
     fi
     local rps p50 p99 non2xx errs reqs root us_req
@@ -696,36 +710,44 @@ run_target() {
     # More than 5% of a core used by unrelated processes: the figures are not clean.
     if [[ ${others%%%*} -gt 5 ]]; then note="${note:+$note; }NOT CLEAN: others used $others of a core"; fi
     if (( forks > 10 )); then note="${note:+$note; }NOT CLEAN: $forks processes started during the run (a build?)"; fi
-    printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$t" "$rps" "$p50" "$p99" \
+    printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$t" "$rps" "$p50" "$p99" \
         "$non2xx" "$errs" "$audit_recs" "$rps_audit" "$fsyncs" "$fsync_source" "$cpu0" "$cpu1" \
-        "$note" "$us_req" >>"$RESULTS"
+        "$note" "$us_req" "$ROUND" >>"$RESULTS"
     log "$t: $(awk -v r="$rps" 'BEGIN { printf "%.0f", r }') req/s, p50 ${p50} us, p99 ${p99} us"
 }
 
-for t in "${TARGETS[@]}"; do run_target "$t"; done
+for (( ROUND = 1; ROUND <= ROUNDS; ROUND++ )); do
+    (( ROUNDS > 1 )) && log "-- round $ROUND of $ROUNDS"
+    if (( ROUND % 2 )); then order=("${TARGETS[@]}"); else
+        order=(); for (( i = ${#TARGETS[@]} - 1; i >= 0; i-- )); do order+=("${TARGETS[$i]}"); done
+    fi
+    for t in "${order[@]}"; do run_target "$t"; done
+done
 stop_proc upstream
 
 # ---------------------------------------------------------------------------------------
 # Table.
 
 print_table() {
-    awk -F'\t' -v dur="$DUR_S" -v conns="$CONNS" '
+    awk -F'\t' -v dur="$DUR_S" -v conns="$CONNS" -v rounds="$ROUNDS" '
     function ms(us) { return us == "" ? "-" : sprintf("%.2f", us / 1000) }
     function dash(v) { return v == "" ? "-" : v }
     NR == 1 { next }
     { n++; T[n] = $1; R[n] = $2; P50[n] = $3; P99[n] = $4; N2[n] = $5; E[n] = $6
       A[n] = $7; AR[n] = $8; F[n] = $9; FSRC[n] = $10; C0[n] = $11; C1[n] = $12; NOTE[n] = $13
-      U[n] = $14
-      if ($1 == "nginx" && $2 != "") nginx = $2 }
+      U[n] = $14; RD[n] = $15 == "" ? 1 : $15
+      if ($1 == "nginx" && $2 != "") NG[RD[n]] = $2 }
     END {
       printf "%-24s %9s %8s %8s %7s %8s %6s %9s %8s %8s %10s %6s %6s  %s\n", "target", "req/s", \
         "p50 ms", "p99 ms", "nginx%", "us/req", "errs", "audit", "recs/s", "fsyncs", "recs/fsync", \
         "cpu0%", "cpu1%", "notes"
       for (i = 1; i <= n; i++) {
+        nginx = NG[RD[i]]
         rel = (nginx != "" && R[i] != "") ? sprintf("%.0f", 100 * R[i] / nginx) : "-"
         rpf = (F[i] != "" && F[i] > 0 && A[i] != "") ? sprintf("%.1f", A[i] / F[i]) : "-"
         fs = F[i] == "" ? "-" : F[i] (FSRC[i] == "perf" ? "*" : "")
-        printf "%-24s %9s %8s %8s %7s %8s %6s %9s %8s %8s %10s %6s %6s  %s\n", T[i], \
+        printf "%-24s %9s %8s %8s %7s %8s %6s %9s %8s %8s %10s %6s %6s  %s\n", \
+          T[i] (rounds > 1 ? " #" RD[i] : ""), \
           (R[i] == "" ? "-" : sprintf("%.0f", R[i])), ms(P50[i]), ms(P99[i]), rel, dash(U[i]), \
           dash(E[i] == "" ? "" : E[i] + N2[i]), dash(A[i]), dash(AR[i]), fs, rpf, \
           dash(C0[i]), dash(C1[i]), NOTE[i]
@@ -738,4 +760,47 @@ print_table() {
     echo "fsyncs from /metrics (payshim_audit_syncs_total or _fsyncs), or '*' = fdatasync/fsync syscalls counted with perf;" \
         "cpuN% = busy share of core N during the run. Raw output: $OUT"
 }
-print_table | tee "$OUT/summary.txt"
+# With --rounds: per target, the median over rounds of req/s, p99 and CPU per request, of
+# its throughput as a share of the same round's nginx, and for the payment variants of
+# their throughput against the same round's payments run (limits off): the paired
+# ratios cancel most of the drift between rounds.
+print_medians() {
+    awk -F'\t' '
+    function median(list,    a, k, i, j, v) {
+      k = split(list, a, " ")
+      if (k == 0) return ""
+      for (i = 2; i <= k; i++) { v = a[i] + 0; for (j = i - 1; j >= 1 && a[j] + 0 > v; j--) a[j + 1] = a[j]; a[j + 1] = v }
+      return k % 2 ? a[(k + 1) / 2] : (a[k / 2] + a[k / 2 + 1]) / 2
+    }
+    function add(arr, key, v) { if (v != "") arr[key] = arr[key] " " v }
+    NR == 1 { next }
+    $2 != "" {
+      if (!($1 in SEEN)) { SEEN[$1] = 1; ORDER[++n] = $1 }
+      add(RPS, $1, $2); add(P99, $1, $4); add(US, $1, $14)
+      R[$1, $15] = $2; ROUNDSEEN[$15] = 1
+    }
+    END {
+      for (r in ROUNDSEEN) for (i = 1; i <= n; i++) {
+        t = ORDER[i]
+        if (((t, r) in R) && (("nginx", r) in R)) add(VSN, t, 100 * R[t, r] / R["nginx", r])
+        if (t ~ /^payshim-payments-/ && ((t, r) in R) && (("payshim-payments", r) in R))
+          add(VSP, t, 100 * (R[t, r] / R["payshim-payments", r] - 1))
+      }
+      printf "%-24s %7s %9s %8s %8s %8s %14s\n", "median over rounds", "rounds", "req/s", "p99 ms", \
+        "us/req", "nginx%", "vs payments%"
+      for (i = 1; i <= n; i++) {
+        t = ORDER[i]; k = split(RPS[t], tmp, " ")
+        vn = median(VSN[t]); vp = median(VSP[t]); us = median(US[t])
+        printf "%-24s %7d %9.0f %8.2f %8s %8s %14s\n", t, k, median(RPS[t]), median(P99[t]) / 1000, \
+          (us == "" ? "-" : sprintf("%.1f", us)), (vn == "" ? "-" : sprintf("%.0f", vn)), \
+          (vp == "" ? "-" : sprintf("%+.1f", vp))
+      }
+    }' "$RESULTS"
+    echo
+    echo "nginx% and vs payments% are medians of per-round ratios (each run against the same round's nginx / limits-off payments)."
+}
+
+{
+    print_table
+    if (( ROUNDS > 1 )); then echo; print_medians; fi
+} | tee "$OUT/summary.txt"

@@ -2,7 +2,7 @@
 //! card-attempts sets, both with bounded memory.
 //!
 //! Memory is bounded twice over:
-//! - a background task ([`KeyedQuota::prune`], [`CardAttempts::prune`]) drops idle state
+//! - a background task (`super::prune`) drops idle state as the maps grow, and at least
 //!   every few seconds (a key whose GCRA state equals a fresh one carries no information);
 //! - a hard cap of `max_keys` keys per kind, enforced on the request path. What happens at
 //!   the cap is the safe choice for each structure:
@@ -19,15 +19,19 @@
 //!     the cards under active attack keep their history.
 
 use std::collections::HashMap;
-use std::hash::Hash;
+use std::hash::{BuildHasher, Hash, RandomState};
 use std::num::NonZeroU32;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard, PoisonError, RwLock};
 use std::time::{Duration, Instant};
 
 use governor::DefaultKeyedRateLimiter;
-use governor::clock::Clock;
+use governor::clock::{Clock, DefaultClock};
+use governor::middleware::NoOpMiddleware;
+use smallvec::SmallVec;
 
+use super::hash::FingerprintHash;
+use super::prune::Prunable;
 use super::{LogEvery, Scope};
 use crate::config::Quota;
 
@@ -43,13 +47,17 @@ pub(super) fn emission_interval(q: &Quota) -> Duration {
     (q.period / q.count.max(1)).max(Duration::from_nanos(1))
 }
 
-/// One governor keyed limiter with a hard key cap.
-pub(super) struct KeyedQuota<K: Hash + Eq + Clone> {
+/// governor's keyed limiter on its default clock, with hasher `S` for its map.
+type Keyed<K, S> = DefaultKeyedRateLimiter<K, NoOpMiddleware<<DefaultClock as Clock>::Instant>, S>;
+
+/// One governor keyed limiter with a hard key cap. `S` hashes the keys: the std hasher
+/// for keys a client chooses, [`FingerprintHash`] for card fingerprints.
+pub(super) struct KeyedQuota<K: Hash + Eq + Clone, S: BuildHasher + Clone = RandomState> {
     scope: Scope,
     quota: governor::Quota,
     /// Read-locked by every check (shared, uncontended between keys: governor's map is
     /// itself sharded); write-locked only to reset the kind at the cap.
-    limiter: RwLock<DefaultKeyedRateLimiter<K>>,
+    limiter: RwLock<Keyed<K, S>>,
     max_keys: usize,
     /// The map's size is looked at every `sample_every` checks (governor's `len()` walks
     /// every shard, too dear for each request)...
@@ -63,7 +71,18 @@ pub(super) struct KeyedQuota<K: Hash + Eq + Clone> {
     log: LogEvery,
 }
 
-impl<K: Hash + Eq + Clone> KeyedQuota<K> {
+/// A fresh, empty limiter for `quota`.
+fn keyed<K: Hash + Eq + Clone, S: BuildHasher + Default + Clone>(
+    quota: governor::Quota,
+) -> Keyed<K, S> {
+    governor::RateLimiter::dashmap_with_clock_and_hasher(
+        quota,
+        DefaultClock::default(),
+        S::default(),
+    )
+}
+
+impl<K: Hash + Eq + Clone, S: BuildHasher + Default + Clone> KeyedQuota<K, S> {
     pub(super) fn new(scope: Scope, quota: &Quota, max_keys: usize) -> Self {
         let quota = governor_quota(quota);
         let max_keys = max_keys.max(1);
@@ -71,7 +90,7 @@ impl<K: Hash + Eq + Clone> KeyedQuota<K> {
         KeyedQuota {
             scope,
             quota,
-            limiter: RwLock::new(DefaultKeyedRateLimiter::keyed(quota)),
+            limiter: RwLock::new(keyed(quota)),
             max_keys,
             sample_every,
             threshold: max_keys.saturating_sub(sample_every as usize).max(1),
@@ -109,7 +128,7 @@ impl<K: Hash + Eq + Clone> KeyedQuota<K> {
         let still = limiter.len();
         drop(limiter);
         if still >= self.threshold {
-            let fresh = DefaultKeyedRateLimiter::keyed(self.quota);
+            let fresh = keyed(self.quota);
             let old = std::mem::replace(
                 &mut *self.limiter.write().unwrap_or_else(PoisonError::into_inner),
                 fresh,
@@ -130,15 +149,6 @@ impl<K: Hash + Eq + Clone> KeyedQuota<K> {
         self.maintaining.store(false, Ordering::Release);
     }
 
-    /// Drops idle keys, and with `shrink` returns the freed memory (background task).
-    pub(super) fn prune(&self, shrink: bool) {
-        let limiter = self.limiter.read().unwrap_or_else(PoisonError::into_inner);
-        limiter.retain_recent();
-        if shrink {
-            limiter.shrink_to_fit();
-        }
-    }
-
     pub(super) fn len(&self) -> usize {
         self.limiter
             .read()
@@ -154,15 +164,17 @@ impl<K: Hash + Eq + Clone> KeyedQuota<K> {
 
 /// Per card: the attempt fingerprints (PAN, expiry, CVV) seen in the window, with the time
 /// each was first seen (at most `count` entries), and when the card was last checked.
+/// Nearly every card is tried once, so the first attempt is stored inline: no allocation
+/// per new card.
 struct Seen {
-    attempts: Vec<([u8; 32], Instant)>,
+    attempts: SmallVec<[([u8; 32], Instant); 1]>,
     touched: Instant,
 }
 
 const ATTEMPT_SHARDS: usize = 16;
 
 /// Card fingerprint -> its attempts.
-type AttemptMap = HashMap<[u8; 32], Seen>;
+type AttemptMap = HashMap<[u8; 32], Seen, FingerprintHash>;
 
 /// Distinct (expiry, CVV) combinations per card in a sliding window (card cracking).
 pub(super) struct CardAttempts {
@@ -180,7 +192,9 @@ impl CardAttempts {
         CardAttempts {
             count: quota.count.max(1) as usize,
             period: quota.period,
-            shards: (0..n).map(|_| Mutex::new(HashMap::new())).collect(),
+            shards: (0..n)
+                .map(|_| Mutex::new(HashMap::with_hasher(FingerprintHash)))
+                .collect(),
             shard_cap: max_keys / n,
             log: LogEvery::new(Duration::from_secs(60)),
         }
@@ -207,7 +221,7 @@ impl CardAttempts {
             self.make_room(&mut map, now);
         }
         let seen = map.entry(*card).or_insert_with(|| Seen {
-            attempts: Vec::with_capacity(2),
+            attempts: SmallVec::new(),
             touched: now,
         });
         // Refused checks count as use too: a card under attack keeps its history.
@@ -249,9 +263,35 @@ impl CardAttempts {
         }
     }
 
-    /// Drops expired attempts and cards without any, and with `shrink` returns the freed
-    /// memory (background task).
-    pub(super) fn prune(&self, shrink: bool) {
+    pub(super) fn len(&self) -> usize {
+        self.shards
+            .iter()
+            .map(|s| s.lock().unwrap_or_else(PoisonError::into_inner).len())
+            .sum()
+    }
+}
+
+impl<K: Hash + Eq + Clone, S: BuildHasher + Default + Clone> Prunable for KeyedQuota<K, S> {
+    fn len(&self) -> usize {
+        KeyedQuota::len(self)
+    }
+
+    fn prune(&self, shrink: bool) {
+        let limiter = self.limiter.read().unwrap_or_else(PoisonError::into_inner);
+        limiter.retain_recent();
+        if shrink {
+            limiter.shrink_to_fit();
+        }
+    }
+}
+
+impl Prunable for CardAttempts {
+    fn len(&self) -> usize {
+        CardAttempts::len(self)
+    }
+
+    /// Drops expired attempts and cards without any.
+    fn prune(&self, shrink: bool) {
         let now = Instant::now();
         for shard in &self.shards {
             let mut map = shard.lock().unwrap_or_else(PoisonError::into_inner);
@@ -260,13 +300,6 @@ impl CardAttempts {
                 map.shrink_to_fit();
             }
         }
-    }
-
-    pub(super) fn len(&self) -> usize {
-        self.shards
-            .iter()
-            .map(|s| s.lock().unwrap_or_else(PoisonError::into_inner).len())
-            .sum()
     }
 }
 

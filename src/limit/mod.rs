@@ -21,30 +21,25 @@
 //! 2^64 addresses, escaping the quota and filling the map.
 
 mod breaker;
+mod hash;
 mod local;
+mod prune;
 mod redis;
 
 use std::fmt;
+use std::hash::{BuildHasher, Hash, RandomState};
 use std::net::{IpAddr, Ipv6Addr};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
 use crate::config::{LimitsConfig, OnStoreError, Quota};
 
 use self::breaker::Breaker;
+use self::hash::FingerprintHash;
 use self::local::{CardAttempts, KeyedQuota};
+use self::prune::Prunable;
 use self::redis::{Check, RedisStore};
-
-/// How often the background task prunes idle local state. Often enough that a busy
-/// replica's maps stay far below `max_keys` (at 10k payments/s that is ~20k new order and
-/// card keys between two passes), so the cap's on-request-path pruning stays a defence
-/// against floods rather than routine, and each pass walks a small map.
-const PRUNE_EVERY: Duration = Duration::from_secs(2);
-/// Every this many passes a prune also returns freed table memory (`shrink_to_fit`), about
-/// once a minute: shrinking on every pass would free and regrow a busy replica's tables
-/// every few seconds. Between shrinks, `max_keys` still bounds every map.
-const SHRINK_EVERY_PASSES: u32 = 30;
 
 /// Which limit refused a request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -103,10 +98,10 @@ impl LimitError {
 
 /// One quota kind: its quota and, in local mode or as the fallback of shared mode, its
 /// local state.
-struct Kind<K: std::hash::Hash + Eq + Clone> {
+struct Kind<K: Hash + Eq + Clone, S: BuildHasher + Clone = RandomState> {
     scope: Scope,
     quota: Quota,
-    local: Option<KeyedQuota<K>>,
+    local: Option<KeyedQuota<K, S>>,
 }
 
 struct Attempts {
@@ -118,10 +113,35 @@ struct Inner {
     per_client: Option<Kind<String>>,
     per_ip: Option<Kind<IpAddr>>,
     per_order: Option<Kind<u128>>,
-    per_card: Option<Kind<[u8; 32]>>,
+    per_card: Option<Kind<[u8; 32], FingerprintHash>>,
     card_attempts: Option<Attempts>,
     breaker: Breaker,
     redis: Option<RedisStore>,
+}
+
+impl Inner {
+    /// Every local map, for the prune task (always in the same order).
+    fn local_maps(&self) -> Vec<&dyn Prunable> {
+        fn local<K: Hash + Eq + Clone, S: BuildHasher + Default + Clone>(
+            kind: &Option<Kind<K, S>>,
+        ) -> Option<&dyn Prunable>
+        where
+            KeyedQuota<K, S>: Prunable,
+        {
+            kind.as_ref()?.local.as_ref().map(|l| l as &dyn Prunable)
+        }
+        let attempts = self.card_attempts.as_ref().and_then(|a| a.local.as_ref());
+        [
+            local(&self.per_client),
+            local(&self.per_ip),
+            local(&self.per_order),
+            local(&self.per_card),
+            attempts.map(|a| a as &dyn Prunable),
+        ]
+        .into_iter()
+        .flatten()
+        .collect()
+    }
 }
 
 /// The limits of DESIGN.md section 7; `Send + Sync`, shared by all requests.
@@ -156,12 +176,12 @@ impl Limiter {
         let shared = config.redis_url.is_some();
         let with_local = !shared || config.on_store_error == OnStoreError::Local;
         let max_keys = config.max_keys;
-        fn kind<K: std::hash::Hash + Eq + Clone>(
+        fn kind<K: Hash + Eq + Clone, S: BuildHasher + Default + Clone>(
             scope: Scope,
             q: &Option<Quota>,
             with_local: bool,
             max_keys: usize,
-        ) -> Option<Kind<K>> {
+        ) -> Option<Kind<K, S>> {
             q.map(|quota| Kind {
                 scope,
                 quota,
@@ -195,7 +215,7 @@ impl Limiter {
             ),
             redis,
         });
-        tasks.push(tokio::spawn(prune_loop(Arc::downgrade(&inner))));
+        tasks.push(tokio::spawn(prune::prune_loop(Arc::downgrade(&inner))));
         Limiter { inner, tasks }
     }
 
@@ -371,9 +391,9 @@ impl Limiter {
 
     /// Redis when configured and up; otherwise the local state (shared mode with
     /// `on_store_error = "local"`), or `StoreUnavailable`.
-    async fn check_kind<K: std::hash::Hash + Eq + Clone>(
+    async fn check_kind<K: Hash + Eq + Clone, S: BuildHasher + Default + Clone>(
         &self,
-        kind: &Kind<K>,
+        kind: &Kind<K, S>,
         redis_key: impl FnOnce() -> String,
         local_key: impl FnOnce() -> K,
     ) -> Result<(), LimitError> {
@@ -392,7 +412,10 @@ impl Limiter {
 
 /// The local state of `kind` (local mode, or the fallback of shared mode), or
 /// `StoreUnavailable` when shared mode fails closed.
-fn local_check<K: std::hash::Hash + Eq + Clone>(kind: &Kind<K>, key: &K) -> Result<(), LimitError> {
+fn local_check<K: Hash + Eq + Clone, S: BuildHasher + Default + Clone>(
+    kind: &Kind<K, S>,
+    key: &K,
+) -> Result<(), LimitError> {
     match &kind.local {
         Some(local) => local.check(key).map_err(|wait| exceeded(kind.scope, wait)),
         None => Err(LimitError::StoreUnavailable),
@@ -426,42 +449,6 @@ fn ip_key(ip: IpAddr) -> IpAddr {
             Some(v4) => IpAddr::V4(v4),
             None => IpAddr::V6(Ipv6Addr::from_bits(v6.to_bits() & !((1u128 << 64) - 1))),
         },
-    }
-}
-
-/// Periodic pruning of the local maps; ends when the limiter is dropped.
-async fn prune_loop(inner: Weak<Inner>) {
-    // One kind per tick, so every kind is pruned once per PRUNE_EVERY in short steps.
-    const KINDS: u32 = 5;
-    let mut tick = tokio::time::interval(PRUNE_EVERY / KINDS);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    tick.tick().await;
-    let mut pass: u32 = 0;
-    loop {
-        tick.tick().await;
-        let Some(i) = inner.upgrade() else { return };
-        let shrink = (pass / KINDS).is_multiple_of(SHRINK_EVERY_PASSES);
-        // On this task rather than the blocking pool: the walk is short, and a blocking
-        // thread sharing a core with the workers can be preempted while it holds one of the
-        // maps' locks, stalling every request that needs that shard (seen as p99 spikes).
-        match pass % KINDS {
-            0 => prune_kind(&i.per_client, shrink),
-            1 => prune_kind(&i.per_ip, shrink),
-            2 => prune_kind(&i.per_order, shrink),
-            3 => prune_kind(&i.per_card, shrink),
-            _ => {
-                if let Some(local) = i.card_attempts.as_ref().and_then(|a| a.local.as_ref()) {
-                    local.prune(shrink);
-                }
-            }
-        }
-        pass = pass.wrapping_add(1);
-    }
-}
-
-fn prune_kind<K: std::hash::Hash + Eq + Clone>(kind: &Option<Kind<K>>, shrink: bool) {
-    if let Some(local) = kind.as_ref().and_then(|k| k.local.as_ref()) {
-        local.prune(shrink);
     }
 }
 
