@@ -65,7 +65,7 @@ use std::sync::atomic::Ordering;
 use tokio::sync::{mpsc, oneshot, watch};
 use tracing::error;
 
-pub use record::{AuditEvent, AuditRecord, CardSummary, GENESIS_PREV};
+pub use record::{AuditEvent, AuditRecord, CardSummary, GENESIS_PREV, hex32};
 pub use verify::{VerifyError, VerifyReport, verify_files};
 
 use writer::{CHANNEL_CAPACITY, Msg, Reply, Shared, Writer};

@@ -119,7 +119,7 @@ impl Payments {
                 brand: c.number.brand().as_str().to_string(),
                 bin: c.number.bin().to_string(),
                 last4: c.number.last4().to_string(),
-                fingerprint: hex::encode(fingerprint),
+                fingerprint: crate::audit::hex32(&fingerprint),
             });
             fingerprints = Some((fingerprint, c.attempt_fingerprint(key)));
         }
