@@ -772,6 +772,43 @@ mod tests {
         }
     }
 
+    /// The background task drops idle keys of every local kind by itself, long before
+    /// `max_keys` would force it.
+    #[tokio::test]
+    async fn idle_keys_are_pruned_in_the_background() {
+        const N: u32 = 5_000;
+        let mut c = config();
+        // Each key is idle again a millisecond after its one use.
+        let fast = quota(1000, Duration::from_secs(1), 1);
+        c.per_ip = Some(fast);
+        c.per_order = Some(fast);
+        c.per_card = Some(fast);
+        c.card_attempts = Some(quota(1, Duration::from_millis(1), 1));
+        c.max_keys = 1_000_000;
+        let l = Limiter::start(&c);
+        for i in 0..N {
+            l.check_ip(IpAddr::from((0x0a00_0000 + i).to_be_bytes()))
+                .await
+                .unwrap();
+            l.check_payment(
+                Some(uuid::Uuid::from_u128(u128::from(i) + 1)),
+                Some((&fp(i), &fp(!i))),
+            )
+            .await
+            .unwrap();
+        }
+        let held = l.local_keys();
+        assert!(
+            held >= 4 * N as usize,
+            "ip, order, card, attempts: {held} keys"
+        );
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while l.local_keys() > 0 && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert_eq!(l.local_keys(), 0, "idle keys left after pruning");
+    }
+
     #[tokio::test]
     async fn shared_mode_without_redis_denies_or_falls_back() {
         // Nothing listens on port 1: start-up must neither block nor fail.
