@@ -201,12 +201,12 @@ impl CardAttempts {
     }
 
     fn shard(&self, card: &[u8; 32]) -> MutexGuard<'_, AttemptMap> {
-        // Fingerprints are keyed hashes: any bits spread evenly and cannot be steered.
-        let mix = card
-            .chunks_exact(8)
-            .map(|w| u64::from_le_bytes(w.try_into().expect("8 bytes")))
-            .fold(0u64, |a, w| a ^ w);
-        self.shards[(mix % self.shards.len() as u64) as usize]
+        // Fingerprints are keyed hashes: any bits spread evenly and cannot be steered. The
+        // shard comes from byte 3 of the 8-byte words, i.e. bits 24-31 of the table's
+        // FingerprintHash, which neither its bucket index (low bits, below 16 M buckets)
+        // nor its control tag (top 7 bits) uses: every shard spreads over all its buckets.
+        let mix = u16::from_le_bytes([card[3] ^ card[11], card[19] ^ card[27]]);
+        self.shards[usize::from(mix) % self.shards.len()]
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
     }
@@ -323,11 +323,10 @@ mod tests {
         }
     }
 
+    /// A stand-in fingerprint: uniform bytes, like the HMAC outputs of production.
     fn fp(i: u32) -> [u8; 32] {
-        let mut b = [0u8; 32];
-        b[..4].copy_from_slice(&i.to_le_bytes());
-        b[28..].copy_from_slice(&i.wrapping_mul(2_654_435_761).to_le_bytes());
-        b
+        use sha2::Digest;
+        sha2::Sha256::digest(i.to_le_bytes()).into()
     }
 
     #[test]
@@ -384,6 +383,22 @@ mod tests {
                 assert!(a.check(&target, &fp(99)).is_err());
             }
             assert!(a.len() <= 160, "len {} after {i}", a.len());
+        }
+    }
+
+    #[test]
+    fn cards_spread_over_the_attempt_shards() {
+        let a = CardAttempts::new(&q(3, Duration::from_secs(3600), 3), 1_000_000);
+        for i in 0..16_000 {
+            a.check(&fp(i), &fp(!i)).unwrap();
+        }
+        // 1,000 per shard expected; a skewed shard choice would leave some nearly empty.
+        for shard in a.shards.iter() {
+            let n = shard.lock().unwrap().len();
+            assert!(
+                (700..1300).contains(&n),
+                "a shard holds {n} of 16,000 cards"
+            );
         }
     }
 

@@ -515,11 +515,10 @@ mod tests {
         }
     }
 
+    /// A stand-in fingerprint: uniform bytes, like the HMAC outputs of production.
     fn fp(i: u32) -> [u8; 32] {
-        let mut b = [0u8; 32];
-        b[..4].copy_from_slice(&i.to_le_bytes());
-        b[28..].copy_from_slice(&i.wrapping_mul(2_654_435_761).to_le_bytes());
-        b
+        use sha2::Digest;
+        sha2::Sha256::digest(i.to_le_bytes()).into()
     }
 
     /// One check of `scope` for the key numbered `n` (same attempt value for cards).
