@@ -7,6 +7,9 @@
 # Groups: all (default), passthrough (direct nginx haproxy payshim-passthrough),
 #         payments (payshim-payments), limits (payshim-payments payshim-payments-limits
 #         payshim-payments-redis). Targets can also be named one by one, comma-separated.
+#         ab (not in all): payshim-ab, two payshims at once on core 0, limits off and on,
+#         each loaded by its own wrk with half the connections (the cost of limits measured
+#         with both sides under the same machine state).
 #
 # Proxy and upstream (and Redis) run pinned to core 0, wrk to core 1. Every target gets a
 # 3 s warm-up, then one measured wrk run of --duration, 64 keep-alive connections.
@@ -98,6 +101,7 @@ for s in "${_sel[@]}"; do
         passthrough) for t in direct nginx haproxy payshim-passthrough; do WANT[$t]=1; done ;;
         payments) WANT[payshim-payments]=1 ;;
         limits) for t in payshim-payments payshim-payments-limits payshim-payments-redis; do WANT[$t]=1; done ;;
+        ab|payshim-ab) WANT[payshim-ab]=1 ;;
         *)
             ok=0
             for t in "${ALL_TARGETS[@]}"; do [[ $t == "$s" ]] && ok=1; done
@@ -109,7 +113,7 @@ for s in "${_sel[@]}"; do
     esac
 done
 TARGETS=()
-for t in "${ALL_TARGETS[@]}"; do [[ -n ${WANT[$t]:-} ]] && TARGETS+=("$t"); done
+for t in "${ALL_TARGETS[@]}" payshim-ab; do [[ -n ${WANT[$t]:-} ]] && TARGETS+=("$t"); done
 wants_payshim=0; wants_redis=0; wants_haproxy=0
 for t in "${TARGETS[@]}"; do
     [[ $t == payshim-* ]] && wants_payshim=1
@@ -716,12 +720,78 @@ run_target() {
     log "$t: $(awk -v r="$rps" 'BEGIN { printf "%.0f", r }') req/s, p50 ${p50} us, p99 ${p99} us"
 }
 
+# payshim-ab: payshim with limits off and payshim with every limit on (the
+# payshim-payments-limits settings), started side by side on core 0 and loaded at the same
+# time, each by its own wrk on core 1 with half the connections. Both share whatever state
+# the machine is in, so their throughput ratio is the limits' cost without the minutes-long
+# drift between separate runs. Two rows: payshim-ab-off and payshim-ab-limits.
+run_ab() {
+    local base=$OUT/payshim-ab
+    (( ROUNDS > 1 )) && base=$OUT/round$ROUND/payshim-ab
+    local half=$((CONNS / 2)) side url=https://127.0.0.1
+    local -A port=([off]=$PAYSHIM_PORT [limits]=$((PAYSHIM_PORT + 10)))
+    local -A admin=([off]=$ADMIN_PORT [limits]=$((ADMIN_PORT + 10)))
+    local -A wrkpid=()
+    log "== payshim-ab (limits off and on at once, $half connections each)"
+    for side in off limits; do
+        local env=()
+        [[ $side == limits ]] && env=(PAYSHIM__LIMITS__PER_CLIENT=1000000/s
+            PAYSHIM__LIMITS__PER_IP=1000000/s PAYSHIM__LIMITS__PER_ORDER=1000000/s
+            PAYSHIM__LIMITS__PER_CARD=1000000/s PAYSHIM__LIMITS__CARD_ATTEMPTS=1000000/s)
+        # start_payshim reads the ports from these names; shadow them for this side.
+        PAYSHIM_PORT=${port[$side]} ADMIN_PORT=${admin[$side]} \
+            start_payshim "ab-$side" "$base/$side" "${env[@]}" || {
+            log "payshim-ab: the $side side did not start; skipped"
+            stop_proc ab-off; stop_proc ab-limits
+            return 0
+        }
+    done
+    # Warm-up, then the measured runs: both wrks at once.
+    local phase secs procs_b=""
+    for phase in warmup measure; do
+        secs=$WARM_S; [[ $phase == measure ]] && secs=$DUR_S
+        [[ $phase == measure ]] && { procs_b=$(proc_times); log "payshim-ab: measuring ${DUR_S}s ($(busy_report))"; }
+        for side in off limits; do
+            timeout -k 5 $((secs + 30)) taskset -c "$WRK_CPU" wrk -t1 -c"$half" -d"${secs}s" \
+                --latency -s "$BENCH_DIR/lua/payments.lua" "$url:${port[$side]}/" \
+                >"$base/$side/$phase.txt" 2>&1 &
+            wrkpid[$side]=$!
+            PIDS[wrk-$side]=${wrkpid[$side]}
+        done
+        for side in off limits; do wait "${wrkpid[$side]}" || true; unset "PIDS[wrk-$side]"; done
+    done
+    local procs_a; procs_a=$(proc_times)
+    for side in off limits; do
+        local dir=$base/$side res rps p50 p99 reqs us note=""
+        local root=${PIDS[ab-$side]}
+        stop_proc "ab-$side"
+        local files
+        files=$(cd "$dir" && { ls audit/payshim.jsonl.* 2>/dev/null | sort -V; ls audit/payshim.jsonl 2>/dev/null; } || true)
+        # shellcheck disable=SC2086 # one file name per word
+        (cd "$dir" && timeout 120 "$PAYSHIM_BIN" --config "$BENCH_DIR/payshim-bench.toml" audit verify $files) \
+            >"$dir/audit-verify.txt" 2>&1 || note="AUDIT VERIFY FAILED (see $dir/audit-verify.txt)"
+        trim_logs "$dir"
+        res=$(grep '^BENCH_RESULT' "$dir/measure.txt" || true)
+        kv() { sed -n "s/.* $1=\([0-9.]*\).*/\1/p" <<<"$res"; }
+        rps=$(kv rps); p50=$(kv p50_us); p99=$(kv p99_us); reqs=$(kv requests)
+        us=$(proc_cpu_per_req "$procs_b" "$procs_a" "$root" "${reqs:-0}")
+        local n2; n2=$(kv non2xx); n2=${n2:-0}
+        (( n2 > 0 )) && note="${note:+$note; }$n2 non-2xx responses"
+        printf '%s\t%s\t%s\t%s\t%s\t%s\t\t\t\t\t\t\t%s\t%s\t%s\n' "payshim-ab-$side" "$rps" "$p50" \
+            "$p99" "$(kv non2xx)" "$(( $(kv connect_err) + $(kv read_err) + $(kv write_err) + $(kv timeouts) ))" \
+            "$note" "$us" "$ROUND" >>"$RESULTS"
+        log "payshim-ab-$side: $(awk -v r="$rps" 'BEGIN { printf "%.0f", r }') req/s, p99 ${p99} us, ${us} us/req"
+    done
+}
+
 for (( ROUND = 1; ROUND <= ROUNDS; ROUND++ )); do
     (( ROUNDS > 1 )) && log "-- round $ROUND of $ROUNDS"
     if (( ROUND % 2 )); then order=("${TARGETS[@]}"); else
         order=(); for (( i = ${#TARGETS[@]} - 1; i >= 0; i-- )); do order+=("${TARGETS[$i]}"); done
     fi
-    for t in "${order[@]}"; do run_target "$t"; done
+    for t in "${order[@]}"; do
+        if [[ $t == payshim-ab ]]; then run_ab; else run_target "$t"; fi
+    done
 done
 stop_proc upstream
 
@@ -785,6 +855,8 @@ print_medians() {
         if (((t, r) in R) && (("nginx", r) in R)) add(VSN, t, 100 * R[t, r] / R["nginx", r])
         if (t ~ /^payshim-payments-/ && ((t, r) in R) && (("payshim-payments", r) in R))
           add(VSP, t, 100 * (R[t, r] / R["payshim-payments", r] - 1))
+        if (t == "payshim-ab-limits" && ((t, r) in R) && (("payshim-ab-off", r) in R))
+          add(VSP, t, 100 * (R[t, r] / R["payshim-ab-off", r] - 1))
       }
       printf "%-24s %7s %9s %8s %8s %8s %14s\n", "median over rounds", "rounds", "req/s", "p99 ms", \
         "us/req", "nginx%", "vs payments%"
@@ -802,5 +874,5 @@ print_medians() {
 
 {
     print_table
-    if (( ROUNDS > 1 )); then echo; print_medians; fi
+    if (( ROUNDS > 1 )) || [[ -n ${WANT[payshim-ab]:-} ]]; then echo; print_medians; fi
 } | tee "$OUT/summary.txt"
