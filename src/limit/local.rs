@@ -162,24 +162,33 @@ impl<K: Hash + Eq + Clone, S: BuildHasher + Default + Clone> KeyedQuota<K, S> {
     }
 }
 
-/// Per card: the attempt fingerprints (PAN, expiry, CVV) seen in the window, with the time
-/// each was first seen (at most `count` entries), and when the card was last checked.
-/// Nearly every card is tried once, so the first attempt is stored inline: no allocation
-/// per new card.
+/// Per card: its attempts seen in the window (at most `count`), and when the card was last
+/// checked.
+///
+/// Kept to one 64-byte map entry: every payment brings a card the map has not seen, and the
+/// insert's cache misses were the larger part of the limits' cost. So the card key and the
+/// attempt ids are truncated fingerprints (16 and 8 bytes of HMAC output: a collision would
+/// need the audit key to aim, and at worst merges two attempts of one card), times are
+/// nanoseconds since the map's epoch, and the first attempt is stored inline (nearly every
+/// card is tried once, so no allocation per new card).
 struct Seen {
-    attempts: SmallVec<[([u8; 32], Instant); 1]>,
-    touched: Instant,
+    /// (attempt id, first seen at)
+    attempts: SmallVec<[(u64, u64); 1]>,
+    touched: u64,
 }
 
 const ATTEMPT_SHARDS: usize = 16;
 
-/// Card fingerprint -> its attempts.
-type AttemptMap = HashMap<[u8; 32], Seen, FingerprintHash>;
+/// Card key (see [`Seen`]) -> its attempts.
+type AttemptMap = HashMap<u128, Seen, FingerprintHash>;
 
 /// Distinct (expiry, CVV) combinations per card in a sliding window (card cracking).
 pub(super) struct CardAttempts {
     count: usize,
-    period: Duration,
+    /// The window, in nanoseconds.
+    period: u64,
+    /// Zero of the nanosecond times in [`Seen`].
+    epoch: Instant,
     shards: Box<[Mutex<AttemptMap>]>,
     shard_cap: usize,
     log: LogEvery,
@@ -191,13 +200,18 @@ impl CardAttempts {
         let n = max_keys.min(ATTEMPT_SHARDS);
         CardAttempts {
             count: quota.count.max(1) as usize,
-            period: quota.period,
+            period: u64::try_from(quota.period.as_nanos()).unwrap_or(u64::MAX),
+            epoch: Instant::now(),
             shards: (0..n)
                 .map(|_| Mutex::new(HashMap::with_hasher(FingerprintHash)))
                 .collect(),
             shard_cap: max_keys / n,
             log: LogEvery::new(Duration::from_secs(60)),
         }
+    }
+
+    fn now(&self) -> u64 {
+        u64::try_from(self.epoch.elapsed().as_nanos()).unwrap_or(u64::MAX)
     }
 
     fn shard(&self, card: &[u8; 32]) -> MutexGuard<'_, AttemptMap> {
@@ -214,41 +228,44 @@ impl CardAttempts {
     /// `Err(retry_after)` when `attempt` is new and the card already has `count` distinct
     /// attempts in the window. A refused attempt is not recorded.
     pub(super) fn check(&self, card: &[u8; 32], attempt: &[u8; 32]) -> Result<(), Duration> {
-        let now = Instant::now();
+        let key = u128::from_le_bytes(card[..16].try_into().expect("16 bytes"));
+        let id = u64::from_le_bytes(attempt[..8].try_into().expect("8 bytes"));
+        let now = self.now();
         let period = self.period;
         let mut map = self.shard(card);
-        if map.len() >= self.shard_cap && !map.contains_key(card) {
+        if map.len() >= self.shard_cap && !map.contains_key(&key) {
             self.make_room(&mut map, now);
         }
-        let seen = map.entry(*card).or_insert_with(|| Seen {
+        let seen = map.entry(key).or_insert_with(|| Seen {
             attempts: SmallVec::new(),
             touched: now,
         });
         // Refused checks count as use too: a card under attack keeps its history.
         seen.touched = now;
         let attempts = &mut seen.attempts;
-        attempts.retain(|(_, first)| now.duration_since(*first) < period);
-        if attempts.iter().any(|(a, _)| a == attempt) {
+        // Saturating: `now` was read before the lock, a concurrent check may have stored
+        // a later time.
+        attempts.retain(|(_, first)| now.saturating_sub(*first) < period);
+        if attempts.iter().any(|(a, _)| *a == id) {
             return Ok(());
         }
         if attempts.len() >= self.count {
             let oldest = attempts.iter().map(|(_, t)| *t).min().unwrap_or(now);
-            let retry = (oldest + period).saturating_duration_since(now);
+            let retry = Duration::from_nanos(oldest.saturating_add(period).saturating_sub(now));
             return Err(retry.max(Duration::from_millis(1)));
         }
-        attempts.push((*attempt, now));
+        attempts.push((id, now));
         Ok(())
     }
 
     /// Prunes expired state in a full shard; if it is still full, evicts the least
     /// recently used quarter of its cards.
-    fn make_room(&self, map: &mut AttemptMap, now: Instant) {
-        let period = self.period;
-        prune_map(map, now, period);
+    fn make_room(&self, map: &mut AttemptMap, now: u64) {
+        prune_map(map, now, self.period);
         if map.len() < self.shard_cap {
             return;
         }
-        let mut touched: Vec<Instant> = map.values().map(|s| s.touched).collect();
+        let mut touched: Vec<u64> = map.values().map(|s| s.touched).collect();
         let k = touched.len() / 4;
         let (_, cutoff, _) = touched.select_nth_unstable(k);
         let cutoff = *cutoff;
@@ -292,7 +309,7 @@ impl Prunable for CardAttempts {
 
     /// Drops expired attempts and cards without any.
     fn prune(&self, shrink: bool) {
-        let now = Instant::now();
+        let now = self.now();
         for shard in &self.shards {
             let mut map = shard.lock().unwrap_or_else(PoisonError::into_inner);
             prune_map(&mut map, now, self.period);
@@ -303,10 +320,10 @@ impl Prunable for CardAttempts {
     }
 }
 
-fn prune_map(map: &mut AttemptMap, now: Instant, period: Duration) {
+fn prune_map(map: &mut AttemptMap, now: u64, period: u64) {
     map.retain(|_, seen| {
         seen.attempts
-            .retain(|(_, first)| now.duration_since(*first) < period);
+            .retain(|(_, first)| now.saturating_sub(*first) < period);
         !seen.attempts.is_empty()
     });
 }
@@ -384,6 +401,11 @@ mod tests {
             }
             assert!(a.len() <= 160, "len {} after {i}", a.len());
         }
+    }
+
+    #[test]
+    fn an_attempt_map_entry_fits_a_cache_line() {
+        assert!(std::mem::size_of::<(u128, Seen)>() <= 64);
     }
 
     #[test]
