@@ -30,7 +30,7 @@ use governor::clock::{Clock, DefaultClock};
 use governor::middleware::NoOpMiddleware;
 use smallvec::SmallVec;
 
-use super::hash::FingerprintHash;
+use super::hash::{FingerprintHash, card_key};
 use super::prune::Prunable;
 use super::{LogEvery, Scope};
 use crate::config::Quota;
@@ -228,7 +228,7 @@ impl CardAttempts {
     /// `Err(retry_after)` when `attempt` is new and the card already has `count` distinct
     /// attempts in the window. A refused attempt is not recorded.
     pub(super) fn check(&self, card: &[u8; 32], attempt: &[u8; 32]) -> Result<(), Duration> {
-        let key = u128::from_le_bytes(card[..16].try_into().expect("16 bytes"));
+        let key = card_key(card);
         let id = u64::from_le_bytes(attempt[..8].try_into().expect("8 bytes"));
         let now = self.now();
         let period = self.period;

@@ -113,7 +113,7 @@ struct Inner {
     per_client: Option<Kind<String>>,
     per_ip: Option<Kind<IpAddr>>,
     per_order: Option<Kind<u128>>,
-    per_card: Option<Kind<[u8; 32], FingerprintHash>>,
+    per_card: Option<Kind<u128, FingerprintHash>>,
     card_attempts: Option<Attempts>,
     breaker: Breaker,
     redis: Option<RedisStore>,
@@ -340,7 +340,7 @@ impl Limiter {
                 .map_err(|wait| exceeded(Scope::CardAttempts, wait))?;
         }
         if let Some(kind) = &i.per_card {
-            local_check(kind, card)?;
+            local_check(kind, &hash::card_key(card))?;
         }
         Ok(())
     }
