@@ -465,6 +465,16 @@ run_wrk() {
 # The round being run (1..ROUNDS); with several rounds each has its own output folder.
 ROUND=1
 
+# verify_audit DIR: `payshim audit verify` over DIR/audit (rotated files first, in
+# order), output to DIR/audit-verify.txt; fails when the chain does not verify.
+verify_audit() {
+    local dir=$1 files
+    files=$(cd "$dir" && { ls audit/payshim.jsonl.* 2>/dev/null | sort -V; ls audit/payshim.jsonl 2>/dev/null; } || true)
+    # shellcheck disable=SC2086 # one file name per word (no spaces: we chose them)
+    (cd "$dir" && timeout 120 "$PAYSHIM_BIN" --config "$BENCH_DIR/payshim-bench.toml" audit verify $files) \
+        >"$dir/audit-verify.txt" 2>&1
+}
+
 run_target() {
     local t=$1 dir=$OUT/$1 url lua kind=tls note="" port
     (( ROUNDS > 1 )) && dir=$OUT/round$ROUND/$1
@@ -676,11 +686,8 @@ run_target() {
     # After the run: the audit chain must verify, and every forwarded payment should
     # have its completed record (a missing one is an outcome to reconcile).
     if [[ $lua == payments && -d $dir/audit ]] && compgen -G "$dir/audit/*" >/dev/null; then
-        local files fwd cmp
-        files=$(cd "$dir" && { ls audit/payshim.jsonl.* 2>/dev/null | sort -V; ls audit/payshim.jsonl 2>/dev/null; } || true)
-        # shellcheck disable=SC2086 # one file name per word (no spaces: we chose them)
-        (cd "$dir" && timeout 120 "$PAYSHIM_BIN" --config "$BENCH_DIR/payshim-bench.toml" audit verify $files) \
-            >"$dir/audit-verify.txt" 2>&1 || note="${note:+$note; }AUDIT VERIFY FAILED (see $t/audit-verify.txt)"
+        local fwd cmp
+        verify_audit "$dir" || note="${note:+$note; }AUDIT VERIFY FAILED (see $t/audit-verify.txt)"
         fwd=$(cat "$dir"/audit/* | grep -c '"event":"payment.forwarded"' || true)
         cmp=$(cat "$dir"/audit/* | grep -c '"event":"payment.completed"' || true)
         echo "payment.forwarded=$fwd payment.completed=$cmp (whole run, warm-up included)" >>"$dir/audit-verify.txt"
@@ -765,11 +772,7 @@ run_ab() {
         local dir=$base/$side res rps p50 p99 reqs us note=""
         local root=${PIDS[ab-$side]}
         stop_proc "ab-$side"
-        local files
-        files=$(cd "$dir" && { ls audit/payshim.jsonl.* 2>/dev/null | sort -V; ls audit/payshim.jsonl 2>/dev/null; } || true)
-        # shellcheck disable=SC2086 # one file name per word
-        (cd "$dir" && timeout 120 "$PAYSHIM_BIN" --config "$BENCH_DIR/payshim-bench.toml" audit verify $files) \
-            >"$dir/audit-verify.txt" 2>&1 || note="AUDIT VERIFY FAILED (see $dir/audit-verify.txt)"
+        verify_audit "$dir" || note="AUDIT VERIFY FAILED (see $dir/audit-verify.txt)"
         trim_logs "$dir"
         res=$(grep '^BENCH_RESULT' "$dir/measure.txt" || true)
         kv() { sed -n "s/.* $1=\([0-9.]*\).*/\1/p" <<<"$res"; }

@@ -331,6 +331,7 @@ fn prune_map(map: &mut AttemptMap, now: u64, period: u64) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::limit::tests::fp;
 
     fn q(count: u32, period: Duration, burst: u32) -> Quota {
         Quota {
@@ -338,12 +339,6 @@ mod tests {
             period,
             burst,
         }
-    }
-
-    /// A stand-in fingerprint: uniform bytes, like the HMAC outputs of production.
-    fn fp(i: u32) -> [u8; 32] {
-        use sha2::Digest;
-        sha2::Sha256::digest(i.to_le_bytes()).into()
     }
 
     #[test]

@@ -516,7 +516,7 @@ mod tests {
     }
 
     /// A stand-in fingerprint: uniform bytes, like the HMAC outputs of production.
-    fn fp(i: u32) -> [u8; 32] {
+    pub(super) fn fp(i: u32) -> [u8; 32] {
         use sha2::Digest;
         sha2::Sha256::digest(i.to_le_bytes()).into()
     }
