@@ -2,14 +2,17 @@
 # payshim load benchmark: direct upstream vs nginx vs HAProxy vs payshim, on loopback.
 #
 #   bench/run.sh [--duration 15s] [--only GROUP|TARGET[,...]] [--no-build] [--no-install]
-#                [--perf] [--keep-logs] [--rounds N]
+#                [--perf] [--keep-logs] [--rounds N] [--ab-with FILE] [--ab-request REQ]
 #
 # Groups: all (default), passthrough (direct nginx haproxy payshim-passthrough),
 #         payments (payshim-payments), limits (payshim-payments payshim-payments-limits
 #         payshim-payments-redis). Targets can also be named one by one, comma-separated.
 #         ab (not in all): payshim-ab, two payshims at once on core 0, limits off and on,
 #         each loaded by its own wrk with half the connections (the cost of limits measured
-#         with both sides under the same machine state).
+#         with both sides under the same machine state). --ab-with FILE compares builds
+#         instead: the second payshim is the binary FILE, limits off like the first (rows
+#         payshim-ab-base, payshim-ab-new). --ab-request passthrough|payments (default
+#         payments) picks the request both sides get.
 #
 # Proxy and upstream (and Redis) run pinned to core 0, wrk to core 1. Every target gets a
 # 3 s warm-up, then one measured wrk run of --duration, 64 keep-alive connections.
@@ -34,6 +37,8 @@ INSTALL=1
 PERF=0
 KEEP_LOGS=0
 ROUNDS=1
+AB_WITH=""
+AB_REQUEST=payments
 
 # Loopback ports (payshim's own are also in payshim-bench.toml; run.sh passes them as
 # PAYSHIM__ overrides so the two cannot drift apart).
@@ -51,7 +56,7 @@ STOREFRONT_KEY=bench-storefront-key-0001
 ALL_TARGETS=(direct nginx haproxy payshim-passthrough payshim-payments payshim-payments-limits payshim-payments-redis)
 
 usage() {
-    sed -n '2,17p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
+    sed -n '2,21p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
 }
 
 while [[ $# -gt 0 ]]; do
@@ -66,6 +71,8 @@ while [[ $# -gt 0 ]]; do
         --keep-logs) KEEP_LOGS=1; shift ;;
         --rounds) ROUNDS=${2:?--rounds needs a number}; shift 2 ;;
         --rounds=*) ROUNDS=${1#*=}; shift ;;
+        --ab-with) AB_WITH=${2:?--ab-with needs a payshim binary}; shift 2 ;;
+        --ab-request) AB_REQUEST=${2:?--ab-request needs passthrough or payments}; shift 2 ;;
         -h|--help) usage; exit 0 ;;
         *) echo "run.sh: unknown argument $1" >&2; usage >&2; exit 2 ;;
     esac
@@ -85,6 +92,14 @@ DUR_S=$(to_seconds "$DURATION")
 WARM_S=$(to_seconds "$WARMUP")
 if ! [[ $ROUNDS =~ ^[1-9][0-9]?$ ]]; then
     echo "run.sh: --rounds must be a number from 1 to 99" >&2
+    exit 2
+fi
+if [[ $AB_REQUEST != passthrough && $AB_REQUEST != payments ]]; then
+    echo "run.sh: --ab-request must be passthrough or payments" >&2
+    exit 2
+fi
+if [[ -n $AB_WITH && ! -x $AB_WITH ]]; then
+    echo "run.sh: --ab-with $AB_WITH is not an executable" >&2
     exit 2
 fi
 if (( DUR_S < 1 || DUR_S > 600 )); then
@@ -713,6 +728,11 @@ run_target() {
     # worker processes, system time included.
     if [[ $t == direct ]]; then root=$UPSTREAM_ROOT_PID; else root=$proxy_root_pid; fi
     us_req=$(proc_cpu_per_req "$procs_b" "$procs_a" "$root" "$reqs")
+    # The upstream shares core 0: how much of it a proxy's requests cost there is part of
+    # the proxy's bill (request shape, connection reuse, batching).
+    if [[ $t != direct ]]; then
+        note="${note:+$note; }upstream $(proc_cpu_per_req "$procs_b" "$procs_a" "$UPSTREAM_ROOT_PID" "$reqs") us CPU/req"
+    fi
     if [[ -n $redis_root_pid ]]; then
         note="${note:+$note; }redis-server $(proc_cpu_per_req "$procs_b" "$procs_a" "$redis_root_pid" "$reqs") us CPU/req"
     fi
@@ -731,25 +751,30 @@ run_target() {
 # payshim-payments-limits settings), started side by side on core 0 and loaded at the same
 # time, each by its own wrk on core 1 with half the connections. Both share whatever state
 # the machine is in, so their throughput ratio is the limits' cost without the minutes-long
-# drift between separate runs. Two rows: payshim-ab-off and payshim-ab-limits.
+# drift between separate runs. Two rows: payshim-ab-off and payshim-ab-limits. With
+# --ab-with FILE the second side is that binary, limits off too (rows payshim-ab-base and
+# payshim-ab-new): the cost or gain of a code change, measured the same way.
 run_ab() {
     local base=$OUT/payshim-ab
     (( ROUNDS > 1 )) && base=$OUT/round$ROUND/payshim-ab
     local half=$((CONNS / 2)) side url=https://127.0.0.1
-    local -A port=([off]=$PAYSHIM_PORT [limits]=$((PAYSHIM_PORT + 10)))
-    local -A admin=([off]=$ADMIN_PORT [limits]=$((ADMIN_PORT + 10)))
+    local a=off b=limits
+    [[ -n $AB_WITH ]] && { a=base; b=new; }
+    local -A port=([$a]=$PAYSHIM_PORT [$b]=$((PAYSHIM_PORT + 10)))
+    local -A admin=([$a]=$ADMIN_PORT [$b]=$((ADMIN_PORT + 10)))
+    local -A bin=([$a]=$PAYSHIM_BIN [$b]=${AB_WITH:-$PAYSHIM_BIN})
     local -A wrkpid=()
-    log "== payshim-ab (limits off and on at once, $half connections each)"
-    for side in off limits; do
+    log "== payshim-ab ($a and $b at once, $AB_REQUEST requests, $half connections each)"
+    for side in $a $b; do
         local env=()
         [[ $side == limits ]] && env=(PAYSHIM__LIMITS__PER_CLIENT=1000000/s
             PAYSHIM__LIMITS__PER_IP=1000000/s PAYSHIM__LIMITS__PER_ORDER=1000000/s
             PAYSHIM__LIMITS__PER_CARD=1000000/s PAYSHIM__LIMITS__CARD_ATTEMPTS=1000000/s)
-        # start_payshim reads the ports from these names; shadow them for this side.
-        PAYSHIM_PORT=${port[$side]} ADMIN_PORT=${admin[$side]} \
+        # start_payshim reads the binary and ports from these names; shadow them per side.
+        PAYSHIM_BIN=${bin[$side]} PAYSHIM_PORT=${port[$side]} ADMIN_PORT=${admin[$side]} \
             start_payshim "ab-$side" "$base/$side" "${env[@]}" || {
             log "payshim-ab: the $side side did not start; skipped"
-            stop_proc ab-off; stop_proc ab-limits
+            stop_proc "ab-$a"; stop_proc "ab-$b"
             return 0
         }
     done
@@ -758,17 +783,17 @@ run_ab() {
     for phase in warmup measure; do
         secs=$WARM_S; [[ $phase == measure ]] && secs=$DUR_S
         [[ $phase == measure ]] && { procs_b=$(proc_times); log "payshim-ab: measuring ${DUR_S}s ($(busy_report))"; }
-        for side in off limits; do
+        for side in $a $b; do
             timeout -k 5 $((secs + 30)) taskset -c "$WRK_CPU" wrk -t1 -c"$half" -d"${secs}s" \
-                --latency -s "$BENCH_DIR/lua/payments.lua" "$url:${port[$side]}/" \
+                --latency -s "$BENCH_DIR/lua/$AB_REQUEST.lua" "$url:${port[$side]}/" \
                 >"$base/$side/$phase.txt" 2>&1 &
             wrkpid[$side]=$!
             PIDS[wrk-$side]=${wrkpid[$side]}
         done
-        for side in off limits; do wait "${wrkpid[$side]}" || true; unset "PIDS[wrk-$side]"; done
+        for side in $a $b; do wait "${wrkpid[$side]}" || true; unset "PIDS[wrk-$side]"; done
     done
     local procs_a; procs_a=$(proc_times)
-    for side in off limits; do
+    for side in $a $b; do
         local dir=$base/$side res rps p50 p99 reqs us note=""
         local root=${PIDS[ab-$side]}
         stop_proc "ab-$side"
@@ -860,6 +885,8 @@ print_medians() {
           add(VSP, t, 100 * (R[t, r] / R["payshim-payments", r] - 1))
         if (t == "payshim-ab-limits" && ((t, r) in R) && (("payshim-ab-off", r) in R))
           add(VSP, t, 100 * (R[t, r] / R["payshim-ab-off", r] - 1))
+        if (t == "payshim-ab-new" && ((t, r) in R) && (("payshim-ab-base", r) in R))
+          add(VSP, t, 100 * (R[t, r] / R["payshim-ab-base", r] - 1))
       }
       printf "%-24s %7s %9s %8s %8s %8s %14s\n", "median over rounds", "rounds", "req/s", "p99 ms", \
         "us/req", "nginx%", "vs payments%"
@@ -872,7 +899,8 @@ print_medians() {
       }
     }' "$RESULTS"
     echo
-    echo "nginx% and vs payments% are medians of per-round ratios (each run against the same round's nginx / limits-off payments)."
+    echo "nginx% and vs payments% are medians of per-round ratios (each run against the same round's nginx / limits-off payments;"
+    echo "payshim-ab-new against payshim-ab-base)."
 }
 
 {

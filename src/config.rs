@@ -226,6 +226,7 @@ struct RawAudit {
 struct RawLog {
     format: Option<String>,
     level: Option<String>,
+    flush_interval: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -421,6 +422,9 @@ pub enum LogFormat {
 pub struct LogConfig {
     pub format: LogFormat,
     pub level: String,
+    /// How long log lines may wait in memory to be written in one batch; zero writes
+    /// each line as it is logged.
+    pub flush_interval: Duration,
 }
 
 #[derive(Debug)]
@@ -906,8 +910,28 @@ fn log_config(raw: RawLog) -> Result<LogConfig> {
             "expected a level (error, warn, info, debug, trace) or a filter like \"payshim=debug\"",
         ));
     }
-    Ok(LogConfig { format, level })
+    let flush = raw.flush_interval.as_deref().unwrap_or(DEFAULT_LOG_FLUSH);
+    let flush_interval = match humantime::parse_duration(flush) {
+        Ok(d) if d <= Duration::from_secs(10) => d,
+        _ => {
+            return Err(ConfigError::new(
+                "log.flush_interval",
+                format!(
+                    "{flush:?}: expected a duration up to \"10s\", e.g. \"100ms\", or \"0s\" to write each line at once"
+                ),
+            ));
+        }
+    };
+    Ok(LogConfig {
+        format,
+        level,
+        flush_interval,
+    })
 }
+
+/// Long enough to batch hundreds of request lines at load, short enough that nobody
+/// watching the log notices.
+const DEFAULT_LOG_FLUSH: &str = "100ms";
 
 // ---------------------------------------------------------------------------------------
 // Value parsers shared by the sections above.
@@ -1155,8 +1179,10 @@ impl fmt::Display for Config {
         writeln!(f, "max_file_size = {}", self.audit.max_file_size)?;
         writeln!(
             f,
-            "\n[log]\nformat = \"{:?}\"\nlevel = \"{}\"",
-            self.log.format, self.log.level
+            "\n[log]\nformat = \"{:?}\"\nlevel = \"{}\"\nflush_interval = \"{}\"",
+            self.log.format,
+            self.log.level,
+            d(self.log.flush_interval)
         )?;
         writeln!(f, "\n[payments]\ngateways = {:?}", self.payments.gateways)
     }

@@ -1,5 +1,6 @@
 //! The log pipeline: tracing subscriber, JSON or pretty, every line through the scrubber.
 
+mod batch;
 mod json;
 
 use tracing_subscriber::EnvFilter;
@@ -8,6 +9,8 @@ use tracing_subscriber::fmt::MakeWriter;
 use crate::config::{LogConfig, LogFormat};
 use crate::redact::{CanaryError, ScrubbingMakeWriter, canary_check};
 use json::JsonLine;
+
+pub use batch::FlushGuard;
 
 /// Builds the subscriber for `log` on top of `writer`, every event scrubbed before it is
 /// written. Used for the real pipeline and for the start-up canary, so the canary tests
@@ -29,15 +32,22 @@ where
     }
 }
 
-/// Proves the pipeline masks card data (the canary), then installs it on stdout.
-/// payshim refuses to start if the canary comes out unmasked.
-pub fn init(log: &LogConfig) -> Result<(), CanaryError> {
+/// Proves the pipeline masks card data (the canary), then installs it on stdout, in
+/// batches unless `log.flush_interval` is zero. payshim refuses to start if the canary
+/// comes out unmasked. Hold the guard until exit: dropping it writes the last batch.
+pub fn init(log: &LogConfig) -> Result<Option<FlushGuard>, CanaryError> {
     // The same pipeline, with the canary's target let through even at `level = "off"`.
     let canary = LogConfig {
         format: log.format,
         level: format!("{},{}=error", log.level, crate::redact::CANARY_TARGET),
+        flush_interval: log.flush_interval,
     };
     canary_check(|capture| subscriber(&canary, capture))?;
-    let _ = tracing::subscriber::set_global_default(subscriber(log, std::io::stdout));
-    Ok(())
+    if log.flush_interval.is_zero() {
+        let _ = tracing::subscriber::set_global_default(subscriber(log, std::io::stdout));
+        return Ok(None);
+    }
+    let (batched, guard) = batch::Batched::new(std::io::stdout(), log.flush_interval);
+    let _ = tracing::subscriber::set_global_default(subscriber(log, batched));
+    Ok(Some(guard))
 }

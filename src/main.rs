@@ -88,7 +88,9 @@ fn load_config(path: Option<&Path>) -> anyhow::Result<Config> {
 fn run(path: Option<&Path>) -> anyhow::Result<std::process::ExitCode> {
     disable_core_dumps();
     let config = load_config(path)?;
-    payshim::logging::init(&config.log).context("log pipeline check")?;
+    // Declared before the runtime, so dropped after it: the runtime's last lines are in
+    // the final batch.
+    let _log = payshim::logging::init(&config.log).context("log pipeline check")?;
     let workers = match config.server.workers {
         0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
         n => n,

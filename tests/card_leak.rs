@@ -721,3 +721,61 @@ async fn json_log_lines_stay_valid_json() {
         bad.iter().take(3).copied().collect::<Vec<_>>().join("\n")
     );
 }
+
+/// Log lines are batched (`log.flush_interval`): a request's line reaches stdout within the
+/// interval while payshim runs, and a line still waiting when SIGTERM comes is written at
+/// exit, not lost.
+#[tokio::test]
+async fn batched_log_lines_arrive_within_the_interval_and_at_exit() {
+    let pki = TestPki::new();
+    let upstream = Upstream::start(&pki, upstream_handler()).await;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let base = base_config(&pki, &upstream.url(), &dir.path().join("audit"));
+    let base = set_key(&base, "log", "level", Some("\"info\""));
+    let client = TestClient::new(&pki.ca_pem, HttpVersion::Http1);
+    let request_line = |stdout: &Path, id: &str| {
+        std::fs::read_to_string(stdout)
+            .unwrap_or_default()
+            .lines()
+            .any(|l| l.contains("\"message\":\"request\"") && l.contains(id))
+    };
+    let unknown_route = |binary: &Binary| {
+        Request::get(binary.url("/v2/not-a-route"))
+            .body(Bytes::new())
+            .unwrap()
+    };
+
+    // Short interval: the line shows up while payshim keeps running.
+    let config = set_key(&base, "log", "flush_interval", Some("\"200ms\""));
+    let mut binary = Binary::start(dir.path(), "interval", &config).await;
+    let resp = client.send(unknown_route(&binary)).await.unwrap();
+    assert_eq!(resp.status, 404);
+    let id = resp.header("x-request-id").expect("request id");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !request_line(&binary.stdout, &id) {
+        assert!(
+            Instant::now() < deadline,
+            "request line not written within 5 s:\n{}",
+            binary.output()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    binary.stop().await;
+
+    // Long interval: nothing written yet, then everything at exit.
+    let config = set_key(&base, "log", "flush_interval", Some("\"10s\""));
+    let mut binary = Binary::start(dir.path(), "at-exit", &config).await;
+    let resp = client.send(unknown_route(&binary)).await.unwrap();
+    let id = resp.header("x-request-id").expect("request id");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        !request_line(&binary.stdout, &id),
+        "with a 10 s interval the line must still be waiting"
+    );
+    binary.stop().await;
+    assert!(
+        request_line(&binary.stdout, &id),
+        "the waiting line was not written at exit:\n{}",
+        binary.output()
+    );
+}

@@ -229,6 +229,16 @@ fn cases() -> Vec<Case> {
             "log.format",
         ),
         case(
+            "log.flush_interval not a duration",
+            set("log", "flush_interval", "\"soon\""),
+            "log.flush_interval",
+        ),
+        case(
+            "log.flush_interval too long",
+            set("log", "flush_interval", "\"1min\""),
+            "log.flush_interval",
+        ),
+        case(
             "auth.session_key too short",
             Box::new(|toml, _| format!("{toml}\n[auth]\nsession_key = \"tiny-session-key\"\n")),
             "auth.session_key",

@@ -273,6 +273,7 @@ mod tests {
         let log = LogConfig {
             format: LogFormat::Json,
             level: "trace".into(),
+            flush_interval: std::time::Duration::ZERO,
         };
         crate::logging::subscriber(&log, capture)
     }
@@ -540,6 +541,7 @@ mod tests {
         let log = LogConfig {
             format: LogFormat::Json,
             level: "off,payshim::canary=error".into(),
+            flush_interval: std::time::Duration::ZERO,
         };
         crate::redact::canary_check(|capture| crate::logging::subscriber(&log, capture)).unwrap();
     }
