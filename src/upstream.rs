@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::uri::{self, PathAndQuery};
 use http::{Method, Request, Response, Uri, Version};
 use http_body_util::combinators::UnsyncBoxBody;
 use http_body_util::{BodyExt, Full};
@@ -47,7 +48,8 @@ pub enum UpstreamError {
 /// A request ready to go upstream: method, path and query, filtered headers, full body.
 pub struct Outgoing {
     pub method: Method,
-    pub path_and_query: String,
+    /// As parsed from the storefront's request: forwarding it again needs no new parse.
+    pub path_and_query: PathAndQuery,
     pub headers: HeaderMap,
     pub body: Bytes,
 }
@@ -120,7 +122,8 @@ impl Upstream {
         let started = Instant::now();
         let (client, base) = match &self.target {
             Target::Sandbox => {
-                let response = sandbox::respond(&out.method, &out.path_and_query, &out.body);
+                let response =
+                    sandbox::respond(&out.method, out.path_and_query.as_str(), &out.body);
                 return Ok(Answer {
                     response: response.map(full_body),
                     latency: started.elapsed(),
@@ -159,6 +162,8 @@ impl Upstream {
             Target::Sandbox => return Err(UpstreamError::Unreachable("sandbox".into())),
             Target::Remote { client, base } => (client, base),
         };
+        let path = PathAndQuery::try_from(path)
+            .map_err(|_| UpstreamError::Failed("request path is not a valid URI".into()))?;
         let uri = base.uri(path)?;
         let request = Request::builder()
             .method(method)
@@ -212,15 +217,23 @@ struct Base {
 }
 
 impl Base {
-    fn uri(&self, path_and_query: &str) -> Result<Uri, UpstreamError> {
-        let pq = http::uri::PathAndQuery::try_from(path_and_query)
-            .map_err(|_| UpstreamError::Failed("request path is not a valid URI".into()))?;
-        Uri::builder()
-            .scheme(self.scheme.clone())
-            .authority(self.authority.clone())
-            .path_and_query(pq)
-            .build()
+    fn uri(&self, path_and_query: PathAndQuery) -> Result<Uri, UpstreamError> {
+        let mut parts = uri::Parts::default();
+        parts.scheme = Some(self.scheme.clone());
+        parts.authority = Some(self.authority.clone());
+        parts.path_and_query = Some(path_and_query);
+        Uri::from_parts(parts)
             .map_err(|_| UpstreamError::Failed("request path is not a valid URI".into()))
+    }
+}
+
+/// The path of `uri` without its query (payments and transaction actions never forward
+/// one), reusing the parsed path when there is no query to drop.
+pub fn path_only(uri: &Uri) -> PathAndQuery {
+    match (uri.query(), uri.path_and_query()) {
+        (None, Some(pq)) => pq.clone(),
+        // A path taken from a parsed URI is a valid path; "/" is never reached.
+        _ => PathAndQuery::try_from(uri.path()).unwrap_or_else(|_| PathAndQuery::from_static("/")),
     }
 }
 
@@ -229,7 +242,7 @@ fn build_request(
     out: &Outgoing,
     bearer: &HeaderValue,
 ) -> Result<Request<Full<Bytes>>, UpstreamError> {
-    let uri = base.uri(&out.path_and_query)?;
+    let uri = base.uri(out.path_and_query.clone())?;
     let mut request = Request::new(Full::new(out.body.clone()));
     *request.method_mut() = out.method.clone();
     *request.uri_mut() = uri;
@@ -317,6 +330,28 @@ fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn path_only_drops_the_query_and_keeps_the_path() {
+        let with_query: Uri = "https://p.example/v2/orders/1/payments?debug=1"
+            .parse()
+            .unwrap();
+        assert_eq!(path_only(&with_query).as_str(), "/v2/orders/1/payments");
+        let plain: Uri = "/v2/orders/1/payments".parse().unwrap();
+        assert_eq!(path_only(&plain).as_str(), "/v2/orders/1/payments");
+    }
+
+    #[test]
+    fn the_upstream_uri_joins_base_and_path() {
+        let base = Base {
+            scheme: http::uri::Scheme::HTTPS,
+            authority: "api.moltin.com".parse().unwrap(),
+        };
+        let uri = base
+            .uri(PathAndQuery::from_static("/v2/orders?page=2"))
+            .unwrap();
+        assert_eq!(uri.to_string(), "https://api.moltin.com/v2/orders?page=2");
+    }
 
     #[test]
     fn storefront_credentials_and_hop_by_hop_headers_are_not_forwarded() {

@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http::header::{self, HeaderValue};
+use http::uri::PathAndQuery;
 use http::{Method, Request, Response};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
@@ -266,8 +267,8 @@ impl Proxy {
             path_and_query: parts
                 .uri
                 .path_and_query()
-                .map(|pq| pq.as_str().to_string())
-                .unwrap_or_else(|| "/".into()),
+                .cloned()
+                .unwrap_or_else(|| PathAndQuery::from_static("/")),
             headers: upstream::forwardable_headers(&parts.headers),
             body,
         };

@@ -134,7 +134,7 @@ impl Payments {
         record.card = card.clone();
         let out = Outgoing {
             method: Method::POST,
-            path_and_query: parts.uri.path().to_string(),
+            path_and_query: upstream::path_only(&parts.uri),
             headers: json_headers(&parts.headers),
             body: Bytes::from_owner(Wiped(request.to_upstream_body())),
         };

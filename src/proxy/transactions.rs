@@ -67,7 +67,7 @@ impl Transactions {
         }
         let out = Outgoing {
             method: parts.method.clone(),
-            path_and_query: parts.uri.path().to_string(),
+            path_and_query: upstream::path_only(&parts.uri),
             headers: upstream::forwardable_headers(&parts.headers),
             body,
         };
