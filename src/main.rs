@@ -95,8 +95,7 @@ fn run(path: Option<&Path>) -> anyhow::Result<std::process::ExitCode> {
         0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
         n => n,
     };
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(workers)
+    let runtime = runtime_builder(workers)
         .enable_all()
         .build()
         .context("starting the async runtime")?;
@@ -107,6 +106,17 @@ fn run(path: Option<&Path>) -> anyhow::Result<std::process::ExitCode> {
         payshim::run(config, listeners, shutdown_signal()).await?;
         Ok(std::process::ExitCode::SUCCESS)
     })
+}
+
+/// One worker: tokio's current-thread scheduler, which skips the multi-thread
+/// scheduler's cross-worker bookkeeping that a single worker never uses.
+fn runtime_builder(workers: usize) -> tokio::runtime::Builder {
+    if workers == 1 {
+        return tokio::runtime::Builder::new_current_thread();
+    }
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    builder.worker_threads(workers);
+    builder
 }
 
 /// Resolves on SIGTERM (systemd, Kubernetes) or SIGINT (Ctrl-C).

@@ -135,7 +135,8 @@ fn payment(url: &str) -> http::Request<bytes::Bytes> {
         .unwrap()
 }
 
-async fn in_flight_request_finishes_then_exit_0(version: HttpVersion) {
+/// `workers`: 1 runs tokio's current-thread scheduler, more the multi-thread one.
+async fn in_flight_request_finishes_then_exit_0(version: HttpVersion, workers: u32) {
     let pki = TestPki::new();
     let upstream = Upstream::start(
         &pki,
@@ -166,6 +167,7 @@ async fn in_flight_request_finishes_then_exit_0(version: HttpVersion) {
     let config = set_key(&config, "upstream", "timeout", Some("\"10s\""));
     let config = set_key(&config, "server", "shutdown_grace", Some("\"10s\""));
     let config = set_key(&config, "log", "level", Some("\"info\""));
+    let config = set_key(&config, "server", "workers", Some(&workers.to_string()));
     let config_path = dir.path().join("payshim.toml");
     std::fs::write(&config_path, config).unwrap();
 
@@ -253,12 +255,22 @@ async fn in_flight_request_finishes_then_exit_0(version: HttpVersion) {
 
 #[tokio::test]
 async fn sigterm_lets_the_in_flight_request_finish_then_exits_0_http1() {
-    in_flight_request_finishes_then_exit_0(HttpVersion::Http1).await;
+    in_flight_request_finishes_then_exit_0(HttpVersion::Http1, 2).await;
 }
 
 #[tokio::test]
 async fn sigterm_lets_the_in_flight_request_finish_then_exits_0_http2() {
-    in_flight_request_finishes_then_exit_0(HttpVersion::Http2).await;
+    in_flight_request_finishes_then_exit_0(HttpVersion::Http2, 2).await;
+}
+
+#[tokio::test]
+async fn one_worker_sigterm_lets_the_in_flight_request_finish_then_exits_0_http1() {
+    in_flight_request_finishes_then_exit_0(HttpVersion::Http1, 1).await;
+}
+
+#[tokio::test]
+async fn one_worker_sigterm_lets_the_in_flight_request_finish_then_exits_0_http2() {
+    in_flight_request_finishes_then_exit_0(HttpVersion::Http2, 1).await;
 }
 
 #[tokio::test]
