@@ -341,12 +341,15 @@ if (( wants_payshim )); then
         (cd "$ROOT" && cargo build --release) >"$OUT/build.log" 2>&1 \
             || { tail -30 "$OUT/build.log" >&2; die "cargo build --release failed (see $OUT/build.log)"; }
     fi
-    [[ -x $ROOT/target/release/payshim ]] || die "no $ROOT/target/release/payshim (build it or drop --no-build)"
+    # BENCH_PAYSHIM_BIN: measure another build (a profiling build with frame pointers, an
+    # older commit) instead of target/release/payshim.
+    src_bin=${BENCH_PAYSHIM_BIN:-$ROOT/target/release/payshim}
+    [[ -x $src_bin ]] || die "no $src_bin (build it or drop --no-build)"
     # A private copy: a rebuild by someone else during the run cannot swap the binary.
-    cp "$ROOT/target/release/payshim" "$OUT/payshim"
+    cp "$src_bin" "$OUT/payshim"
     PAYSHIM_BIN=$OUT/payshim
     {
-        echo "payshim: sha256 $(sha256sum "$PAYSHIM_BIN" | cut -c1-16) built $(date -u -r "$ROOT/target/release/payshim" +%Y-%m-%dT%H:%M:%SZ)"
+        echo "payshim: $src_bin sha256 $(sha256sum "$PAYSHIM_BIN" | cut -c1-16) built $(date -u -r "$src_bin" +%Y-%m-%dT%H:%M:%SZ)"
     } >>"$OUT/env.txt"
 fi
 
