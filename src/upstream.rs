@@ -332,6 +332,79 @@ mod tests {
     use super::*;
 
     #[test]
+    fn hop_by_hop_headers_are_stripped_from_answers() {
+        /// Connection values, extra headers, names that must be gone, names that must stay.
+        type Case<'a> = (
+            &'a [&'a str],
+            &'a [(&'a str, &'a str)],
+            &'a [&'a str],
+            &'a [&'a str],
+        );
+        let cases: &[Case] = &[
+            (
+                &["keep-alive"],
+                &[("keep-alive", "timeout=5")],
+                &["connection", "keep-alive"],
+                &["content-type"],
+            ),
+            (
+                &["close, X-Secret-Hop"],
+                &[("x-secret-hop", "1")],
+                &["connection", "x-secret-hop"],
+                &["content-type"],
+            ),
+            (
+                &["a", "b , ,c"],
+                &[("a", "1"), ("b", "2"), ("c", "3")],
+                &["a", "b", "c"],
+                &["content-type"],
+            ),
+            (
+                &[],
+                &[
+                    ("transfer-encoding", "chunked"),
+                    ("upgrade", "h2c"),
+                    ("te", "trailers"),
+                ],
+                &["transfer-encoding", "upgrade", "te"],
+                &["content-type"],
+            ),
+            (
+                &[],
+                &[("x-request-id", "1")],
+                &[],
+                &["content-type", "x-request-id"],
+            ),
+        ];
+        for (connection, extra, gone, kept) in cases {
+            let mut h = HeaderMap::new();
+            h.insert("content-type", HeaderValue::from_static("application/json"));
+            for v in *connection {
+                h.append("connection", HeaderValue::from_str(v).unwrap());
+            }
+            for (n, v) in *extra {
+                h.append(
+                    HeaderName::from_bytes(n.as_bytes()).unwrap(),
+                    HeaderValue::from_str(v).unwrap(),
+                );
+            }
+            strip_hop_by_hop(&mut h);
+            for n in *gone {
+                assert!(
+                    !h.contains_key(*n),
+                    "{n} kept for Connection {connection:?}"
+                );
+            }
+            for n in *kept {
+                assert!(
+                    h.contains_key(*n),
+                    "{n} removed for Connection {connection:?}"
+                );
+            }
+        }
+    }
+
+    #[test]
     fn path_only_drops_the_query_and_keeps_the_path() {
         let with_query: Uri = "https://p.example/v2/orders/1/payments?debug=1"
             .parse()
