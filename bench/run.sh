@@ -2,16 +2,16 @@
 # payshim load benchmark: direct upstream vs nginx vs HAProxy vs payshim, on loopback.
 #
 #   bench/run.sh [--duration 15s] [--only GROUP|TARGET[,...]] [--no-build] [--no-install]
-#                [--perf] [--keep-logs] [--rounds N] [--ab-with FILE] [--ab-request REQ]
+#                [--perf] [--keep-logs] [--rounds N] [--ab-base FILE] [--ab-request REQ]
 #
 # Groups: all (default), passthrough (direct nginx haproxy payshim-passthrough),
 #         payments (payshim-payments), limits (payshim-payments payshim-payments-limits
 #         payshim-payments-redis). Targets can also be named one by one, comma-separated.
 #         ab (not in all): payshim-ab, two payshims at once on core 0, limits off and on,
 #         each loaded by its own wrk with half the connections (the cost of limits measured
-#         with both sides under the same machine state). --ab-with FILE compares builds
-#         instead: the second payshim is the binary FILE, limits off like the first (rows
-#         payshim-ab-base, payshim-ab-new). --ab-request passthrough|payments (default
+#         with both sides under the same machine state). --ab-base FILE compares builds
+#         instead: the binary FILE (row payshim-ab-base) beside the current build (row
+#         payshim-ab-new), limits off on both. --ab-request passthrough|payments (default
 #         payments) picks the request both sides get.
 #
 # Proxy and upstream (and Redis) run pinned to core 0, wrk to core 1. Every target gets a
@@ -37,7 +37,7 @@ INSTALL=1
 PERF=0
 KEEP_LOGS=0
 ROUNDS=1
-AB_WITH=""
+AB_BASE=""
 AB_REQUEST=payments
 
 # Loopback ports (payshim's own are also in payshim-bench.toml; run.sh passes them as
@@ -71,7 +71,7 @@ while [[ $# -gt 0 ]]; do
         --keep-logs) KEEP_LOGS=1; shift ;;
         --rounds) ROUNDS=${2:?--rounds needs a number}; shift 2 ;;
         --rounds=*) ROUNDS=${1#*=}; shift ;;
-        --ab-with) AB_WITH=${2:?--ab-with needs a payshim binary}; shift 2 ;;
+        --ab-base) AB_BASE=${2:?--ab-base needs a payshim binary}; shift 2 ;;
         --ab-request) AB_REQUEST=${2:?--ab-request needs passthrough or payments}; shift 2 ;;
         -h|--help) usage; exit 0 ;;
         *) echo "run.sh: unknown argument $1" >&2; usage >&2; exit 2 ;;
@@ -98,8 +98,8 @@ if [[ $AB_REQUEST != passthrough && $AB_REQUEST != payments ]]; then
     echo "run.sh: --ab-request must be passthrough or payments" >&2
     exit 2
 fi
-if [[ -n $AB_WITH && ! -x $AB_WITH ]]; then
-    echo "run.sh: --ab-with $AB_WITH is not an executable" >&2
+if [[ -n $AB_BASE && ! -x $AB_BASE ]]; then
+    echo "run.sh: --ab-base $AB_BASE is not an executable" >&2
     exit 2
 fi
 if (( DUR_S < 1 || DUR_S > 600 )); then
@@ -755,17 +755,17 @@ run_target() {
 # time, each by its own wrk on core 1 with half the connections. Both share whatever state
 # the machine is in, so their throughput ratio is the limits' cost without the minutes-long
 # drift between separate runs. Two rows: payshim-ab-off and payshim-ab-limits. With
-# --ab-with FILE the second side is that binary, limits off too (rows payshim-ab-base and
-# payshim-ab-new): the cost or gain of a code change, measured the same way.
+# --ab-base FILE the first side is that binary and the second the current build, limits
+# off on both (rows payshim-ab-base and payshim-ab-new): a code change measured the same way.
 run_ab() {
     local base=$OUT/payshim-ab
     (( ROUNDS > 1 )) && base=$OUT/round$ROUND/payshim-ab
     local half=$((CONNS / 2)) side url=https://127.0.0.1
     local a=off b=limits
-    [[ -n $AB_WITH ]] && { a=base; b=new; }
+    [[ -n $AB_BASE ]] && { a=base; b=new; }
     local -A port=([$a]=$PAYSHIM_PORT [$b]=$((PAYSHIM_PORT + 10)))
     local -A admin=([$a]=$ADMIN_PORT [$b]=$((ADMIN_PORT + 10)))
-    local -A bin=([$a]=$PAYSHIM_BIN [$b]=${AB_WITH:-$PAYSHIM_BIN})
+    local -A bin=([$a]=${AB_BASE:-$PAYSHIM_BIN} [$b]=$PAYSHIM_BIN)
     local -A wrkpid=()
     log "== payshim-ab ($a and $b at once, $AB_REQUEST requests, $half connections each)"
     for side in $a $b; do
