@@ -377,6 +377,16 @@ pub enum OnStoreError {
     Local,
 }
 
+impl OnStoreError {
+    /// The config value, as `check-config` prints it back.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OnStoreError::Deny => "deny",
+            OnStoreError::Local => "local",
+        }
+    }
+}
+
 #[derive(Debug)]
 pub struct LimitsConfig {
     pub per_client: Option<Quota>,
@@ -416,6 +426,16 @@ impl fmt::Debug for AuditConfig {
 pub enum LogFormat {
     Json,
     Pretty,
+}
+
+impl LogFormat {
+    /// The config value, as `check-config` prints it back.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LogFormat::Json => "json",
+            LogFormat::Pretty => "pretty",
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -1076,6 +1096,7 @@ impl fmt::Display for Config {
         writeln!(f, "max_header_size = {}", self.server.max_header_size)?;
         writeln!(f, "max_h2_streams = {}", self.server.max_h2_streams)?;
         writeln!(f, "shutdown_grace = \"{}\"", d(self.server.shutdown_grace))?;
+        writeln!(f, "workers = {} # 0: one per core", self.server.workers)?;
         writeln!(f, "\n[admin]\nlisten = \"{}\"", self.admin.listen)?;
         writeln!(f, "\n[upstream]")?;
         match &self.upstream.target {
@@ -1174,13 +1195,13 @@ impl fmt::Display for Config {
         if let Some(url) = &l.redis_url {
             writeln!(f, "redis_url = \"{}\"", mask_url_password(url))?;
         }
-        writeln!(f, "on_store_error = \"{:?}\"", l.on_store_error)?;
+        writeln!(f, "on_store_error = \"{}\"", l.on_store_error.as_str())?;
         writeln!(f, "\n[audit]\npath = {:?}\nkey = \"****\"", self.audit.path)?;
         writeln!(f, "max_file_size = {}", self.audit.max_file_size)?;
         writeln!(
             f,
-            "\n[log]\nformat = \"{:?}\"\nlevel = \"{}\"\nflush_interval = \"{}\"",
-            self.log.format,
+            "\n[log]\nformat = \"{}\"\nlevel = \"{}\"\nflush_interval = \"{}\"",
+            self.log.format.as_str(),
             self.log.level,
             d(self.log.flush_interval)
         )?;

@@ -430,6 +430,17 @@ fn check_config_prints_a_good_config_without_secrets() {
     assert!(stdout.contains("[server]"), "{stdout}");
     assert!(stdout.contains("https://api.moltin.com"), "{stdout}");
     assert!(stdout.contains("web-eu"), "{stdout}");
+    // Choices are printed as the config spells them.
+    for line in [
+        "format = \"json\"",
+        "on_store_error = \"deny\"",
+        "flush_interval = \"100ms\"",
+    ] {
+        assert!(
+            stdout.lines().any(|l| l == line),
+            "no `{line}` in:\n{stdout}"
+        );
+    }
     // ...with every secret masked.
     for secret in [UPSTREAM_TOKEN, AUDIT_KEY, SESSION_KEY] {
         assert!(!stdout.contains(secret), "secret in stdout:\n{stdout}");
