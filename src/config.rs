@@ -445,6 +445,9 @@ pub struct LogConfig {
     /// How long log lines may wait in memory to be written in one batch; zero writes
     /// each line as it is logged.
     pub flush_interval: Duration,
+    /// Not a key: set when `upstream.url = "sandbox"`, so that every line says so and a
+    /// sandbox log can never pass for a real one.
+    pub sandbox: bool,
 }
 
 #[derive(Debug)]
@@ -492,7 +495,8 @@ impl TryFrom<RawConfig> for Config {
             .collect::<Result<Vec<_>>>()?;
         let limits = limits_config(raw.limits)?;
         let audit = audit_config(raw.audit)?;
-        let log = log_config(raw.log)?;
+        let mut log = log_config(raw.log)?;
+        log.sandbox = matches!(upstream.target, UpstreamTarget::Sandbox);
         let gateways = raw
             .payments
             .gateways
@@ -946,6 +950,7 @@ fn log_config(raw: RawLog) -> Result<LogConfig> {
         format,
         level,
         flush_interval,
+        sandbox: false,
     })
 }
 

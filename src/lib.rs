@@ -101,7 +101,6 @@ pub async fn run(
         listen = %public_addr,
         admin = %admin_addr,
         upstream,
-        sandbox = upstream == "sandbox",
         "payshim serving"
     );
     let server = server::serve(

@@ -3,8 +3,13 @@
 mod batch;
 mod json;
 
+use std::fmt;
+
+use tracing::{Event, Subscriber};
 use tracing_subscriber::EnvFilter;
-use tracing_subscriber::fmt::MakeWriter;
+use tracing_subscriber::fmt::format::{FormatEvent, FormatFields, Writer};
+use tracing_subscriber::fmt::{FmtContext, MakeWriter};
+use tracing_subscriber::registry::LookupSpan;
 
 use crate::config::{LogConfig, LogFormat};
 use crate::redact::{CanaryError, ScrubbingMakeWriter, canary_check};
@@ -27,7 +32,18 @@ where
     match log.format {
         // Our own formatter: tracing-subscriber's `.json()` costs more than the rest of the
         // per-request log line (see `json`).
-        LogFormat::Json => Box::new(builder.event_format(JsonLine).finish()),
+        LogFormat::Json => Box::new(
+            builder
+                .event_format(JsonLine {
+                    sandbox: log.sandbox,
+                })
+                .finish(),
+        ),
+        LogFormat::Pretty if log.sandbox => Box::new(
+            builder
+                .event_format(SandboxMark(tracing_subscriber::fmt::format()))
+                .finish(),
+        ),
         LogFormat::Pretty => Box::new(builder.finish()),
     }
 }
@@ -41,6 +57,7 @@ pub fn init(log: &LogConfig) -> Result<Option<FlushGuard>, CanaryError> {
         format: log.format,
         level: format!("{},{}=error", log.level, crate::redact::CANARY_TARGET),
         flush_interval: log.flush_interval,
+        sandbox: log.sandbox,
     };
     canary_check(|capture| subscriber(&canary, capture))?;
     if log.flush_interval.is_zero() {
@@ -50,4 +67,25 @@ pub fn init(log: &LogConfig) -> Result<Option<FlushGuard>, CanaryError> {
     let (batched, guard) = batch::Batched::new(std::io::stdout(), log.flush_interval);
     let _ = tracing::subscriber::set_global_default(subscriber(log, batched));
     Ok(Some(guard))
+}
+
+/// Starts every pretty line with `sandbox=true` (the JSON formatter writes the field
+/// itself), so no line of a sandbox run can be mistaken for one about real payments.
+struct SandboxMark<F>(F);
+
+impl<S, N, F> FormatEvent<S, N> for SandboxMark<F>
+where
+    S: Subscriber + for<'a> LookupSpan<'a>,
+    N: for<'a> FormatFields<'a> + 'static,
+    F: FormatEvent<S, N>,
+{
+    fn format_event(
+        &self,
+        ctx: &FmtContext<'_, S, N>,
+        mut writer: Writer<'_>,
+        event: &Event<'_>,
+    ) -> fmt::Result {
+        writer.write_str("sandbox=true ")?;
+        self.0.format_event(ctx, writer, event)
+    }
 }

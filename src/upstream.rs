@@ -108,10 +108,6 @@ impl Upstream {
         })
     }
 
-    pub fn is_sandbox(&self) -> bool {
-        matches!(self.target, Target::Sandbox)
-    }
-
     /// Sends one request with the given bearer value, once. The whole wait for the
     /// response head is bounded by `upstream.timeout`.
     pub async fn send(

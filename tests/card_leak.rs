@@ -28,7 +28,7 @@ use support::cards::{
     AMEX, BRANDS, Binary, BrandSpec, context, cvv_pool, find_cvvs, find_pans, grouped, luhn_broken,
     pan, previous_month, utc_year_month,
 };
-use support::payshim::{AUDIT_KEY, STOREFRONT_KEY, base_config, set_key};
+use support::payshim::{AUDIT_KEY, STOREFRONT_KEY, UPSTREAM_TOKEN, base_config, set_key};
 use support::upstream::transaction;
 use support::{HttpVersion, Reply, TestClient, TestPki, Upstream, handler};
 
@@ -778,4 +778,108 @@ async fn batched_log_lines_arrive_within_the_interval_and_at_exit() {
         "the waiting line was not written at exit:\n{}",
         binary.output()
     );
+}
+
+/// The request log line (issue 2) and the payment log line (issue 3) carry what an operator
+/// needs: request id, client, route, method, status, total and upstream latency, and for a
+/// payment the order, brand, last four, method and outcome. No credential is ever logged:
+/// neither the storefront key nor the store's upstream token. In sandbox mode every line
+/// says `"sandbox":true`.
+#[tokio::test]
+async fn log_lines_carry_the_request_and_payment_fields_and_no_credential() {
+    let pki = TestPki::new();
+    let upstream = Upstream::start(&pki, upstream_handler()).await;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let config = base_config(&pki, &upstream.url(), &dir.path().join("audit"));
+    let config = set_key(&config, "log", "level", Some("\"trace\""));
+    let mut binary = Binary::start(dir.path(), "fields", &config).await;
+    let client = TestClient::new(&pki.ca_pem, HttpVersion::Http1);
+    let year = (utc_year_month().0 + 3).to_string();
+    let number = pan(BRANDS[0], 4242);
+    let body = json!({ "data": card_data("Lovelace", &number, "7", &year, "737") });
+    let paid = client
+        .send(
+            Request::post(binary.url(&payment_path(ORDER_OK)))
+                .header("content-type", "application/json")
+                .header("authorization", format!("Bearer {STOREFRONT_KEY}"))
+                .body(Bytes::from(body.to_string()))
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(paid.status, 201, "{}", paid.text());
+    let missing = client
+        .send(
+            Request::get(binary.url("/v2/not-a-route"))
+                .body(Bytes::new())
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(missing.status, 404);
+    binary.stop().await;
+
+    let stdout = std::fs::read_to_string(&binary.stdout).unwrap();
+    let stderr = std::fs::read_to_string(&binary.stderr).unwrap();
+    for secret in [STOREFRONT_KEY, UPSTREAM_TOKEN] {
+        assert!(
+            !stdout.contains(secret) && !stderr.contains(secret),
+            "a credential reached the log"
+        );
+    }
+    let line = |id: &str| -> Value {
+        stdout
+            .lines()
+            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+            .find(|v| v["message"] == "request" && v["request_id"] == id)
+            .unwrap_or_else(|| panic!("no request line for {id}:\n{stdout}"))
+    };
+    let pay = line(&paid.header("x-request-id").unwrap());
+    for (key, want) in [
+        ("client", json!("web-eu")),
+        ("route", json!("payments")),
+        ("method", json!("POST")),
+        ("status", json!(201)),
+        ("order_id", json!(ORDER_OK)),
+        ("brand", json!(BRANDS[0].name)),
+        ("last4", json!(&number[number.len() - 4..])),
+        ("payment_method", json!("purchase")),
+        ("outcome", json!("approved")),
+    ] {
+        assert_eq!(pay[key], want, "{key} in {pay}");
+    }
+    for key in ["total_us", "upstream_us"] {
+        assert!(pay[key].is_u64(), "{key} in {pay}");
+    }
+    assert!(pay.get("sandbox").is_none(), "not a sandbox: {pay}");
+    let miss = line(&missing.header("x-request-id").unwrap());
+    assert_eq!(miss["route"], "not_found", "{miss}");
+    assert_eq!(miss["status"], 404, "{miss}");
+    assert!(
+        miss.get("client").is_none() && miss.get("upstream_us").is_none(),
+        "{miss}"
+    );
+
+    // The same binary as a sandbox: every line is marked.
+    let sandbox = base_config(&pki, "sandbox", &dir.path().join("audit-sandbox"));
+    let sandbox = set_key(&sandbox, "log", "level", Some("\"info\""));
+    let mut binary = Binary::start(dir.path(), "sandbox", &sandbox).await;
+    let resp = client
+        .send(
+            Request::post(binary.url(&payment_path(ORDER_OK)))
+                .header("content-type", "application/json")
+                .header("authorization", format!("Bearer {STOREFRONT_KEY}"))
+                .body(Bytes::from(body.to_string()))
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(resp.status, 201, "{}", resp.text());
+    binary.stop().await;
+    let stdout = std::fs::read_to_string(&binary.stdout).unwrap();
+    assert!(stdout.lines().count() >= 2, "{stdout}");
+    for l in stdout.lines() {
+        let v: Value = serde_json::from_str(l).expect(l);
+        assert_eq!(v["sandbox"], true, "unmarked sandbox line: {l}");
+    }
 }

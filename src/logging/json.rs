@@ -7,6 +7,8 @@
 //!
 //! `{"timestamp":"…Z","level":"INFO","message":"…",<fields in record order>,"target":"…"}`
 //!
+//! In sandbox mode every line also carries `"sandbox":true`, right after the level.
+//!
 //! Spans are not printed (the pipeline never enabled them). The line still reaches the
 //! scrubbing writer as a whole, so card-number masking is unaffected.
 
@@ -24,7 +26,10 @@ const MESSAGE: &str = "message";
 
 /// Formats one event as one JSON object on one line (see the module docs for the layout).
 #[derive(Debug, Clone, Copy, Default)]
-pub(crate) struct JsonLine;
+pub(crate) struct JsonLine {
+    /// Marks every line `"sandbox":true` (payshim answers as a test store).
+    pub sandbox: bool,
+}
 
 impl<S, N> FormatEvent<S, N> for JsonLine
 where
@@ -43,6 +48,9 @@ where
         writer.write_str("\",\"level\":\"")?;
         writer.write_str(meta.level().as_str())?;
         writer.write_str("\"")?;
+        if self.sandbox {
+            writer.write_str(",\"sandbox\":true")?;
+        }
         write_fields(&mut writer, event)?;
         writer.write_str(",\"target\":")?;
         write_string(&mut writer, meta.target())?;
@@ -274,6 +282,7 @@ mod tests {
             format: LogFormat::Json,
             level: "trace".into(),
             flush_interval: std::time::Duration::ZERO,
+            sandbox: false,
         };
         crate::logging::subscriber(&log, capture)
     }
@@ -542,8 +551,44 @@ mod tests {
             format: LogFormat::Json,
             level: "off,payshim::canary=error".into(),
             flush_interval: std::time::Duration::ZERO,
+            sandbox: false,
         };
         crate::redact::canary_check(|capture| crate::logging::subscriber(&log, capture)).unwrap();
+    }
+
+    #[test]
+    fn sandbox_mode_marks_every_line_in_both_formats() {
+        for (format, sandbox) in [
+            (LogFormat::Json, true),
+            (LogFormat::Json, false),
+            (LogFormat::Pretty, true),
+            (LogFormat::Pretty, false),
+        ] {
+            let log = LogConfig {
+                format,
+                level: "info".into(),
+                flush_interval: std::time::Duration::ZERO,
+                sandbox,
+            };
+            let capture = CaptureWriter::new();
+            let subscriber = crate::logging::subscriber(&log, capture.clone());
+            tracing::subscriber::with_default(subscriber, || {
+                tracing::info!(status = 201u16, "request");
+                tracing::warn!("something else");
+            });
+            let out = capture.contents();
+            assert_eq!(out.lines().count(), 2, "{out}");
+            for line in out.lines() {
+                let marked = match format {
+                    LogFormat::Json => {
+                        let v: Value = serde_json::from_str(line).expect(line);
+                        v.get("sandbox") == Some(&json!(true))
+                    }
+                    LogFormat::Pretty => line.starts_with("sandbox=true "),
+                };
+                assert_eq!(marked, sandbox, "{format:?} sandbox={sandbox}: {line}");
+            }
+        }
     }
 
     #[test]

@@ -275,8 +275,9 @@ impl Proxy {
         self.send_upstream(&out, ex).await
     }
 
-    /// One upstream call with the store's token. Never retried: a POST that may have
-    /// reached the API is never sent twice by payshim.
+    /// One upstream call with the store's token. Never retried once the API may have
+    /// processed it; the one exception is an upstream 401 (our token rejected, nothing
+    /// processed), resent once with a freshly fetched token (DESIGN.md section 3).
     pub(crate) async fn send_upstream(
         &self,
         out: &Outgoing,
@@ -369,7 +370,6 @@ impl Proxy {
             total_us = total.as_micros() as u64,
             upstream_us,
             reason = ex.reason,
-            sandbox = self.upstream.is_sandbox(),
             "request"
         );
         self.metrics.observe_request(
