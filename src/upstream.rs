@@ -5,6 +5,8 @@
 //! the hop-by-hop headers are dropped and the store's real bearer token is added.
 //! Nothing here ever retries a request that may have reached the API.
 
+use std::pin::Pin;
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -13,6 +15,7 @@ use http::uri::{self, PathAndQuery};
 use http::{Method, Request, Response, Uri, Version};
 use http_body_util::combinators::UnsyncBoxBody;
 use http_body_util::{BodyExt, Full};
+use hyper::body::{Body, Frame, Incoming, SizeHint};
 use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
@@ -139,7 +142,8 @@ impl Upstream {
         let latency = started.elapsed();
         let (mut parts, body) = response.into_parts();
         strip_hop_by_hop(&mut parts.headers);
-        let body = body.map_err(BoxError::from).boxed_unsync();
+        let deadline = tokio::time::Instant::from_std(started + self.timeout);
+        let body = Deadline::new(body, deadline).boxed_unsync();
         Ok(Answer {
             response: Response::from_parts(parts, body),
             latency,
@@ -188,6 +192,58 @@ impl Upstream {
         tokio::time::timeout(self.timeout, fut)
             .await
             .map_err(|_| UpstreamError::Timeout)?
+    }
+}
+
+/// An upstream answer's body, cut off at the call's deadline: `upstream.timeout` bounds
+/// the whole answer, so an upstream that stalls mid-body cannot hold the storefront's
+/// request open for ever. The timer is only armed once the body makes a caller wait; an
+/// answer that arrives with its head (the usual case) never sets one.
+struct Deadline {
+    body: Incoming,
+    at: tokio::time::Instant,
+    timer: Option<Pin<Box<tokio::time::Sleep>>>,
+}
+
+impl Deadline {
+    fn new(body: Incoming, at: tokio::time::Instant) -> Deadline {
+        Deadline {
+            body,
+            at,
+            timer: None,
+        }
+    }
+}
+
+impl Body for Deadline {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        // Incoming and the boxed timer are both Unpin.
+        let this = self.get_mut();
+        if let Poll::Ready(frame) = Pin::new(&mut this.body).poll_frame(cx) {
+            return Poll::Ready(frame.map(|f| f.map_err(BoxError::from)));
+        }
+        let at = this.at;
+        let timer = this
+            .timer
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(at)));
+        match timer.as_mut().poll(cx) {
+            Poll::Ready(()) => Poll::Ready(Some(Err(UpstreamError::Timeout.into()))),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.body.size_hint()
     }
 }
 

@@ -77,6 +77,9 @@ pub enum Reply {
     /// `RESET_PARTIAL_BODY.len()` bytes of the body, then drops the TCP connection
     /// abortively (SO_LINGER 0, so the peer sees a reset).
     ResetAfterHeaders,
+    /// Like `ResetAfterHeaders`, but after the first part of the body the connection stays
+    /// open and silent: an upstream that stalls mid-answer.
+    StallAfterHeaders,
     /// Reads the request, then drops the connection without any response.
     CloseImmediately,
 }
@@ -402,6 +405,14 @@ async fn handle(
                     .insert(CONTENT_LENGTH, HeaderValue::from(RESET_ANNOUNCED_LENGTH));
                 return Ok(resp);
             }
+            Reply::StallAfterHeaders => {
+                let mut resp = Response::new(PartialThenStall { sent: false }.boxed());
+                resp.headers_mut()
+                    .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+                resp.headers_mut()
+                    .insert(CONTENT_LENGTH, HeaderValue::from(RESET_ANNOUNCED_LENGTH));
+                return Ok(resp);
+            }
             Reply::CloseImmediately => {
                 control.kill.notify_one();
                 return std::future::pending().await;
@@ -446,6 +457,30 @@ impl Body for PartialThenReset {
         });
         // The connection task drops this body with the connection; no wake-up needed.
         Poll::Pending
+    }
+}
+
+/// The body of `Reply::StallAfterHeaders`: `RESET_PARTIAL_BODY`, then nothing, for ever.
+struct PartialThenStall {
+    sent: bool,
+}
+
+impl Body for PartialThenStall {
+    type Data = Bytes;
+    type Error = io::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        _cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, io::Error>>> {
+        if self.sent {
+            // Never woken: the connection stays open and silent until it is dropped.
+            return Poll::Pending;
+        }
+        self.sent = true;
+        Poll::Ready(Some(Ok(Frame::data(Bytes::from_static(
+            RESET_PARTIAL_BODY,
+        )))))
     }
 }
 
