@@ -211,12 +211,17 @@ async fn chain_verifies_after_concurrent_load_across_rotations() {
         .collect();
     let expected_fps: HashSet<String> = (0..PAYMENTS).map(|k| fingerprint(&payment(k).0)).collect();
     assert_eq!(fingerprints, expected_fps);
-    assert!(
-        all.iter()
-            .filter(|r| r["event"] == "payment.completed")
-            .all(|r| r["upstream_status"] == 201 && r["outcome"] == "approved"),
-        "completed records"
-    );
+    for r in all.iter().filter(|r| r["event"] == "payment.completed") {
+        assert!(
+            r["upstream_status"] == 201 && r["outcome"] == "approved",
+            "completed record: {r}"
+        );
+        // The upstream call's duration, in (fractional) milliseconds.
+        assert!(
+            r["latency_ms"].as_f64().is_some_and(|ms| ms > 0.0),
+            "completed record without a numeric latency_ms: {r}"
+        );
+    }
 
     // The binary agrees: with no FILES it verifies the configured log and its rotations.
     let config_path = dir.path().join("payshim.toml");
@@ -652,6 +657,12 @@ async fn client_disconnect_mid_payment_still_completes_the_audit_pair() {
         "{completed}"
     );
     assert_eq!(completed["upstream_status"], 201, "{completed}");
+    // The upstream held its answer for 800 ms, and latency_ms measures up to its head.
+    let latency_ms = completed["latency_ms"].as_f64();
+    assert!(
+        latency_ms.is_some_and(|ms| (800.0..10_000.0).contains(&ms)),
+        "latency_ms: {completed}"
+    );
     assert_eq!(upstream.count(), 1, "sent exactly once");
     payshim.stop().await;
 }

@@ -1,6 +1,7 @@
-//! Graceful shutdown of the real binary (issue 2): on SIGTERM payshim stops accepting, lets
-//! the in-flight request finish with the upstream's answer, then exits 0. And the shipped
-//! dev config runs as is (sandbox, generated dev certificate).
+//! Graceful shutdown of the real binary (issue 2): on SIGTERM or SIGINT payshim stops
+//! accepting, lets the in-flight request finish with the upstream's answer, then exits 0.
+//! While running it cannot dump core (memory holds card data). And the shipped dev config
+//! runs as is (sandbox, generated dev certificate).
 
 mod support;
 
@@ -92,14 +93,34 @@ impl Process {
         }
     }
 
-    /// `kill -TERM <pid>`.
-    fn sigterm(&self) {
+    /// `kill -<signal> <pid>`, e.g. `signal("TERM")`.
+    fn signal(&self, signal: &str) {
         let status = Command::new("kill")
-            .arg("-TERM")
+            .arg(format!("-{signal}"))
             .arg(self.child.id().to_string())
             .status()
             .expect("run kill");
-        assert!(status.success(), "kill -TERM failed: {status}");
+        assert!(status.success(), "kill -{signal} failed: {status}");
+    }
+
+    fn sigterm(&self) {
+        self.signal("TERM");
+    }
+
+    /// The soft and hard "Max core file size" of the running process, from
+    /// /proc/<pid>/limits (a number of bytes, or "unlimited").
+    fn core_limits(&self) -> (String, String) {
+        let path = format!("/proc/{}/limits", self.child.id());
+        let limits = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
+        let line = limits
+            .lines()
+            .find_map(|l| l.strip_prefix("Max core file size"))
+            .unwrap_or_else(|| panic!("no core file size in {path}:\n{limits}"));
+        let mut fields = line.split_whitespace();
+        match (fields.next(), fields.next()) {
+            (Some(soft), Some(hard)) => (soft.to_string(), hard.to_string()),
+            _ => panic!("unexpected {path} line {line:?}"),
+        }
     }
 
     /// Waits for the process to exit (at most `timeout`).
@@ -111,7 +132,7 @@ impl Process {
             }
             assert!(
                 Instant::now() < deadline,
-                "payshim still running {timeout:?} after SIGTERM\n{}",
+                "payshim still running {timeout:?} after the signal\n{}",
                 self.output()
             );
             tokio::time::sleep(Duration::from_millis(20)).await;
@@ -135,8 +156,23 @@ fn payment(url: &str) -> http::Request<bytes::Bytes> {
         .unwrap()
 }
 
-/// `workers`: 1 runs tokio's current-thread scheduler, more the multi-thread one.
-async fn in_flight_request_finishes_then_exit_0(version: HttpVersion, workers: u32) {
+/// Lets the processes this test binary starts from now on dump core, up to a few KiB (the
+/// usual soft limit is 0, which would make a check that payshim sets 0 prove nothing). Only
+/// the soft limit moves, and only up to the hard one; payshim must lower both.
+fn allow_core_dumps_in_children() {
+    let (soft, hard) = rlimit::getrlimit(rlimit::Resource::CORE).expect("getrlimit(CORE)");
+    let raised = hard.min(4096);
+    if soft < raised {
+        rlimit::setrlimit(rlimit::Resource::CORE, raised, hard).expect("setrlimit(CORE)");
+    }
+    if raised == 0 {
+        eprintln!("note: the hard core limit is 0 here: the core dump check proves nothing");
+    }
+}
+
+/// `signal`: "TERM" or "INT" (for `kill`). `workers`: 1 runs tokio's current-thread
+/// scheduler, more the multi-thread one.
+async fn in_flight_request_finishes_then_exit_0(signal: &str, version: HttpVersion, workers: u32) {
     let pki = TestPki::new();
     let upstream = Upstream::start(
         &pki,
@@ -171,8 +207,16 @@ async fn in_flight_request_finishes_then_exit_0(version: HttpVersion, workers: u
     let config_path = dir.path().join("payshim.toml");
     std::fs::write(&config_path, config).unwrap();
 
+    allow_core_dumps_in_children();
     let mut process = Process::spawn(dir.path(), Some(Path::new("payshim.toml")), &[]);
     process.wait_listening(public).await;
+
+    // Started with core dumps allowed, payshim disabled them (soft and hard limit).
+    assert_eq!(
+        process.core_limits(),
+        ("0".to_string(), "0".to_string()),
+        "Max core file size (soft, hard) of the running payshim"
+    );
 
     let client = TestClient::new(&pki.ca_pem, version);
     let url = format!(
@@ -190,7 +234,7 @@ async fn in_flight_request_finishes_then_exit_0(version: HttpVersion, workers: u
         process.output()
     );
     let signalled = Instant::now();
-    process.sigterm();
+    process.signal(signal);
 
     // New connections are refused while the request is still in flight.
     let deadline = Instant::now() + Duration::from_secs(1);
@@ -210,7 +254,7 @@ async fn in_flight_request_finishes_then_exit_0(version: HttpVersion, workers: u
             Ok(_) => {
                 assert!(
                     Instant::now() < deadline,
-                    "payshim still accepts 1 s after SIGTERM\n{}",
+                    "payshim still accepts 1 s after SIG{signal}\n{}",
                     process.output()
                 );
                 tokio::time::sleep(Duration::from_millis(20)).await;
@@ -247,7 +291,7 @@ async fn in_flight_request_finishes_then_exit_0(version: HttpVersion, workers: u
     );
     assert!(
         signalled.elapsed() < Duration::from_secs(8),
-        "exit took {:?} after SIGTERM",
+        "exit took {:?} after SIG{signal}",
         signalled.elapsed()
     );
     assert!(tokio::net::TcpStream::connect(admin).await.is_err());
@@ -255,22 +299,27 @@ async fn in_flight_request_finishes_then_exit_0(version: HttpVersion, workers: u
 
 #[tokio::test]
 async fn sigterm_lets_the_in_flight_request_finish_then_exits_0_http1() {
-    in_flight_request_finishes_then_exit_0(HttpVersion::Http1, 2).await;
+    in_flight_request_finishes_then_exit_0("TERM", HttpVersion::Http1, 2).await;
 }
 
 #[tokio::test]
 async fn sigterm_lets_the_in_flight_request_finish_then_exits_0_http2() {
-    in_flight_request_finishes_then_exit_0(HttpVersion::Http2, 2).await;
+    in_flight_request_finishes_then_exit_0("TERM", HttpVersion::Http2, 2).await;
 }
 
 #[tokio::test]
 async fn one_worker_sigterm_lets_the_in_flight_request_finish_then_exits_0_http1() {
-    in_flight_request_finishes_then_exit_0(HttpVersion::Http1, 1).await;
+    in_flight_request_finishes_then_exit_0("TERM", HttpVersion::Http1, 1).await;
 }
 
 #[tokio::test]
 async fn one_worker_sigterm_lets_the_in_flight_request_finish_then_exits_0_http2() {
-    in_flight_request_finishes_then_exit_0(HttpVersion::Http2, 1).await;
+    in_flight_request_finishes_then_exit_0("TERM", HttpVersion::Http2, 1).await;
+}
+
+#[tokio::test]
+async fn sigint_lets_the_in_flight_request_finish_then_exits_0_http1() {
+    in_flight_request_finishes_then_exit_0("INT", HttpVersion::Http1, 2).await;
 }
 
 #[tokio::test]
