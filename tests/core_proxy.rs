@@ -7,12 +7,19 @@
 mod support;
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http::{Method, Request, Version};
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, ServerName};
 use serde_json::Value;
 
+use support::client::StreamedBody;
+use support::load::{
+    ALPN_H1, ALPN_H2, complete, conn_request, h1_over, h2_over, tcp_connect, tls_connect,
+};
 use support::payshim::{
     ORDER, Payshim, STOREFRONT_KEY, UPSTREAM_TOKEN, admin_get, base_config, payment_body,
     payment_request, set_key,
@@ -398,6 +405,80 @@ async fn tls11_only_client_is_refused() {
     payshim.stop().await;
 }
 
+/// A client config offering only TLS 1.2 (aws-lc-rs), trusting `ca_pem`, offering `alpn`.
+fn tls12_only_config(ca_pem: &str, alpn: &[u8]) -> Arc<rustls::ClientConfig> {
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_slice_iter(ca_pem.as_bytes()) {
+        roots.add(cert.expect("parse CA PEM")).expect("add CA");
+    }
+    let mut config = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::aws_lc_rs::default_provider(),
+    ))
+    .with_protocol_versions(&[&rustls::version::TLS12])
+    .expect("TLS 1.2 with aws-lc-rs")
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    config.alpn_protocols = vec![alpn.to_vec()];
+    Arc::new(config)
+}
+
+#[tokio::test]
+async fn tls12_only_client_is_served() {
+    let world = World::new(moltin_like()).await;
+    let payshim = Payshim::start(&world.config()).await;
+    let port = payshim.addr.port();
+    for (version, alpn) in [(HttpVersion::Http1, ALPN_H1), (HttpVersion::Http2, ALPN_H2)] {
+        let connector = tokio_rustls::TlsConnector::from(tls12_only_config(&payshim.ca_pem, alpn));
+        let tcp = tcp_connect(payshim.addr, None).await.expect("TCP connect");
+        let tls = tokio::time::timeout(
+            Duration::from_secs(5),
+            connector.connect(ServerName::try_from("localhost").unwrap(), tcp),
+        )
+        .await
+        .expect("TLS 1.2 handshake within 5 s")
+        .unwrap_or_else(|e| panic!("{version:?}: payshim refused a TLS 1.2-only client: {e}"));
+        let session = tls.get_ref().1;
+        assert_eq!(
+            session.protocol_version(),
+            Some(rustls::ProtocolVersion::TLSv1_2),
+            "{version:?}: negotiated version"
+        );
+        assert_eq!(session.alpn_protocol(), Some(alpn), "{version:?}: ALPN");
+        let suite = session
+            .negotiated_cipher_suite()
+            .expect("a negotiated cipher suite");
+        assert_eq!(suite.version(), &rustls::version::TLS12, "{suite:?}");
+
+        let req = conn_request(
+            version,
+            port,
+            Method::POST,
+            &format!("/v2/orders/{ORDER}/payments"),
+            &[
+                ("authorization", &bearer()),
+                ("content-type", "application/json"),
+            ],
+            &payment_body(),
+        );
+        let resp = match version {
+            HttpVersion::Http1 => {
+                let mut sender = h1_over(tls).await.expect("HTTP/1.1 over TLS 1.2");
+                complete(sender.send_request(req)).await
+            }
+            HttpVersion::Http2 => {
+                let mut sender = h2_over(tls).await.expect("HTTP/2 over TLS 1.2");
+                complete(sender.send_request(req)).await
+            }
+        }
+        .unwrap_or_else(|e| panic!("{version:?}: payment over TLS 1.2: {e}"));
+        assert_eq!(resp.status, 201, "{version:?}: {}", resp.text());
+        assert_eq!(resp.json()["data"]["type"], "transaction", "{version:?}");
+        assert_request_id(&resp);
+    }
+    assert_eq!(world.upstream.count(), 2, "{:?}", world.upstream.requests());
+    payshim.stop().await;
+}
+
 #[tokio::test]
 async fn upstream_down_is_502_json() {
     let pki = TestPki::new();
@@ -451,58 +532,116 @@ async fn slow_upstream_is_504_json_and_not_retried() {
     payshim.stop().await;
 }
 
-async fn upstream_reset_mid_response(version: HttpVersion) {
+/// Which route an upstream reset is tried on: the payment (its answer is buffered for the
+/// audit) or a transaction read (its answer is streamed back as it arrives).
+#[derive(Clone, Copy, Debug)]
+enum ResetRoute {
+    Payment,
+    TransactionRead,
+}
+
+impl ResetRoute {
+    fn request(self, payshim: &Payshim) -> Request<Bytes> {
+        match self {
+            ResetRoute::Payment => {
+                payment_request(payshim, &[("authorization", &bearer())], &payment_body())
+            }
+            ResetRoute::TransactionRead => {
+                Request::get(payshim.url(&format!("/v2/orders/{ORDER}/transactions")))
+                    .header("authorization", bearer())
+                    .body(Bytes::new())
+                    .unwrap()
+            }
+        }
+    }
+}
+
+/// The upstream answered 200 with `Content-Length: 1000`, sent part of the body and reset
+/// the connection. The storefront must see that the answer broke: a transport or protocol
+/// error (HTTP/1.1: the connection ends before the declared `Content-Length`, which hyper
+/// reports as a failed body read; HTTP/2: a reset stream), or a response that is not a
+/// success (payshim's own 502). Never a clean 2xx: a storefront would take a truncated
+/// transaction for a complete one.
+#[track_caller]
+fn assert_reset_answer_not_delivered_as_success(
+    outcome: &Result<TestResponse, String>,
+    what: &str,
+) {
+    match outcome {
+        Err(e) => assert!(!e.is_empty(), "{what}: an error without a description"),
+        Ok(resp) => assert!(
+            !(200..300).contains(&resp.status),
+            "{what}: SILENT TRUNCATION: the upstream reset its answer after {} of the {} bytes \
+             it declared, yet the storefront got a clean {} with a {}-byte body \
+             (content-length {:?}): {}",
+            support::upstream::RESET_PARTIAL_BODY.len(),
+            support::upstream::RESET_ANNOUNCED_LENGTH,
+            resp.status,
+            resp.body.len(),
+            resp.header("content-length"),
+            resp.text()
+        ),
+    }
+}
+
+async fn upstream_reset_mid_response(version: HttpVersion, route: ResetRoute) {
+    let what = format!("{route:?} over {version:?}");
     let world = World::new(handler(|_| Reply::ResetAfterHeaders)).await;
     let payshim = Payshim::start(&world.config()).await;
     let client = payshim.client(version);
 
-    let outcome = send(
-        &client,
-        payment_request(&payshim, &[("authorization", &bearer())], &payment_body()),
-    )
-    .await;
+    let outcome = send(&client, route.request(&payshim)).await;
+    assert_reset_answer_not_delivered_as_success(&outcome, &what);
     match &outcome {
-        // The reset reaches the client as a broken response...
-        Err(e) => assert!(!e.is_empty()),
-        // ...or as payshim's own error, or at least never as a complete 1000-byte body.
-        Ok(resp) => assert!(
-            resp.status >= 500 || resp.body.len() < support::upstream::RESET_ANNOUNCED_LENGTH,
-            "a reset upstream answer came back as complete: {} {} bytes",
-            resp.status,
-            resp.body.len()
-        ),
+        Ok(resp) => eprintln!("{what}: reset answer came back as {}", resp.status),
+        Err(e) => eprintln!("{what}: reset answer came back as an error: {e}"),
     }
     assert!(
         !world
             .upstream
             .wait_for_requests(2, Duration::from_millis(500))
             .await,
-        "the payment was sent upstream again after a reset"
+        "{what}: the request was sent upstream again after a reset"
     );
-    assert_eq!(world.upstream.count(), 1);
+    assert_eq!(world.upstream.count(), 1, "{what}");
 
     // payshim keeps serving: the next request, same client, same payshim, succeeds.
     world.upstream.set_handler(moltin_like());
-    let resp = send(
-        &client,
-        payment_request(&payshim, &[("authorization", &bearer())], &payment_body()),
-    )
-    .await
-    .expect("the request after a reset");
-    assert_eq!(resp.status, 201, "{}", resp.text());
-    assert_eq!(resp.json()["data"]["type"], "transaction");
-    assert_eq!(world.upstream.count(), 2);
+    let resp = send(&client, route.request(&payshim))
+        .await
+        .unwrap_or_else(|e| panic!("{what}: the request after a reset: {e}"));
+    match route {
+        ResetRoute::Payment => {
+            assert_eq!(resp.status, 201, "{what}: {}", resp.text());
+            assert_eq!(resp.json()["data"]["type"], "transaction", "{what}");
+        }
+        ResetRoute::TransactionRead => {
+            assert_eq!(resp.status, 200, "{what}: {}", resp.text());
+            assert_eq!(resp.json()["data"][0]["type"], "transaction", "{what}");
+        }
+    }
+    assert_eq!(world.upstream.count(), 2, "{what}");
     payshim.stop().await;
 }
 
 #[tokio::test]
 async fn upstream_reset_mid_response_http1() {
-    upstream_reset_mid_response(HttpVersion::Http1).await;
+    upstream_reset_mid_response(HttpVersion::Http1, ResetRoute::Payment).await;
 }
 
 #[tokio::test]
 async fn upstream_reset_mid_response_http2() {
-    upstream_reset_mid_response(HttpVersion::Http2).await;
+    upstream_reset_mid_response(HttpVersion::Http2, ResetRoute::Payment).await;
+}
+
+#[tokio::test]
+async fn upstream_reset_mid_streamed_response_http1() {
+    upstream_reset_mid_response(HttpVersion::Http1, ResetRoute::TransactionRead).await;
+}
+
+#[tokio::test]
+async fn upstream_reset_mid_streamed_response_http2() {
+    upstream_reset_mid_response(HttpVersion::Http2, ResetRoute::TransactionRead).await;
 }
 
 #[tokio::test]
@@ -566,6 +705,137 @@ async fn body_over_max_body_is_413_and_never_forwarded() {
     .unwrap();
     assert_eq!(resp.status, 201, "{}", resp.text());
     assert_eq!(world.upstream.count(), 1);
+    payshim.stop().await;
+}
+
+/// A configured passthrough route that takes a request body.
+const CART_ITEMS: &str = "/v2/carts/cart-7/items";
+
+/// POSTs `body` to `path` over a fresh connection of `version`, streamed: no
+/// `Content-Length`, so HTTP/1.1 sends it chunked and HTTP/2 as DATA frames without a
+/// `content-length` header. The storefront key and `Content-Type: application/json` go
+/// with it.
+async fn post_streamed(
+    payshim: &Payshim,
+    version: HttpVersion,
+    path: &str,
+    body: StreamedBody,
+) -> Result<TestResponse, String> {
+    use hyper::body::Body as _;
+    use hyper_util::rt::{TokioExecutor, TokioIo};
+    assert!(
+        body.size_hint().exact().is_none(),
+        "a streamed body must not announce its length"
+    );
+    let port = payshim.addr.port();
+    let (alpn, builder) = match version {
+        HttpVersion::Http1 => (
+            ALPN_H1,
+            Request::post(path).header("host", format!("localhost:{port}")),
+        ),
+        HttpVersion::Http2 => (
+            ALPN_H2,
+            Request::post(payshim.url(path)).version(Version::HTTP_2),
+        ),
+    };
+    let req = builder
+        .header("authorization", bearer())
+        .header("content-type", "application/json")
+        .body(body)
+        .unwrap();
+    let tls = tls_connect(
+        payshim.addr,
+        &payshim.ca_pem,
+        alpn,
+        None,
+        Duration::from_secs(5),
+    )
+    .await
+    .map_err(|e| format!("TLS: {e}"))?;
+    match version {
+        HttpVersion::Http1 => {
+            let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
+                .await
+                .map_err(|e| e.to_string())?;
+            tokio::spawn(conn);
+            complete(sender.send_request(req)).await
+        }
+        HttpVersion::Http2 => {
+            let (mut sender, conn) =
+                hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tls))
+                    .await
+                    .map_err(|e| e.to_string())?;
+            tokio::spawn(conn);
+            complete(sender.send_request(req)).await
+        }
+    }
+}
+
+/// The `Content-Length` branch of the body limit is covered above; this is the other one: a
+/// body whose size is not announced (HTTP/1.1 chunked, HTTP/2 DATA frames) and turns out to
+/// be over `limits.max_body` (16 KiB) while it is read. 413 in the API format, nothing
+/// forwarded, on the payment route and on a configured passthrough route. The same streamed
+/// bodies under the limit still go through, so the 413 is about the size, not the framing.
+#[tokio::test]
+async fn streamed_body_over_max_body_is_413_and_never_forwarded() {
+    const MAX_BODY: usize = 16 * 1024;
+    let world = World::new(moltin_like()).await;
+    let mut config = world.config();
+    assert!(config.contains("max_body = \"16KiB\""), "{config}");
+    config.push_str("\n[[routes]]\nmethod = \"POST\"\npath = \"/v2/carts/{id}/items\"\n");
+    let payshim = Payshim::start(&config).await;
+    let payments = format!("/v2/orders/{ORDER}/payments");
+
+    for version in [HttpVersion::Http1, HttpVersion::Http2] {
+        for path in [payments.as_str(), CART_ITEMS] {
+            let what = format!("{version:?} POST {path}");
+            // max_body + 8 KiB, in 4 KiB pieces.
+            let body = StreamedBody::new(b'a', MAX_BODY + 8 * 1024, 4096);
+            let resp = post_streamed(&payshim, version, path, body)
+                .await
+                .unwrap_or_else(|e| panic!("{what}: no answer to an oversized streamed body: {e}"));
+            assert_eq!(resp.status, 413, "{what}: {}", resp.text());
+            assert_api_error(&resp, 413);
+        }
+    }
+    assert_eq!(
+        world.upstream.count(),
+        0,
+        "an oversized streamed body was forwarded: {:?}",
+        world
+            .upstream
+            .requests()
+            .iter()
+            .map(|r| (r.path.clone(), r.body.len()))
+            .collect::<Vec<_>>()
+    );
+
+    // Under the limit, streamed the same way, both routes still work.
+    for version in [HttpVersion::Http1, HttpVersion::Http2] {
+        let payment = payment_body();
+        let pieces = payment
+            .as_bytes()
+            .chunks(40)
+            .map(Bytes::copy_from_slice)
+            .collect::<Vec<_>>();
+        let resp = post_streamed(&payshim, version, &payments, StreamedBody::pieces(pieces))
+            .await
+            .unwrap_or_else(|e| panic!("{version:?}: streamed payment: {e}"));
+        assert_eq!(resp.status, 201, "{version:?}: {}", resp.text());
+        let recorded = world.upstream.requests().pop().unwrap();
+        assert_eq!(recorded.json()["data"]["number"], "4111111111111111");
+
+        // Just under the limit on the passthrough route: forwarded byte for byte.
+        let body = StreamedBody::new(b'b', MAX_BODY, 4096);
+        let resp = post_streamed(&payshim, version, CART_ITEMS, body)
+            .await
+            .unwrap_or_else(|e| panic!("{version:?}: streamed passthrough: {e}"));
+        assert_eq!(resp.status, 200, "{version:?}: {}", resp.text());
+        let recorded = world.upstream.requests().pop().unwrap();
+        assert_eq!(recorded.path, CART_ITEMS);
+        assert_eq!(recorded.body, Bytes::from(vec![b'b'; MAX_BODY]));
+    }
+    assert_eq!(world.upstream.count(), 4);
     payshim.stop().await;
 }
 

@@ -290,3 +290,68 @@ pub fn tls11_hello_bytes(server_name: &str) -> Vec<u8> {
     record.extend_from_slice(&handshake);
     record
 }
+
+/// A request body sent as separate pieces with no length known in advance: hyper sends it
+/// with `Transfer-Encoding: chunked` on HTTP/1.1 and as DATA frames without
+/// `content-length` on HTTP/2. With `open`, the body never ends after its last piece (no
+/// final chunk, no END_STREAM): the client keeps it open until the request is dropped.
+pub struct StreamedBody {
+    pieces: std::collections::VecDeque<Bytes>,
+    open: bool,
+}
+
+impl StreamedBody {
+    /// `total` bytes of `fill` in pieces of at most `piece` bytes, then the end of the body.
+    pub fn new(fill: u8, total: usize, piece: usize) -> StreamedBody {
+        let mut pieces = std::collections::VecDeque::new();
+        let mut left = total;
+        while left > 0 {
+            let n = left.min(piece);
+            pieces.push_back(Bytes::from(vec![fill; n]));
+            left -= n;
+        }
+        StreamedBody {
+            pieces,
+            open: false,
+        }
+    }
+
+    /// These exact pieces, then the end of the body.
+    pub fn pieces(pieces: impl IntoIterator<Item = Bytes>) -> StreamedBody {
+        StreamedBody {
+            pieces: pieces.into_iter().collect(),
+            open: false,
+        }
+    }
+
+    /// The same pieces, but the body stays open after the last one.
+    pub fn left_open(mut self) -> StreamedBody {
+        self.open = true;
+        self
+    }
+}
+
+impl hyper::body::Body for StreamedBody {
+    type Data = Bytes;
+    type Error = std::convert::Infallible;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        _cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Bytes>, Self::Error>>> {
+        use std::task::Poll;
+        match self.pieces.pop_front() {
+            Some(piece) => Poll::Ready(Some(Ok(hyper::body::Frame::data(piece)))),
+            // Left open: never ready again (and never woken), like a client that stopped
+            // sending without finishing its body.
+            None if self.open => Poll::Pending,
+            None => Poll::Ready(None),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        !self.open && self.pieces.is_empty()
+    }
+
+    // `size_hint` keeps its default (no exact length): that is what makes hyper stream it.
+}
