@@ -1574,3 +1574,30 @@ proptest! {
         }
     }
 }
+
+/// Card types cannot be serialized (DESIGN.md section 5: only the upstream body builder
+/// reads them). Method resolution picks the inherent `serializable` only when the type
+/// implements `Serialize`, and falls back to the trait's `false` otherwise, so adding a
+/// `Serialize` impl (or derive) to either type makes this test fail.
+#[test]
+fn card_types_do_not_implement_serialize() {
+    use std::marker::PhantomData;
+    struct Probe<T>(PhantomData<T>);
+    trait Fallback {
+        fn serializable(&self) -> bool {
+            false
+        }
+    }
+    impl<T> Fallback for Probe<T> {}
+    impl<T: serde::Serialize> Probe<T> {
+        fn serializable(&self) -> bool {
+            true
+        }
+    }
+    assert!(
+        Probe::<String>(PhantomData).serializable(),
+        "the probe works"
+    );
+    assert!(!Probe::<CardNumber>(PhantomData).serializable());
+    assert!(!Probe::<Cvv>(PhantomData).serializable());
+}
