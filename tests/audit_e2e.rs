@@ -666,3 +666,46 @@ async fn client_disconnect_mid_payment_still_completes_the_audit_pair() {
     assert_eq!(upstream.count(), 1, "sent exactly once");
     payshim.stop().await;
 }
+
+/// `payment.forwarded` is in the audit file before the upstream sees the payment: the
+/// upstream double looks for the record (by card fingerprint) the moment each payment
+/// arrives. (Its durability is the unit test `an_append_resolves_only_after_its_sync`.)
+#[tokio::test]
+async fn the_forwarded_record_is_written_before_the_upstream_call() {
+    let pki = TestPki::new();
+    let dir = tempfile::tempdir().unwrap();
+    let audit_dir = dir.path().join("audit");
+    let audit_path = audit_dir.join("payshim.jsonl");
+    let seen: Arc<std::sync::Mutex<Vec<bool>>> = Arc::default();
+    let upstream_handler = {
+        let (seen, audit_path, inner) = (seen.clone(), audit_path.clone(), moltin_like());
+        handler(move |req| {
+            if req.path.ends_with("/payments") {
+                let number = serde_json::from_slice::<Value>(&req.body)
+                    .ok()
+                    .and_then(|v| v["data"]["number"].as_str().map(str::to_owned))
+                    .expect("a card number in the forwarded body");
+                let fp = fingerprint(&number);
+                let written = std::fs::read_to_string(&audit_path)
+                    .unwrap_or_default()
+                    .lines()
+                    .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+                    .any(|r| r["event"] == "payment.forwarded" && r["card"]["fingerprint"] == fp);
+                seen.lock().unwrap().push(written);
+            }
+            inner(req)
+        })
+    };
+    let upstream = Upstream::start(&pki, upstream_handler).await;
+    let payshim = Payshim::start(&base_config(&pki, &upstream.url(), &audit_dir)).await;
+    let client = payshim.client(HttpVersion::Http2);
+    for n in 0..8 {
+        let resp = client
+            .send(payment_request(&payshim.url(""), &payment(n).1))
+            .await
+            .unwrap();
+        assert_eq!(resp.status, 201, "{}", resp.text());
+    }
+    payshim.stop().await;
+    assert_eq!(*seen.lock().unwrap(), vec![true; 8]);
+}

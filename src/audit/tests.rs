@@ -546,6 +546,34 @@ async fn submitted_records_are_written_in_order_before_shutdown() {
 
 /// A record nobody waits for, alone, is still made durable promptly: the writer lets a
 /// group gather only briefly (GATHER), then syncs it by itself.
+/// `append` resolves only once its record is on disk and synced: each of these appends
+/// waits for the one before, so each needs a sync of its own, and the sync counter (bumped
+/// right after `sync_data` returns) must already show it when the append resolves. A
+/// writer that answered after `write` but before `sync_data` fails this.
+#[tokio::test]
+async fn an_append_resolves_only_after_its_sync() {
+    let dir = TempDir::new("append-synced");
+    let path = dir.path("audit.jsonl");
+    let log = start(&path);
+    for i in 0..5u64 {
+        log.append(record(i)).await.unwrap();
+        let stats = log.stats();
+        assert!(
+            stats.syncs > i && stats.records > i,
+            "append {i} resolved with {} syncs, {} durable records",
+            stats.syncs,
+            stats.records
+        );
+        let on_disk = std::fs::read_to_string(&path).unwrap();
+        assert_eq!(
+            on_disk.lines().count() as u64,
+            i + 1,
+            "written before it resolved"
+        );
+    }
+    log.shutdown().await;
+}
+
 #[tokio::test]
 async fn a_lone_submitted_record_is_synced_soon() {
     let dir = TempDir::new("lone-submit");
