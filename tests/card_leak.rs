@@ -845,6 +845,7 @@ async fn log_lines_carry_the_request_and_payment_fields_and_no_credential() {
         ("last4", json!(&number[number.len() - 4..])),
         ("payment_method", json!("purchase")),
         ("outcome", json!("approved")),
+        ("upstream_status", json!(201)),
     ] {
         assert_eq!(pay[key], want, "{key} in {pay}");
     }

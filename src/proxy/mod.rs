@@ -362,6 +362,7 @@ impl Proxy {
             brand = p.and_then(|p| p.brand),
             last4 = p.and_then(|p| p.last4.as_deref()),
             outcome = p.map(|p| p.outcome),
+            upstream_status = p.and_then(|p| p.upstream_status),
             request_id,
             client,
             route = route_name,

@@ -29,6 +29,8 @@ pub(crate) struct PaymentLog {
     pub brand: Option<&'static str>,
     pub last4: Option<String>,
     pub outcome: &'static str,
+    /// What the API answered, when it answered (payshim's own status can differ: 502/504).
+    pub upstream_status: Option<u16>,
 }
 
 pub(crate) struct Payments {
@@ -142,6 +144,7 @@ impl Payments {
         let done = forward::detached(ctx.proxy, out, record, ex.client).await;
         ex.upstream_latency = done.latency;
         log.outcome = done.outcome;
+        log.upstream_status = done.response.as_ref().ok().map(|r| r.status().as_u16());
         done.response
     }
 }
