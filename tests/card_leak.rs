@@ -797,16 +797,14 @@ async fn log_lines_carry_the_request_and_payment_fields_and_no_credential() {
     let year = (utc_year_month().0 + 3).to_string();
     let number = pan(BRANDS[0], 4242);
     let body = json!({ "data": card_data("Lovelace", &number, "7", &year, "737") });
-    let paid = client
-        .send(
-            Request::post(binary.url(&payment_path(ORDER_OK)))
-                .header("content-type", "application/json")
-                .header("authorization", format!("Bearer {STOREFRONT_KEY}"))
-                .body(Bytes::from(body.to_string()))
-                .unwrap(),
-        )
-        .await
-        .unwrap();
+    let payment = |binary: &Binary| {
+        Request::post(binary.url(&payment_path(ORDER_OK)))
+            .header("content-type", "application/json")
+            .header("authorization", format!("Bearer {STOREFRONT_KEY}"))
+            .body(Bytes::from(body.to_string()))
+            .unwrap()
+    };
+    let paid = client.send(payment(&binary)).await.unwrap();
     assert_eq!(paid.status, 201, "{}", paid.text());
     let missing = client
         .send(
@@ -865,16 +863,7 @@ async fn log_lines_carry_the_request_and_payment_fields_and_no_credential() {
     let sandbox = base_config(&pki, "sandbox", &dir.path().join("audit-sandbox"));
     let sandbox = set_key(&sandbox, "log", "level", Some("\"info\""));
     let mut binary = Binary::start(dir.path(), "sandbox", &sandbox).await;
-    let resp = client
-        .send(
-            Request::post(binary.url(&payment_path(ORDER_OK)))
-                .header("content-type", "application/json")
-                .header("authorization", format!("Bearer {STOREFRONT_KEY}"))
-                .body(Bytes::from(body.to_string()))
-                .unwrap(),
-        )
-        .await
-        .unwrap();
+    let resp = client.send(payment(&binary)).await.unwrap();
     assert_eq!(resp.status, 201, "{}", resp.text());
     binary.stop().await;
     let stdout = std::fs::read_to_string(&binary.stdout).unwrap();

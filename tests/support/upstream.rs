@@ -392,21 +392,14 @@ async fn handle(
                 }
                 return Ok(resp);
             }
-            Reply::ResetAfterHeaders => {
+            Reply::ResetAfterHeaders | Reply::StallAfterHeaders => {
+                let reset = matches!(reply, Reply::ResetAfterHeaders);
                 let body = PartialThenReset {
-                    control,
+                    control: reset.then_some(control),
                     sent: false,
                     killing: false,
                 };
                 let mut resp = Response::new(body.boxed());
-                resp.headers_mut()
-                    .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
-                resp.headers_mut()
-                    .insert(CONTENT_LENGTH, HeaderValue::from(RESET_ANNOUNCED_LENGTH));
-                return Ok(resp);
-            }
-            Reply::StallAfterHeaders => {
-                let mut resp = Response::new(PartialThenStall { sent: false }.boxed());
                 resp.headers_mut()
                     .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
                 resp.headers_mut()
@@ -423,9 +416,10 @@ async fn handle(
 
 /// The body of `Reply::ResetAfterHeaders`: yields `RESET_PARTIAL_BODY`, and when polled
 /// again (so the server has taken the first part and is about to flush it) schedules an
-/// abortive drop of the connection and never ends.
+/// abortive drop of the connection and never ends. Without `control`
+/// (`Reply::StallAfterHeaders`) it just never ends: the connection stays open and silent.
 struct PartialThenReset {
-    control: Arc<ConnControl>,
+    control: Option<Arc<ConnControl>>,
     sent: bool,
     killing: bool,
 }
@@ -448,7 +442,10 @@ impl Body for PartialThenReset {
             return Poll::Pending;
         }
         self.killing = true;
-        let control = self.control.clone();
+        let Some(control) = self.control.clone() else {
+            // Stall: never woken, the connection stays open until it is dropped.
+            return Poll::Pending;
+        };
         tokio::spawn(async move {
             // Let the partial body reach the socket, then cut the connection.
             tokio::time::sleep(Duration::from_millis(50)).await;
@@ -457,30 +454,6 @@ impl Body for PartialThenReset {
         });
         // The connection task drops this body with the connection; no wake-up needed.
         Poll::Pending
-    }
-}
-
-/// The body of `Reply::StallAfterHeaders`: `RESET_PARTIAL_BODY`, then nothing, for ever.
-struct PartialThenStall {
-    sent: bool,
-}
-
-impl Body for PartialThenStall {
-    type Data = Bytes;
-    type Error = io::Error;
-
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        _cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, io::Error>>> {
-        if self.sent {
-            // Never woken: the connection stays open and silent until it is dropped.
-            return Poll::Pending;
-        }
-        self.sent = true;
-        Poll::Ready(Some(Ok(Frame::data(Bytes::from_static(
-            RESET_PARTIAL_BODY,
-        )))))
     }
 }
 
