@@ -586,6 +586,10 @@ mod tests {
                     }
                     LogFormat::Pretty => line.starts_with("sandbox=true "),
                 };
+                assert!(
+                    !line.contains('\x1b'),
+                    "colour codes in a log line: {line:?}"
+                );
                 assert_eq!(marked, sandbox, "{format:?} sandbox={sandbox}: {line}");
             }
         }
