@@ -45,6 +45,9 @@ impl Protocols {
             .timer(TokioTimer::new())
             .header_read_timeout(settings.header_read_timeout)
             .keep_alive(true)
+            // Head and body copied into one buffer: rustls encrypts a copy anyway, and
+            // one flat write measured +1.4 % against vectored ones (bench/, side by side).
+            .writev(false)
             .max_buf_size(settings.max_header_size.max(8192));
         let mut h2 = Builder::new(TokioExecutor::new()).http2_only();
         h2.http2()
