@@ -603,12 +603,20 @@ pub struct ScrubbingWriter<W: Write> {
     buf: Vec<u8>,
 }
 
+/// Largest event buffer kept for the thread's next event; a rare huge event's buffer is
+/// freed instead of held for ever.
+const KEEP_EVENT_BUF: usize = 16 * 1024;
+
+thread_local! {
+    /// The thread's event buffer, lent to one writer at a time: a log line per request
+    /// costs no allocation. (A nested event meanwhile gets an empty one of its own.)
+    static EVENT_BUF: std::cell::Cell<Vec<u8>> = const { std::cell::Cell::new(Vec::new()) };
+}
+
 impl<W: Write> ScrubbingWriter<W> {
     fn new(inner: W) -> Self {
-        Self {
-            inner,
-            buf: Vec::new(),
-        }
+        let buf = EVENT_BUF.try_with(|b| b.take()).unwrap_or_default();
+        Self { inner, buf }
     }
 }
 
@@ -625,13 +633,17 @@ impl<W: Write> Write for ScrubbingWriter<W> {
 
 impl<W: Write> Drop for ScrubbingWriter<W> {
     fn drop(&mut self) {
-        if self.buf.is_empty() {
-            return;
+        if !self.buf.is_empty() {
+            let scrubbed = scrub_bytes(&self.buf);
+            // A logger has nowhere to report its own write errors.
+            let _ = self.inner.write_all(&scrubbed);
+            let _ = self.inner.flush();
         }
-        let scrubbed = scrub_bytes(&self.buf);
-        // A logger has nowhere to report its own write errors.
-        let _ = self.inner.write_all(&scrubbed);
-        let _ = self.inner.flush();
+        let mut buf = std::mem::take(&mut self.buf);
+        if buf.capacity() <= KEEP_EVENT_BUF {
+            buf.clear();
+            let _ = EVENT_BUF.try_with(|b| b.set(buf));
+        }
     }
 }
 

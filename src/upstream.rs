@@ -49,6 +49,7 @@ pub enum UpstreamError {
 }
 
 /// A request ready to go upstream: method, path and query, filtered headers, full body.
+#[derive(Clone)]
 pub struct Outgoing {
     pub method: Method,
     /// As parsed from the storefront's request: forwarding it again needs no new parse.
@@ -100,10 +101,7 @@ impl Upstream {
                     .build(https);
                 Target::Remote {
                     client: Box::new(client),
-                    base: Base {
-                        scheme: scheme.clone(),
-                        authority: authority.clone(),
-                    },
+                    base: Base::new(scheme.clone(), authority.clone()),
                 }
             }
         };
@@ -115,11 +113,7 @@ impl Upstream {
 
     /// Sends one request with the given bearer value, once. The whole wait for the
     /// response head is bounded by `upstream.timeout`.
-    pub async fn send(
-        &self,
-        out: &Outgoing,
-        bearer: &HeaderValue,
-    ) -> Result<Answer, UpstreamError> {
+    pub async fn send(&self, out: Outgoing, bearer: &HeaderValue) -> Result<Answer, UpstreamError> {
         let started = Instant::now();
         let (client, base) = match &self.target {
             Target::Sandbox => {
@@ -264,13 +258,33 @@ pub async fn read_answer(mut body: ProxyBody, limit: usize) -> Result<Bytes, Ups
     Ok(buf.freeze())
 }
 
-/// Scheme and authority of the API, parsed once at start-up.
+/// Scheme and authority of the API, parsed once at start-up, and the `Host` value they
+/// make (the client would otherwise format it again for every request).
 struct Base {
     scheme: http::uri::Scheme,
     authority: http::uri::Authority,
+    host: HeaderValue,
 }
 
 impl Base {
+    fn new(scheme: http::uri::Scheme, authority: http::uri::Authority) -> Base {
+        let default_port = if scheme == http::uri::Scheme::HTTPS {
+            443
+        } else {
+            80
+        };
+        let host = match authority.port_u16() {
+            Some(port) if port != default_port => format!("{}:{port}", authority.host()),
+            _ => authority.host().to_string(),
+        };
+        Base {
+            scheme,
+            authority,
+            // An authority is made of characters a header value allows.
+            host: HeaderValue::from_str(&host).expect("a URI authority is a valid Host value"),
+        }
+    }
+
     fn uri(&self, path_and_query: PathAndQuery) -> Result<Uri, UpstreamError> {
         let mut parts = uri::Parts::default();
         parts.scheme = Some(self.scheme.clone());
@@ -291,22 +305,23 @@ pub fn path_only(uri: &Uri) -> PathAndQuery {
     }
 }
 
+/// The request as it goes out: the storefront's filtered headers (moved, not copied), the
+/// API's `Host` and the store's bearer token.
 fn build_request(
     base: &Base,
-    out: &Outgoing,
+    out: Outgoing,
     bearer: &HeaderValue,
 ) -> Result<Request<Full<Bytes>>, UpstreamError> {
-    let uri = base.uri(out.path_and_query.clone())?;
-    let mut request = Request::new(Full::new(out.body.clone()));
-    *request.method_mut() = out.method.clone();
+    let uri = base.uri(out.path_and_query)?;
+    let mut request = Request::new(Full::new(out.body));
+    *request.method_mut() = out.method;
     *request.uri_mut() = uri;
     // The client picks HTTP/2 when ALPN agrees; it needs an HTTP/1.1 request to start from.
     *request.version_mut() = Version::HTTP_11;
-    // One copy of the already-filtered map (appending name by name grows it step by step).
-    *request.headers_mut() = out.headers.clone();
-    request
-        .headers_mut()
-        .insert(header::AUTHORIZATION, bearer.clone());
+    *request.headers_mut() = out.headers;
+    let headers = request.headers_mut();
+    headers.insert(header::HOST, base.host.clone());
+    headers.insert(header::AUTHORIZATION, bearer.clone());
     Ok(request)
 }
 
@@ -470,10 +485,7 @@ mod tests {
 
     #[test]
     fn the_upstream_uri_joins_base_and_path() {
-        let base = Base {
-            scheme: http::uri::Scheme::HTTPS,
-            authority: "api.moltin.com".parse().unwrap(),
-        };
+        let base = Base::new(http::uri::Scheme::HTTPS, "api.moltin.com".parse().unwrap());
         let uri = base
             .uri(PathAndQuery::from_static("/v2/orders?page=2"))
             .unwrap();

@@ -101,6 +101,12 @@ impl UpstreamToken {
         }
     }
 
+    /// Whether a rejected token can be replaced by a fresh one (client credentials): only
+    /// then is a request worth keeping for its one resend.
+    pub fn can_refresh(&self) -> bool {
+        matches!(self.source, Source::Managed(_))
+    }
+
     /// After the upstream rejected `used` with 401: a fresh token to resend with, once.
     /// None when the token cannot be refreshed (static token, endpoint down).
     pub async fn refresh_after_rejection(&self, used: &HeaderValue) -> Option<HeaderValue> {

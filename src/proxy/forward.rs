@@ -95,8 +95,7 @@ pub(crate) async fn detached(
             client,
             ..Exchange::default()
         };
-        let sent = proxy.send_upstream(&out, &mut ex).await;
-        drop(out);
+        let sent = proxy.send_upstream(out, &mut ex).await;
         complete(&proxy, &ex, forwarded, sent).await
     });
     task.await.unwrap_or_else(|_| Completed {

@@ -272,23 +272,28 @@ impl Proxy {
             headers: upstream::forwardable_headers(&parts.headers),
             body,
         };
-        self.send_upstream(&out, ex).await
+        self.send_upstream(out, ex).await
     }
 
     /// One upstream call with the store's token. Never retried once the API may have
     /// processed it; the one exception is an upstream 401 (our token rejected, nothing
-    /// processed), resent once with a freshly fetched token (DESIGN.md section 3).
+    /// processed), resent once with a freshly fetched token (DESIGN.md section 3). A copy
+    /// of the request is kept for that resend only when a fresh token can exist.
     pub(crate) async fn send_upstream(
         &self,
-        out: &Outgoing,
+        out: Outgoing,
         ex: &mut Exchange,
     ) -> Result<Response<ProxyBody>, ApiError> {
         let bearer = self.token.bearer().await?;
+        let spare = self.token.can_refresh().then(|| out.clone());
         match self.upstream.send(out, &bearer).await {
             Ok(answer) if answer.response.status() == http::StatusCode::UNAUTHORIZED => {
                 // Our token was rejected: nothing was processed, so one resend with a
                 // fresh token is safe. A second 401 (or no fresh token) is a 502.
                 tracing::warn!("upstream rejected the store token (401)");
+                let Some(out) = spare else {
+                    return Err(ApiError::UpstreamBadResponse);
+                };
                 let Some(fresh) = self.token.refresh_after_rejection(&bearer).await else {
                     return Err(ApiError::UpstreamBadResponse);
                 };
