@@ -12,7 +12,7 @@ use bytes::Bytes;
 use http::Request;
 
 use support::payshim::{Payshim, STOREFRONT_KEY, base_config, set_key};
-use support::{HttpVersion, Reply, TestPki, Upstream, handler};
+use support::{HttpVersion, Reply, TRICKLE_CHUNK, TestPki, Upstream, handler};
 
 const ROUTE: &str = "\n[[routes]]\nmethod = \"GET\"\npath = \"/v2/carts/{id}\"\n";
 
@@ -52,6 +52,52 @@ async fn an_upstream_stalling_mid_body_is_cut_off_at_the_timeout() {
             "{version:?}: cut off before the timeout ({:?})",
             started.elapsed()
         );
+    }
+    payshim.stop().await;
+}
+
+/// An answer that streams for longer than `server.header_read_timeout` is not idleness:
+/// the connection watchdog counts a request in flight until its answer's body is done, so
+/// a slow but complete upstream answer reaches the storefront whole, and the keep-alive
+/// connection still serves the next request.
+#[tokio::test]
+async fn a_slow_answer_is_streamed_whole_past_the_header_read_timeout() {
+    const CHUNKS: usize = 10;
+    let every = Duration::from_millis(250);
+    let pki = TestPki::new();
+    let upstream = Upstream::start(
+        &pki,
+        handler(move |_| Reply::Trickle {
+            chunks: CHUNKS,
+            every,
+        }),
+    )
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = base_config(&pki, &upstream.url(), dir.path()) + ROUTE;
+    let config = set_key(&config, "server", "header_read_timeout", Some("\"1s\""));
+    let config = set_key(&config, "upstream", "timeout", Some("\"10s\""));
+    let payshim = Payshim::start(&config).await;
+    for version in [HttpVersion::Http1, HttpVersion::Http2] {
+        let client = payshim.client(version);
+        for round in 0..2 {
+            let started = Instant::now();
+            let resp = tokio::time::timeout(Duration::from_secs(10), client.send(cart(&payshim)))
+                .await
+                .unwrap_or_else(|_| panic!("{version:?}: still waiting after 10 s"))
+                .unwrap_or_else(|e| panic!("{version:?} round {round}: answer cut off: {e}"));
+            assert_eq!(resp.status, 200, "{version:?}");
+            assert_eq!(
+                resp.body.as_ref(),
+                TRICKLE_CHUNK.repeat(CHUNKS).as_slice(),
+                "{version:?}"
+            );
+            assert!(
+                started.elapsed() >= every * CHUNKS as u32,
+                "{version:?}: the answer did not trickle ({:?})",
+                started.elapsed()
+            );
+        }
     }
     payshim.stop().await;
 }

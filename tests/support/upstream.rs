@@ -82,7 +82,13 @@ pub enum Reply {
     StallAfterHeaders,
     /// Reads the request, then drops the connection without any response.
     CloseImmediately,
+    /// Status 200 with `Content-Length`, then the body in `chunks` parts of
+    /// [`TRICKLE_CHUNK`], one every `every`: a slow but complete answer.
+    Trickle { chunks: usize, every: Duration },
 }
+
+/// One part of a `Reply::Trickle` body.
+pub const TRICKLE_CHUNK: &[u8] = b"0123456789abcdef";
 
 /// The body bytes sent by `Reply::ResetAfterHeaders` before the connection is dropped.
 pub const RESET_PARTIAL_BODY: &[u8] = br#"{"data":{"id":"0b6a4b52-3c4f-4d1e-9a57-1f0e7c7f1a10","type":"transaction","gateway":"card_c"#;
@@ -406,11 +412,45 @@ async fn handle(
                     .insert(CONTENT_LENGTH, HeaderValue::from(RESET_ANNOUNCED_LENGTH));
                 return Ok(resp);
             }
+            Reply::Trickle { chunks, every } => {
+                let (tx, rx) = tokio::sync::mpsc::channel(1);
+                tokio::spawn(async move {
+                    for _ in 0..chunks {
+                        tokio::time::sleep(every).await;
+                        if tx.send(Bytes::from_static(TRICKLE_CHUNK)).await.is_err() {
+                            return;
+                        }
+                    }
+                });
+                let mut resp = Response::new(Trickled(rx).boxed());
+                resp.headers_mut().insert(
+                    CONTENT_LENGTH,
+                    HeaderValue::from(chunks * TRICKLE_CHUNK.len()),
+                );
+                return Ok(resp);
+            }
             Reply::CloseImmediately => {
                 control.kill.notify_one();
                 return std::future::pending().await;
             }
         }
+    }
+}
+
+/// The body of `Reply::Trickle`: the chunks as the sending task hands them over.
+struct Trickled(tokio::sync::mpsc::Receiver<Bytes>);
+
+impl Body for Trickled {
+    type Data = Bytes;
+    type Error = io::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, io::Error>>> {
+        self.0
+            .poll_recv(cx)
+            .map(|chunk| chunk.map(|data| Ok(Frame::data(data))))
     }
 }
 

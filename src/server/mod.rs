@@ -1,28 +1,35 @@
 //! The public listener: accept, TLS handshake, HTTP/1.1 or HTTP/2, graceful shutdown.
 //!
 //! Connection-level protection lives here: a cap on open connections (excess ones wait in
-//! the kernel backlog), a deadline for the TLS handshake, hyper's header read timeout
-//! (slowloris; it also bounds keep-alive idle time on HTTP/1.1), a header size cap and a
-//! cap on concurrent HTTP/2 streams. The protocol is chosen by ALPN, so no connection sits
-//! in protocol detection without a timer.
+//! the kernel backlog), a deadline for the TLS handshake, the idle watchdog (`watch`: slow
+//! or silent request heads, idle keep-alive and HTTP/2 connections), a header size cap and
+//! a cap on concurrent HTTP/2 streams. The protocol is chosen by ALPN, so no connection
+//! sits in protocol detection without a timer.
+
+mod watch;
 
 use std::collections::HashMap;
 use std::convert::Infallible;
 use std::net::{IpAddr, SocketAddr};
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::pin::Pin;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::task::{Context, Poll};
+use std::time::Duration;
 
+use bytes::Bytes;
+use hyper::body::{Body, Frame, SizeHint};
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto::Builder;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{Semaphore, watch};
+use tokio::sync::{Semaphore, watch as signal};
 use tokio_rustls::TlsAcceptor;
 
 use crate::config::ServerConfig;
 use crate::proxy::Proxy;
 use crate::tls::PeerIdentity;
+use crate::upstream::{BoxError, ProxyBody};
+use watch::{IdleLimits, InFlight, Watchdog};
 
 /// What the handler knows about the connection a request came on.
 #[derive(Debug, Clone)]
@@ -41,9 +48,9 @@ struct Protocols {
 impl Protocols {
     fn new(settings: &ServerConfig) -> Protocols {
         let mut h1 = Builder::new(TokioExecutor::new()).http1_only();
+        // No hyper header read timeout: the watchdog bounds slow heads without a timer per
+        // request (measured in bench/, side by side).
         h1.http1()
-            .timer(TokioTimer::new())
-            .header_read_timeout(settings.header_read_timeout)
             .keep_alive(true)
             // Head and body copied into one buffer: rustls encrypts a copy anyway, and
             // one flat write measured +1.4 % against vectored ones (bench/, side by side).
@@ -67,16 +74,17 @@ pub async fn serve(
     acceptor: TlsAcceptor,
     proxy: Arc<Proxy>,
     settings: &ServerConfig,
-    mut shutdown: watch::Receiver<bool>,
+    mut shutdown: signal::Receiver<bool>,
 ) {
     let protocols = Arc::new(Protocols::new(settings));
     let slots = Arc::new(Semaphore::new(settings.max_connections));
     let per_ip = Arc::new(PerIp::new(settings.max_connections_per_ip));
-    let limits = ConnLimits {
-        handshake: settings.header_read_timeout,
+    let watchdog = Watchdog::new(IdleLimits {
         first_request: settings.header_read_timeout,
         idle: settings.idle_timeout,
-    };
+    });
+    let watching = AbortOnDrop(tokio::spawn(watchdog.clone().run()));
+    let handshake_limit = settings.header_read_timeout;
     loop {
         let permit = tokio::select! {
             p = slots.clone().acquire_owned() => p.expect("semaphore never closed"),
@@ -99,13 +107,13 @@ pub async fn serve(
             continue;
         };
         let (acceptor, proxy, protocols) = (acceptor.clone(), proxy.clone(), protocols.clone());
-        let stop = shutdown.clone();
+        let watchdog = watchdog.clone();
         tokio::spawn(async move {
             let _slots = (permit, ip_slot);
             proxy.metrics().connections.inc();
             let _ = tcp.set_nodelay(true);
-            if let Some(conn) = handshake(&acceptor, tcp, remote, limits.handshake, &proxy).await {
-                serve_connection(conn, &protocols, proxy.clone(), limits, stop).await;
+            if let Some(conn) = handshake(&acceptor, tcp, remote, handshake_limit, &proxy).await {
+                serve_connection(conn, &protocols, proxy.clone(), &watchdog).await;
             }
             proxy.metrics().connections.dec();
         });
@@ -116,6 +124,7 @@ pub async fn serve(
         open_connections = open,
         "shutting down: no longer accepting"
     );
+    watchdog.stop_all();
     let all = u32::try_from(settings.max_connections).unwrap_or(u32::MAX);
     tokio::select! {
         _ = slots.acquire_many(all) => tracing::info!("all connections closed"),
@@ -123,81 +132,53 @@ pub async fn serve(
             tracing::warn!("shutdown grace period over; closing remaining connections");
         }
     }
+    drop(watching);
 }
 
-/// Time limits of one connection.
-#[derive(Clone, Copy)]
-struct ConnLimits {
-    handshake: Duration,
-    /// HTTP/2: the first request must start within this (HTTP/1.1: hyper's header read
-    /// timeout does the same job).
-    first_request: Duration,
-    /// HTTP/2: a connection with no open stream for this long is closed.
-    idle: Duration,
-}
+/// Stops a background task when its owner goes away.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
 
-/// When the last request on a connection finished, and how many are open: HTTP/2 has no
-/// header read timeout in hyper, so payshim closes silent or idle HTTP/2 connections
-/// itself (a client that never finishes a request's headers is idle too).
-struct Activity {
-    started: Instant,
-    open: AtomicUsize,
-    last_done_ms: AtomicU64,
-    any: AtomicBool,
-}
-
-impl Activity {
-    fn idle_for(&self) -> Option<Duration> {
-        if self.open.load(Ordering::Acquire) > 0 {
-            return None;
-        }
-        let last = Duration::from_millis(self.last_done_ms.load(Ordering::Acquire));
-        Some(self.started.elapsed().saturating_sub(last))
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }
 
+/// What every request handler on one connection shares.
+struct Handler {
+    proxy: Arc<Proxy>,
+    info: ConnInfo,
+}
+
 /// Serves HTTP on an established TLS connection until it ends, the server shuts down
-/// (graceful: in-flight requests finish) or, for HTTP/2, it stays idle too long.
+/// (graceful: in-flight requests finish) or it stays idle too long.
 async fn serve_connection(
     (tls, info): TlsConn,
     protocols: &Protocols,
     proxy: Arc<Proxy>,
-    limits: ConnLimits,
-    mut stop: watch::Receiver<bool>,
+    watchdog: &Arc<Watchdog>,
 ) {
     let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2".as_slice());
     let remote = info.remote;
-    let info = Arc::new(info);
-    let activity = Arc::new(Activity {
-        started: Instant::now(),
-        open: AtomicUsize::new(0),
-        last_done_ms: AtomicU64::new(0),
-        any: AtomicBool::new(false),
-    });
-    let tracked = activity.clone();
+    let watched = watchdog.watch(h2);
+    let handler = Arc::new(Handler { proxy, info });
+    let requests = watched.clone();
     let svc = service_fn(move |req| {
-        let (proxy, info, activity) = (proxy.clone(), info.clone(), tracked.clone());
+        let (handler, in_flight) = (handler.clone(), requests.begin());
         async move {
-            activity.open.fetch_add(1, Ordering::AcqRel);
-            activity.any.store(true, Ordering::Release);
-            let response = proxy.handle(req, &info).await;
-            let done = activity.started.elapsed().as_millis() as u64;
-            activity.last_done_ms.store(done, Ordering::Release);
-            activity.open.fetch_sub(1, Ordering::AcqRel);
-            Ok::<_, Infallible>(response)
+            let response = handler.proxy.handle(req, &handler.info).await;
+            Ok::<_, Infallible>(response.map(|body| Tracked {
+                body,
+                _in_flight: in_flight,
+            }))
         }
     });
     let builder = if h2 { &protocols.h2 } else { &protocols.h1 };
     let conn = builder.serve_connection(TokioIo::new(tls), svc);
     tokio::pin!(conn);
-    let tick = (limits.first_request.min(limits.idle) / 4).max(Duration::from_millis(50));
-    let mut watchdog = tokio::time::interval(tick);
-    let mut closing = *stop.borrow();
-    if closing {
-        conn.as_mut().graceful_shutdown();
-    }
-    // An idle HTTP/2 peer that does not answer the GOAWAY/PING exchange of a graceful
-    // close is dropped when this passes.
+    let mut closing = false;
+    // An HTTP/2 peer that does not answer the GOAWAY/PING exchange of a graceful close is
+    // dropped when this passes.
     let mut hard_deadline: Option<tokio::time::Instant> = None;
     loop {
         tokio::select! {
@@ -207,17 +188,26 @@ async fn serve_connection(
                 }
                 return;
             }
-            _ = stop.changed(), if !closing => {
-                closing = true;
-                conn.as_mut().graceful_shutdown();
-            }
-            _ = watchdog.tick(), if h2 && !closing => {
-                let limit = if activity.any.load(Ordering::Acquire) { limits.idle } else { limits.first_request };
-                if activity.idle_for().is_some_and(|idle| idle >= limit) {
-                    tracing::debug!(%remote, "closing idle HTTP/2 connection");
+            signal = std::future::poll_fn(|cx| watched.poll_signal(cx)) => {
+                if signal.stop() && !closing {
                     closing = true;
                     conn.as_mut().graceful_shutdown();
-                    hard_deadline = Some(tokio::time::Instant::now() + limits.first_request);
+                }
+                if signal.idle() && watched.still_idle() {
+                    // HTTP/1.1: nothing is in flight, so nothing is lost by dropping the
+                    // connection, and a graceful close would wait for a head that may
+                    // never finish. HTTP/2 says goodbye with GOAWAY first.
+                    if !h2 {
+                        tracing::debug!(%remote, "closing idle HTTP/1.1 connection");
+                        return;
+                    }
+                    if hard_deadline.is_none() {
+                        tracing::debug!(%remote, "closing idle HTTP/2 connection");
+                        closing = true;
+                        conn.as_mut().graceful_shutdown();
+                        hard_deadline =
+                            Some(tokio::time::Instant::now() + watchdog.limits().first_request);
+                    }
                 }
             }
             _ = sleep_until(hard_deadline), if hard_deadline.is_some() => {
@@ -232,6 +222,33 @@ async fn sleep_until(deadline: Option<tokio::time::Instant>) {
     match deadline {
         Some(d) => tokio::time::sleep_until(d).await,
         None => std::future::pending().await,
+    }
+}
+
+/// An answer's body that marks its request in flight until the body is done, so the
+/// watchdog counts a connection busy while its answer still streams.
+struct Tracked {
+    body: ProxyBody,
+    _in_flight: InFlight,
+}
+
+impl Body for Tracked {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        Pin::new(&mut self.get_mut().body).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.body.size_hint()
     }
 }
 

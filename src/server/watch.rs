@@ -1,0 +1,329 @@
+//! The connection watchdog: closes connections that sit idle, and carries the graceful
+//! shutdown to every open connection.
+//!
+//! A connection is idle while no request is in flight on it (from the request head being
+//! parsed until its answer's body has been handed to the connection) and none has started
+//! or finished for the connection's limit: `server.header_read_timeout` for HTTP/1.1 (a
+//! slow or silent request head, a keep-alive connection left open, a client that does not
+//! read its answer) and for an HTTP/2 connection that has had no request yet,
+//! `server.idle_timeout` for an HTTP/2 connection after its first request.
+//!
+//! One task checks every connection's request counters each tick, so a request costs two
+//! counter increments and no clock read or timer, and a connection task learns about idling
+//! and shutdown from one flag it polls. Connections are closed between `limit` and
+//! `limit + tick` after their last activity, never before.
+
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError, Weak};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use atomic_waker::AtomicWaker;
+use tokio::time::{Instant, MissedTickBehavior};
+
+/// What the watchdog tells a connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct Signal(u8);
+
+impl Signal {
+    /// The server is shutting down: finish what is in flight and close.
+    pub(super) const STOP: u8 = 1;
+    /// Nothing happened on the connection for its limit.
+    pub(super) const IDLE: u8 = 2;
+
+    pub(super) fn stop(self) -> bool {
+        self.0 & Self::STOP != 0
+    }
+
+    pub(super) fn idle(self) -> bool {
+        self.0 & Self::IDLE != 0
+    }
+}
+
+/// Time limits of connections.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct IdleLimits {
+    /// HTTP/1.1 always; HTTP/2 until its first request.
+    pub first_request: Duration,
+    /// HTTP/2 after its first request.
+    pub idle: Duration,
+}
+
+impl IdleLimits {
+    /// How often connections are checked: a quarter of the shorter limit, so a connection
+    /// is closed at most a quarter late.
+    fn tick(&self) -> Duration {
+        (self.first_request.min(self.idle) / 4).max(Duration::from_millis(50))
+    }
+}
+
+/// One connection as the watchdog sees it.
+pub(super) struct Watched {
+    h2: bool,
+    started: AtomicU64,
+    finished: AtomicU64,
+    /// Pending [`Signal`] bits, taken by the connection task.
+    signal: AtomicU8,
+    waker: AtomicWaker,
+    /// The watchdog's own bookkeeping: the activity count it last saw, and when (ms since
+    /// the watchdog started) it saw it change.
+    seen: AtomicU64,
+    quiet_since_ms: AtomicU64,
+}
+
+/// Marks one request in flight until dropped: hold it until the answer's body is done
+/// (or the request is abandoned), so an answer still streaming is not idleness.
+pub(super) struct InFlight(Arc<Watched>);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.finished.fetch_add(1, Ordering::Release);
+    }
+}
+
+impl Watched {
+    pub(super) fn begin(self: &Arc<Self>) -> InFlight {
+        self.started.fetch_add(1, Ordering::AcqRel);
+        InFlight(self.clone())
+    }
+
+    /// A count that changes whenever a request starts or finishes, and whether one is
+    /// still in flight.
+    fn activity(&self) -> (u64, bool) {
+        // `finished` first: a request finishing between the two loads then shows as in
+        // flight (never the other way round).
+        let finished = self.finished.load(Ordering::Acquire);
+        let started = self.started.load(Ordering::Acquire);
+        (started + finished, started != finished)
+    }
+
+    /// Whether the connection is still idle as the watchdog last judged it: nothing in
+    /// flight and no request since. The connection task checks this before closing, since
+    /// a request may have started after the watchdog looked.
+    pub(super) fn still_idle(&self) -> bool {
+        let (events, busy) = self.activity();
+        !busy && events == self.seen.load(Ordering::Acquire)
+    }
+
+    /// The next signal, if any. Registers the task to be woken by the next one.
+    pub(super) fn poll_signal(&self, cx: &mut Context<'_>) -> Poll<Signal> {
+        if self.signal.load(Ordering::Acquire) == 0 {
+            self.waker.register(cx.waker());
+            if self.signal.load(Ordering::Acquire) == 0 {
+                return Poll::Pending;
+            }
+        }
+        Poll::Ready(Signal(self.signal.swap(0, Ordering::AcqRel)))
+    }
+
+    fn raise(&self, bits: u8) {
+        self.signal.fetch_or(bits, Ordering::AcqRel);
+        self.waker.wake();
+    }
+}
+
+/// Every open connection, checked each tick.
+pub(super) struct Watchdog {
+    limits: IdleLimits,
+    started: Instant,
+    conns: Mutex<Vec<Weak<Watched>>>,
+    /// Set by [`Watchdog::stop_all`]: a connection still in its TLS handshake then is
+    /// told to stop as soon as it is watched.
+    stopping: AtomicBool,
+}
+
+impl Watchdog {
+    pub(super) fn new(limits: IdleLimits) -> Arc<Watchdog> {
+        Arc::new(Watchdog {
+            limits,
+            started: Instant::now(),
+            conns: Mutex::new(Vec::new()),
+            stopping: AtomicBool::new(false),
+        })
+    }
+
+    /// Watches a new connection from now on (its first request is due within
+    /// `first_request`).
+    pub(super) fn watch(&self, h2: bool) -> Arc<Watched> {
+        let watched = Arc::new(Watched {
+            h2,
+            started: AtomicU64::new(0),
+            finished: AtomicU64::new(0),
+            signal: AtomicU8::new(0),
+            waker: AtomicWaker::new(),
+            seen: AtomicU64::new(0),
+            quiet_since_ms: AtomicU64::new(self.now_ms()),
+        });
+        let mut conns = self.lock();
+        if self.stopping.load(Ordering::Acquire) {
+            watched.raise(Signal::STOP);
+        }
+        conns.push(Arc::downgrade(&watched));
+        watched
+    }
+
+    pub(super) fn limits(&self) -> IdleLimits {
+        self.limits
+    }
+
+    /// Tells every open connection to finish and close.
+    pub(super) fn stop_all(&self) {
+        let conns = self.lock();
+        self.stopping.store(true, Ordering::Release);
+        for conn in conns.iter().filter_map(Weak::upgrade) {
+            conn.raise(Signal::STOP);
+        }
+    }
+
+    /// Checks the connections every tick, until dropped with the task running it.
+    pub(super) async fn run(self: Arc<Self>) {
+        let mut ticks = tokio::time::interval(self.limits.tick());
+        ticks.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        loop {
+            ticks.tick().await;
+            self.check();
+        }
+    }
+
+    fn check(&self) {
+        let now = self.now_ms();
+        self.lock().retain(|conn| {
+            let Some(conn) = conn.upgrade() else {
+                return false;
+            };
+            self.check_one(&conn, now);
+            true
+        });
+    }
+
+    fn check_one(&self, conn: &Watched, now: u64) {
+        let (events, busy) = conn.activity();
+        if busy || events != conn.seen.load(Ordering::Acquire) {
+            conn.seen.store(events, Ordering::Release);
+            conn.quiet_since_ms.store(now, Ordering::Release);
+            return;
+        }
+        let limit = if conn.h2 && events > 0 {
+            self.limits.idle
+        } else {
+            self.limits.first_request
+        };
+        let quiet = now.saturating_sub(conn.quiet_since_ms.load(Ordering::Acquire));
+        if quiet >= limit.as_millis() as u64 {
+            conn.raise(Signal::IDLE);
+        }
+    }
+
+    fn now_ms(&self) -> u64 {
+        self.started.elapsed().as_millis() as u64
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<Weak<Watched>>> {
+        self.conns.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const LIMITS: IdleLimits = IdleLimits {
+        first_request: Duration::from_secs(4),
+        idle: Duration::from_secs(20),
+    };
+
+    /// The next signal for `conn` and how long after the call it came; None within `wait`.
+    async fn next_signal(conn: &Watched, wait: Duration) -> Option<(Signal, Duration)> {
+        let start = Instant::now();
+        let signal = std::future::poll_fn(|cx| conn.poll_signal(cx));
+        let signal = tokio::time::timeout(wait, signal).await.ok()?;
+        Some((signal, start.elapsed()))
+    }
+
+    fn started() -> Arc<Watchdog> {
+        let watchdog = Watchdog::new(LIMITS);
+        tokio::spawn(watchdog.clone().run());
+        watchdog
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn idle_comes_after_the_limit_and_at_most_a_tick_later() {
+        let tick = LIMITS.tick();
+        // (HTTP/2?, requests before going quiet, the limit that applies)
+        let cases = [
+            (false, 0, LIMITS.first_request),
+            (false, 3, LIMITS.first_request),
+            (true, 0, LIMITS.first_request),
+            (true, 1, LIMITS.idle),
+        ];
+        for (h2, requests, limit) in cases {
+            let watchdog = started();
+            let conn = watchdog.watch(h2);
+            for _ in 0..requests {
+                let request = conn.begin();
+                tokio::time::sleep(Duration::from_millis(700)).await;
+                drop(request);
+            }
+            let (signal, after) = next_signal(&conn, limit * 3)
+                .await
+                .unwrap_or_else(|| panic!("h2 {h2}, {requests} requests: never idle"));
+            assert!(signal.idle() && !signal.stop(), "{signal:?}");
+            assert!(
+                after >= limit && after <= limit + tick,
+                "h2 {h2}, {requests} requests: idle after {after:?}, limit {limit:?}"
+            );
+            assert!(conn.still_idle());
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_request_in_flight_is_never_idle() {
+        let watchdog = started();
+        let conn = watchdog.watch(false);
+        let request = conn.begin();
+        assert_eq!(next_signal(&conn, LIMITS.first_request * 10).await, None);
+        drop(request);
+        let (signal, after) = next_signal(&conn, LIMITS.first_request * 3).await.unwrap();
+        assert!(signal.idle());
+        assert!(after >= LIMITS.first_request, "{after:?}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_request_after_the_idle_signal_keeps_the_connection() {
+        let watchdog = started();
+        let conn = watchdog.watch(false);
+        let (signal, _) = next_signal(&conn, LIMITS.first_request * 3).await.unwrap();
+        assert!(signal.idle());
+        let request = conn.begin();
+        assert!(!conn.still_idle(), "a request began after the watchdog looked");
+        drop(request);
+        assert!(!conn.still_idle(), "a request finished after the watchdog looked");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn stop_reaches_open_connections_and_ones_still_in_their_handshake() {
+        let watchdog = started();
+        let open = watchdog.watch(false);
+        let _busy = open.begin();
+        watchdog.stop_all();
+        let (signal, after) = next_signal(&open, Duration::from_millis(1)).await.unwrap();
+        assert!(signal.stop() && !signal.idle(), "{signal:?}");
+        assert_eq!(after, Duration::ZERO);
+        let late = watchdog.watch(true);
+        let (signal, _) = next_signal(&late, Duration::from_millis(1)).await.unwrap();
+        assert!(signal.stop());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn closed_connections_leave_the_watch_list() {
+        let watchdog = started();
+        let kept = watchdog.watch(false);
+        drop(watchdog.watch(false));
+        drop(watchdog.watch(true));
+        tokio::time::sleep(LIMITS.tick() * 2).await;
+        assert_eq!(watchdog.lock().len(), 1);
+        drop(kept);
+        tokio::time::sleep(LIMITS.tick() * 2).await;
+        assert!(watchdog.lock().is_empty());
+    }
+}
