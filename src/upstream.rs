@@ -98,6 +98,8 @@ impl Upstream {
                     .pool_max_idle_per_host(256)
                     // Small JSON requests: one flat write beats a vectored one (bench/).
                     .http1_writev(false)
+                    // `build_request` sets the prebuilt Host value itself.
+                    .set_host(false)
                     .build(https);
                 Target::Remote {
                     client: Box::new(client),
@@ -164,6 +166,7 @@ impl Upstream {
         let request = Request::builder()
             .method(method)
             .uri(uri)
+            .header(header::HOST, base.host.clone())
             .header(header::CONTENT_TYPE, content_type)
             .header(header::ACCEPT, "application/json")
             .body(Full::new(body))

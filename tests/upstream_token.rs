@@ -283,6 +283,11 @@ async fn one_token_call_for_many_requests_and_one_refresh_at_80_percent() {
         Some(CLIENT_SECRET)
     );
     assert!(token_call.header("authorization").is_none());
+    assert_eq!(
+        token_call.header("host"),
+        Some(format!("localhost:{}", world.upstream.addr().port())),
+        "the token call names the API host"
+    );
 
     // 50 concurrent payments: all served with token 1, no further token call.
     let statuses = pay_concurrently(&payshim, 50).await;

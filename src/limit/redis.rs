@@ -181,7 +181,18 @@ impl RedisStore {
 
     /// Runs `checks` in order as one atomic script: `Ok(None)` all allowed,
     /// `Ok(Some((i, wait)))` when `checks[i]` refused (the later ones did not run).
+    ///
+    /// The script call's future is boxed: it is large, and every limit check's future
+    /// (awaited on every request, with or without Redis) would otherwise carry its size, to
+    /// be copied at each await of the request path.
     pub(super) async fn run(
+        &self,
+        checks: &[Check<'_>],
+    ) -> Result<Option<(usize, Duration)>, Unavailable> {
+        Box::pin(self.run_script(checks)).await
+    }
+
+    async fn run_script(
         &self,
         checks: &[Check<'_>],
     ) -> Result<Option<(usize, Duration)>, Unavailable> {

@@ -178,6 +178,9 @@ impl Proxy {
         response
     }
 
+    /// Runs the route's steps. The payment, transaction and token steps are boxed: their
+    /// futures are kilobytes, and unboxed they would make every request's future (copied
+    /// at each await on the way down) that large, the plain forward's too.
     async fn dispatch(
         self: &Arc<Self>,
         route: &Route,
@@ -191,7 +194,7 @@ impl Proxy {
             Route::Preflight(name) => cors::preflight(&self.clients, *name, req.headers()),
             Route::TokenExchange => {
                 self.limiter.check_ip(conn.remote.ip()).await?;
-                token::exchange(self, req, ex).await
+                Box::pin(token::exchange(self, req, ex)).await
             }
             Route::Payment { order_id } => {
                 let client = self.admit(&req, conn, route, ex).await;
@@ -201,7 +204,7 @@ impl Proxy {
                     conn,
                     order_id: order_id.as_deref(),
                 };
-                self.payments.handle(&ctx, client, req, ex).await
+                Box::pin(self.payments.handle(&ctx, client, req, ex)).await
             }
             Route::Transaction {
                 order_id,
@@ -215,7 +218,7 @@ impl Proxy {
                     conn,
                     order_id: Some(order_id),
                 };
-                Transactions::handle(&ctx, transaction_id, *action, req, ex).await
+                Box::pin(Transactions::handle(&ctx, transaction_id, *action, req, ex)).await
             }
             Route::TransactionRead { .. } | Route::Passthrough => {
                 self.admit(&req, conn, route, ex).await?;
@@ -294,20 +297,9 @@ impl Proxy {
                 let Some(out) = spare else {
                     return Err(ApiError::UpstreamBadResponse);
                 };
-                let Some(fresh) = self.token.refresh_after_rejection(&bearer).await else {
-                    return Err(ApiError::UpstreamBadResponse);
-                };
-                let answer = self
-                    .upstream
-                    .send(out, &fresh)
-                    .await
-                    .map_err(upstream_error)?;
-                ex.upstream_latency = Some(answer.latency);
-                if answer.response.status() == http::StatusCode::UNAUTHORIZED {
-                    tracing::error!("upstream rejected a freshly obtained token (401)");
-                    return Err(ApiError::UpstreamBadResponse);
-                }
-                Ok(answer.response)
+                // Boxed: the rare resend (a token fetch included) would otherwise make
+                // every request's future larger.
+                Box::pin(self.resend_with_fresh_token(out, &bearer, ex)).await
             }
             Ok(answer) => {
                 ex.upstream_latency = Some(answer.latency);
@@ -315,6 +307,29 @@ impl Proxy {
             }
             Err(e) => Err(upstream_error(e)),
         }
+    }
+
+    /// The one resend after an upstream 401, with a freshly fetched token.
+    async fn resend_with_fresh_token(
+        &self,
+        out: Outgoing,
+        rejected: &HeaderValue,
+        ex: &mut Exchange,
+    ) -> Result<Response<ProxyBody>, ApiError> {
+        let Some(fresh) = self.token.refresh_after_rejection(rejected).await else {
+            return Err(ApiError::UpstreamBadResponse);
+        };
+        let answer = self
+            .upstream
+            .send(out, &fresh)
+            .await
+            .map_err(upstream_error)?;
+        ex.upstream_latency = Some(answer.latency);
+        if answer.response.status() == http::StatusCode::UNAUTHORIZED {
+            tracing::error!("upstream rejected a freshly obtained token (401)");
+            return Err(ApiError::UpstreamBadResponse);
+        }
+        Ok(answer.response)
     }
 
     /// Reads the whole request body, refusing it without reading past `limits.max_body`

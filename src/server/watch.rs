@@ -295,9 +295,15 @@ mod tests {
         let (signal, _) = next_signal(&conn, LIMITS.first_request * 3).await.unwrap();
         assert!(signal.idle());
         let request = conn.begin();
-        assert!(!conn.still_idle(), "a request began after the watchdog looked");
+        assert!(
+            !conn.still_idle(),
+            "a request began after the watchdog looked"
+        );
         drop(request);
-        assert!(!conn.still_idle(), "a request finished after the watchdog looked");
+        assert!(
+            !conn.still_idle(),
+            "a request finished after the watchdog looked"
+        );
     }
 
     #[tokio::test(start_paused = true)]
