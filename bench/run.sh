@@ -12,7 +12,10 @@
 #         with both sides under the same machine state). --ab-base FILE compares builds
 #         instead: the binary FILE (row payshim-ab-base) beside the current build (row
 #         payshim-ab-new), limits off on both. --ab-request passthrough|payments (default
-#         payments) picks the request both sides get.
+#         payments) picks the request both sides get. --ab-base nginx runs nginx (the
+#         nginx target's config) beside the current build on the passthrough request
+#         (rows payshim-ab-nginx and payshim-ab-payshim): the issue 2 comparison without
+#         the drift between separate runs.
 #
 # Proxy and upstream (and Redis) run pinned to core 0, wrk to core 1. Every target gets a
 # 3 s warm-up, then one measured wrk run of --duration, 64 keep-alive connections.
@@ -98,10 +101,12 @@ if [[ $AB_REQUEST != passthrough && $AB_REQUEST != payments ]]; then
     echo "run.sh: --ab-request must be passthrough or payments" >&2
     exit 2
 fi
-if [[ -n $AB_BASE && ! -x $AB_BASE ]]; then
-    echo "run.sh: --ab-base $AB_BASE is not an executable" >&2
+if [[ -n $AB_BASE && $AB_BASE != nginx && ! -x $AB_BASE ]]; then
+    echo "run.sh: --ab-base $AB_BASE is neither an executable nor 'nginx'" >&2
     exit 2
 fi
+# --ab-base nginx: nginx against the current build, on the passthrough request.
+[[ $AB_BASE == nginx ]] && AB_REQUEST=passthrough
 if (( DUR_S < 1 || DUR_S > 600 )); then
     echo "run.sh: --duration must be between 1s and 10m" >&2
     exit 2
@@ -757,18 +762,42 @@ run_target() {
 # drift between separate runs. Two rows: payshim-ab-off and payshim-ab-limits. With
 # --ab-base FILE the first side is that binary and the second the current build, limits
 # off on both (rows payshim-ab-base and payshim-ab-new): a code change measured the same way.
+# nginx as the nginx target runs it (nginx-proxy.conf), for the nginx side of payshim-ab.
+start_ab_nginx() { # dir
+    local dir=$1
+    check_ports "$NGINX_PORT"
+    mkdir -p "$dir/nginx/tmp"
+    sed -e "s|@OUT@/nginx|$dir/nginx|g" -e "s|@OUT@|$OUT|g" \
+        -e "s|@UPSTREAM_PORT@|$UPSTREAM_PORT|g" -e "s|@PORT@|$NGINX_PORT|g" \
+        "$BENCH_DIR/nginx-proxy.conf" >"$dir/nginx.conf"
+    taskset -c "$PROXY_CPU" nginx -p "$dir/nginx" -e "$dir/nginx/error.log" \
+        -c "$dir/nginx.conf" >"$dir/nginx.stdout.log" 2>&1 &
+    PIDS[ab-nginx]=$!
+    wait_ready ab-nginx "https://127.0.0.1:$NGINX_PORT/"
+}
+
 run_ab() {
     local base=$OUT/payshim-ab
     (( ROUNDS > 1 )) && base=$OUT/round$ROUND/payshim-ab
     local half=$((CONNS / 2)) side url=https://127.0.0.1
     local a=off b=limits
     [[ -n $AB_BASE ]] && { a=base; b=new; }
+    [[ $AB_BASE == nginx ]] && { a=nginx; b=payshim; }
     local -A port=([$a]=$PAYSHIM_PORT [$b]=$((PAYSHIM_PORT + 10)))
+    [[ $a == nginx ]] && port[$a]=$NGINX_PORT
     local -A admin=([$a]=$ADMIN_PORT [$b]=$((ADMIN_PORT + 10)))
     local -A bin=([$a]=${AB_BASE:-$PAYSHIM_BIN} [$b]=$PAYSHIM_BIN)
     local -A wrkpid=()
     log "== payshim-ab ($a and $b at once, $AB_REQUEST requests, $half connections each)"
     for side in $a $b; do
+        if [[ $side == nginx ]]; then
+            start_ab_nginx "$base/nginx" || {
+                log "payshim-ab: nginx did not start; skipped"
+                stop_proc ab-nginx
+                return 0
+            }
+            continue
+        fi
         local env=()
         [[ $side == limits ]] && env=(PAYSHIM__LIMITS__PER_CLIENT=1000000/s
             PAYSHIM__LIMITS__PER_IP=1000000/s PAYSHIM__LIMITS__PER_ORDER=1000000/s
@@ -800,7 +829,9 @@ run_ab() {
         local dir=$base/$side res rps p50 p99 reqs us note=""
         local root=${PIDS[ab-$side]}
         stop_proc "ab-$side"
-        verify_audit "$dir" || note="AUDIT VERIFY FAILED (see $dir/audit-verify.txt)"
+        if [[ $side != nginx ]]; then
+            verify_audit "$dir" || note="AUDIT VERIFY FAILED (see $dir/audit-verify.txt)"
+        fi
         trim_logs "$dir"
         res=$(grep '^BENCH_RESULT' "$dir/measure.txt" || true)
         kv() { sed -n "s/.* $1=\([0-9.]*\).*/\1/p" <<<"$res"; }
@@ -890,6 +921,8 @@ print_medians() {
           add(VSP, t, 100 * (R[t, r] / R["payshim-ab-off", r] - 1))
         if (t == "payshim-ab-new" && ((t, r) in R) && (("payshim-ab-base", r) in R))
           add(VSP, t, 100 * (R[t, r] / R["payshim-ab-base", r] - 1))
+        if (t == "payshim-ab-payshim" && ((t, r) in R) && (("payshim-ab-nginx", r) in R))
+          add(VSN, t, 100 * R[t, r] / R["payshim-ab-nginx", r])
       }
       printf "%-24s %7s %9s %8s %8s %8s %14s\n", "median over rounds", "rounds", "req/s", "p99 ms", \
         "us/req", "nginx%", "vs payments%"
@@ -903,7 +936,7 @@ print_medians() {
     }' "$RESULTS"
     echo
     echo "nginx% and vs payments% are medians of per-round ratios (each run against the same round's nginx / limits-off payments;"
-    echo "payshim-ab-new against payshim-ab-base)."
+    echo "payshim-ab-new against payshim-ab-base; nginx% of payshim-ab-payshim against payshim-ab-nginx, run side by side)."
 }
 
 {
