@@ -336,11 +336,12 @@ fn build_request(
 pub fn forwardable_headers(incoming: &HeaderMap) -> HeaderMap {
     let mut out = HeaderMap::with_capacity(8);
     for (name, value) in incoming {
-        let n = name.as_str();
-        let allowed = matches!(
-            n,
-            "accept" | "accept-language" | "content-type" | "user-agent"
-        ) || n.starts_with("x-moltin-");
+        // Standard names compare as enum tags; only custom names are compared as text.
+        let allowed = name == header::ACCEPT
+            || name == header::ACCEPT_LANGUAGE
+            || name == header::CONTENT_TYPE
+            || name == header::USER_AGENT
+            || name.as_str().starts_with("x-moltin-");
         if allowed {
             out.append(name.clone(), value.clone());
         }

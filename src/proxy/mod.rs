@@ -37,6 +37,9 @@ mod token;
 mod transactions;
 
 pub const X_REQUEST_ID: &str = "x-request-id";
+/// [`X_REQUEST_ID`] as a header name built at compile time: inserting by `&str` would
+/// parse and validate the name again for every response.
+const X_REQUEST_ID_NAME: http::HeaderName = http::HeaderName::from_static(X_REQUEST_ID);
 
 /// Everything the handler needs, built once from the validated config.
 pub struct Proxy {
@@ -171,7 +174,7 @@ impl Proxy {
             }
         };
         if let Ok(v) = HeaderValue::from_str(request_id) {
-            response.headers_mut().insert(X_REQUEST_ID, v);
+            response.headers_mut().insert(X_REQUEST_ID_NAME, v);
         }
         cors::decorate(&self.clients, ex.client, origin.as_ref(), &mut response);
         self.record(request_id, &route, &method, &response, &ex, started);
