@@ -408,7 +408,8 @@ impl Proxy {
 
 /// `fut` bounded by `limit`, without arming a timer when it completes on its first poll:
 /// a small body usually arrives with its request head, and a timer per request is a
-/// measurable share of the proxy's CPU at benchmark rates.
+/// measurable share of the proxy's CPU at benchmark rates. The timer of the rare slow case
+/// is boxed, so it does not enlarge every request's future.
 async fn ready_or_timeout<F: Future>(
     limit: Duration,
     fut: F,
@@ -417,7 +418,7 @@ async fn ready_or_timeout<F: Future>(
     let mut fut = std::pin::pin!(fut);
     match std::future::poll_fn(|cx| Poll::Ready(fut.as_mut().poll(cx))).await {
         Poll::Ready(out) => Ok(out),
-        Poll::Pending => tokio::time::timeout(limit, fut).await,
+        Poll::Pending => Box::pin(tokio::time::timeout(limit, fut)).await,
     }
 }
 
