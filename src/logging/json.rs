@@ -60,9 +60,49 @@ where
 
 /// UTC, RFC 3339, microseconds, like tracing-subscriber's default timer. A clock set before
 /// 1970 is printed as the epoch: humantime panics on such times, and a logger must not.
+///
+/// The calendar part is formatted once per second and thread (the request lines of one
+/// second share it); only the microseconds are written for every line.
 fn write_timestamp(out: &mut impl Write, now: SystemTime) -> fmt::Result {
-    let now = if now < UNIX_EPOCH { UNIX_EPOCH } else { now };
-    write!(out, "{}", humantime::format_rfc3339_micros(now))
+    let since = now.duration_since(UNIX_EPOCH).unwrap_or_default();
+    let secs = since.as_secs();
+    SECOND.with(|cached| {
+        let mut cached = cached.borrow_mut();
+        let (at, text) = &mut *cached;
+        if *at != Some(secs) {
+            text.clear();
+            let second = UNIX_EPOCH + std::time::Duration::from_secs(secs);
+            write!(text, "{}", humantime::format_rfc3339_seconds(second))?;
+            // "…T12:34:56Z": the fraction goes where the `Z` is.
+            text.pop();
+            *at = Some(secs);
+        }
+        out.write_str(text)
+    })?;
+    out.write_char('.')?;
+    write_padded(out, u64::from(since.subsec_micros()), 6)?;
+    out.write_char('Z')
+}
+
+thread_local! {
+    /// The second last formatted by this thread, and its text up to the fraction.
+    static SECOND: std::cell::RefCell<(Option<u64>, String)> =
+        const { std::cell::RefCell::new((None, String::new())) };
+}
+
+/// `value` in decimal, left-padded with zeros to `width` digits, without `fmt` machinery
+/// (three numbers and a timestamp on every request line).
+fn write_padded(out: &mut (impl Write + ?Sized), mut value: u64, width: usize) -> fmt::Result {
+    let mut digits = [b'0'; 20];
+    let mut start = digits.len();
+    while value > 0 || start == digits.len() {
+        start -= 1;
+        digits[start] = b'0' + (value % 10) as u8;
+        value /= 10;
+    }
+    start = start.min(digits.len() - width.min(digits.len()));
+    // Only ASCII digits were written.
+    out.write_str(std::str::from_utf8(&digits[start..]).map_err(|_| fmt::Error)?)
 }
 
 /// Writes the event's fields as `,"name":value` entries, the message first.
@@ -138,7 +178,7 @@ impl<W: Write> Visit for FieldWriter<'_, W> {
     }
 
     fn record_u64(&mut self, field: &Field, value: u64) {
-        self.entry(field, |out| write!(out, "{value}"));
+        self.entry(field, |out| write_padded(out, value, 1));
     }
 
     fn record_i64(&mut self, field: &Field, value: i64) {
@@ -442,6 +482,70 @@ mod tests {
         let at = humantime::parse_rfc3339(&new_ts).unwrap();
         let age = SystemTime::now().duration_since(at).unwrap();
         assert!(age.as_secs() < 60, "{new_ts}");
+    }
+
+    #[test]
+    fn timestamps_match_humantime_within_and_across_seconds() {
+        let base = UNIX_EPOCH + std::time::Duration::from_secs(1_796_222_415);
+        // Offsets in microseconds: within one second, the next second, back again (the
+        // per-second cache must notice), a leap day, far future, the epoch.
+        let cases: [(SystemTime, &str); 8] = [
+            (base, "2026-12-02T14:40:15.000000Z"),
+            (base + micros(584_447), "2026-12-02T14:40:15.584447Z"),
+            (base + micros(999_999), "2026-12-02T14:40:15.999999Z"),
+            (base + micros(1_000_001), "2026-12-02T14:40:16.000001Z"),
+            (base + micros(7), "2026-12-02T14:40:15.000007Z"),
+            (
+                UNIX_EPOCH + std::time::Duration::from_secs(1_709_164_800) + micros(10),
+                "2024-02-29T00:00:00.000010Z",
+            ),
+            (
+                UNIX_EPOCH + std::time::Duration::from_secs(4_102_444_799) + micros(123_456),
+                "2099-12-31T23:59:59.123456Z",
+            ),
+            (UNIX_EPOCH, "1970-01-01T00:00:00.000000Z"),
+        ];
+        for (at, expected) in cases {
+            let mut out = String::new();
+            write_timestamp(&mut out, at).unwrap();
+            assert_eq!(out, expected);
+            assert_eq!(out, humantime::format_rfc3339_micros(at).to_string());
+        }
+    }
+
+    fn micros(n: u64) -> std::time::Duration {
+        std::time::Duration::from_micros(n)
+    }
+
+    #[test]
+    fn numbers_are_written_like_display() {
+        for value in [
+            0,
+            1,
+            9,
+            10,
+            201,
+            2501,
+            65_535,
+            1_000_000,
+            u64::MAX / 7,
+            u64::MAX,
+        ] {
+            let mut out = String::new();
+            write_padded(&mut out, value, 1).unwrap();
+            assert_eq!(out, value.to_string());
+        }
+        let padded: [(u64, usize, &str); 4] = [
+            (0, 6, "000000"),
+            (7, 6, "000007"),
+            (584_447, 6, "584447"),
+            (42, 1, "42"),
+        ];
+        for (value, width, expected) in padded {
+            let mut out = String::new();
+            write_padded(&mut out, value, width).unwrap();
+            assert_eq!(out, expected);
+        }
     }
 
     #[test]
