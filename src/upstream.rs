@@ -24,6 +24,9 @@ use hyper_util::rt::TokioExecutor;
 use crate::config::{UpstreamConfig, UpstreamTarget};
 use crate::sandbox;
 use crate::tls::{self, TlsError};
+use connect::TcpConnector;
+
+mod connect;
 
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 /// The body type of every response payshim sends: its own JSON or the upstream's stream.
@@ -66,7 +69,7 @@ pub struct Answer {
 
 enum Target {
     Remote {
-        client: Box<Client<HttpsConnector<HttpConnector>, Full<Bytes>>>,
+        client: Box<Client<HttpsConnector<TcpConnector>, Full<Bytes>>>,
         base: Base,
     },
     Sandbox,
@@ -92,7 +95,7 @@ impl Upstream {
                     .https_or_http()
                     .enable_http1()
                     .enable_http2()
-                    .wrap_connector(http);
+                    .wrap_connector(TcpConnector(http));
                 let client = Client::builder(TokioExecutor::new())
                     .pool_idle_timeout(Duration::from_secs(30))
                     .pool_max_idle_per_host(256)
