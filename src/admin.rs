@@ -15,10 +15,20 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
-use crate::proxy::Proxy;
+/// What the admin endpoints report on.
+pub trait Status: Send + Sync + 'static {
+    /// Why payshim is not ready to serve payments (empty when it is).
+    fn readiness_problems(&self) -> impl Future<Output = Vec<&'static str>> + Send;
+    /// The metrics in the OpenMetrics text format.
+    fn metrics_text(&self) -> String;
+}
 
 /// Serves the admin endpoints until `shutdown` flips to true.
-pub async fn serve(listener: TcpListener, proxy: Arc<Proxy>, mut shutdown: watch::Receiver<bool>) {
+pub async fn serve<S: Status>(
+    listener: TcpListener,
+    status: Arc<S>,
+    mut shutdown: watch::Receiver<bool>,
+) {
     let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new()).http1_only();
     let builder = Arc::new(builder);
     loop {
@@ -32,19 +42,19 @@ pub async fn serve(listener: TcpListener, proxy: Arc<Proxy>, mut shutdown: watch
             },
             _ = shutdown.changed() => return,
         };
-        let proxy = proxy.clone();
+        let status = status.clone();
         let builder = builder.clone();
         tokio::spawn(async move {
             let svc = service_fn(move |req| {
-                let proxy = proxy.clone();
-                async move { Ok::<_, Infallible>(answer(&proxy, &req).await) }
+                let status = status.clone();
+                async move { Ok::<_, Infallible>(answer(&*status, &req).await) }
             });
             let _ = builder.serve_connection(TokioIo::new(tcp), svc).await;
         });
     }
 }
 
-async fn answer(proxy: &Proxy, req: &Request<Incoming>) -> Response<Full<Bytes>> {
+async fn answer<S: Status>(status: &S, req: &Request<Incoming>) -> Response<Full<Bytes>> {
     match req.uri().path() {
         "/healthz" => reply(
             StatusCode::OK,
@@ -52,8 +62,8 @@ async fn answer(proxy: &Proxy, req: &Request<Incoming>) -> Response<Full<Bytes>>
             r#"{"status":"ok"}"#.into(),
         ),
         "/readyz" => {
-            let problems = proxy.readiness_problems().await;
-            let status = if problems.is_empty() {
+            let problems = status.readiness_problems().await;
+            let code = if problems.is_empty() {
                 StatusCode::OK
             } else {
                 StatusCode::SERVICE_UNAVAILABLE
@@ -62,20 +72,13 @@ async fn answer(proxy: &Proxy, req: &Request<Incoming>) -> Response<Full<Bytes>>
                 "ready": problems.is_empty(),
                 "problems": problems,
             });
-            reply(status, "application/json", body.to_string())
+            reply(code, "application/json", body.to_string())
         }
-        "/metrics" => {
-            let stats = proxy.audit().stats();
-            let m = proxy.metrics();
-            m.audit_records.set(stats.records as i64);
-            m.audit_fsyncs.set(stats.syncs as i64);
-            m.audit_healthy.set(i64::from(proxy.audit().is_healthy()));
-            reply(
-                StatusCode::OK,
-                "application/openmetrics-text; version=1.0.0; charset=utf-8",
-                m.encode(),
-            )
-        }
+        "/metrics" => reply(
+            StatusCode::OK,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            status.metrics_text(),
+        ),
         _ => reply(
             StatusCode::NOT_FOUND,
             "application/json",

@@ -11,6 +11,7 @@ use bytes::Bytes;
 use http::{HeaderValue, Response, StatusCode, header};
 use serde::Serialize;
 
+use crate::auth::AuthError;
 pub use crate::payment::FieldError;
 
 /// Why payshim did not (fully) serve a request.
@@ -51,6 +52,17 @@ pub enum ApiError {
     NotReady(&'static str),
     #[error("request read failed")]
     ClientBody,
+}
+
+impl From<AuthError> for ApiError {
+    fn from(e: AuthError) -> ApiError {
+        match e {
+            AuthError::MissingCredential => ApiError::MissingCredential,
+            AuthError::InvalidCredential => ApiError::InvalidCredential,
+            AuthError::RouteNotAllowed => ApiError::RouteNotAllowed,
+            AuthError::OriginNotAllowed => ApiError::OriginNotAllowed,
+        }
+    }
 }
 
 impl From<crate::limit::LimitError> for ApiError {

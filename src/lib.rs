@@ -1,19 +1,27 @@
 //! payshim: a TLS-terminating payment proxy for the Moltin / Elastic Path API.
 //!
 //! [`run`] is the one entry point, for `main` and for the integration tests alike: give it
-//! a validated [`config::Config`], bound listeners and a shutdown future. The modules follow
-//! the request path of DESIGN.md section 1.
+//! a validated [`config::Config`], bound listeners and a shutdown future. It wires the
+//! listeners ([`server`], [`admin`]) to the request [`pipeline`]; README.md,
+//! "Architecture", maps the modules and the phases of a request.
+
+// Card data must never bypass the log scrubber: nothing but `main` writes to the
+// standard streams directly.
+#![cfg_attr(not(test), deny(clippy::print_stdout, clippy::print_stderr))]
 
 pub mod admin;
 pub mod audit;
 pub mod auth;
+pub mod body;
 pub mod config;
+pub mod conn;
 pub mod error;
 pub mod limit;
 pub mod logging;
 pub mod metrics;
+pub mod outcome;
 pub mod payment;
-pub mod proxy;
+pub mod pipeline;
 pub mod redact;
 pub mod route;
 pub mod sandbox;
@@ -29,8 +37,13 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio_rustls::TlsAcceptor;
 
+use http::{Request, Response};
+use hyper::body::Incoming;
+
+use crate::body::ProxyBody;
 use crate::config::{Config, UpstreamTarget};
-use crate::proxy::Proxy;
+use crate::conn::ConnInfo;
+use crate::pipeline::Pipeline;
 
 /// The two listening sockets, bound by the caller (tests bind port 0).
 pub struct Listeners {
@@ -84,13 +97,13 @@ pub async fn run(
             path.display()
         );
     }
-    let proxy = Arc::new(Proxy::new(&config)?);
+    let pipeline = Arc::new(Pipeline::new(&config)?);
     let (stop_tx, stop_rx) = watch::channel(false);
     let public_addr = listeners.public_addr();
     let admin_addr = listeners.admin_addr();
     let admin = tokio::spawn(admin::serve(
         listeners.admin,
-        proxy.clone(),
+        pipeline.clone(),
         stop_rx.clone(),
     ));
     let upstream = match &config.upstream.target {
@@ -106,7 +119,8 @@ pub async fn run(
     let server = server::serve(
         listeners.public,
         TlsAcceptor::from(server_tls),
-        proxy.clone(),
+        pipeline.clone(),
+        pipeline.metrics().connections.clone(),
         &config.server,
         stop_rx,
     );
@@ -120,10 +134,30 @@ pub async fn run(
     }
     let _ = stop_tx.send(true);
     let _ = admin.await;
-    proxy.drain(config.server.shutdown_grace).await;
-    let audit = proxy.audit().clone();
-    drop(proxy);
+    pipeline.drain(config.server.shutdown_grace).await;
+    let audit = pipeline.audit().clone();
+    drop(pipeline);
     audit.shutdown().await;
     tracing::info!("payshim stopped");
     Ok(())
+}
+
+impl server::Handler for Pipeline {
+    fn handle(
+        &self,
+        req: Request<Incoming>,
+        conn: &ConnInfo,
+    ) -> impl Future<Output = Response<ProxyBody>> + Send {
+        Pipeline::handle(self, req, conn)
+    }
+}
+
+impl admin::Status for Pipeline {
+    fn readiness_problems(&self) -> impl Future<Output = Vec<&'static str>> + Send {
+        Pipeline::readiness_problems(self)
+    }
+
+    fn metrics_text(&self) -> String {
+        Pipeline::metrics_text(self)
+    }
 }

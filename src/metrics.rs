@@ -1,7 +1,7 @@
 //! Prometheus metrics, served by the admin listener.
 //!
 //! Labels hold only route names, methods and statuses, values payshim itself chose: never
-//! anything a client supplied (DESIGN.md 5.5).
+//! anything a client supplied.
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -13,6 +13,7 @@ use prometheus_client::registry::Registry;
 use std::sync::OnceLock;
 use std::time::Duration;
 
+use crate::outcome::Outcome;
 use crate::route::RouteName;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -28,8 +29,25 @@ pub struct RouteLabel {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OutcomeLabels {
+    /// `payment` or `transaction`.
+    pub kind: &'static str,
+    pub outcome: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ReasonLabel {
     pub reason: &'static str,
+}
+
+/// The connection counters the public listener keeps (cheap clones of the registered
+/// metrics).
+#[derive(Clone, Default)]
+pub struct ConnMetrics {
+    /// Open storefront connections.
+    pub open: Gauge,
+    /// Connections refused: over the per-address cap, or a failed TLS handshake.
+    pub refused: Counter,
 }
 
 pub struct Metrics {
@@ -38,8 +56,9 @@ pub struct Metrics {
     pub request_seconds: Family<RouteLabel, Histogram>,
     pub upstream_seconds: Family<RouteLabel, Histogram>,
     pub rejections: Family<ReasonLabel, Counter>,
-    pub connections: Gauge,
-    pub connections_refused: Counter,
+    /// Audited requests (payments, transaction actions) by their [`Outcome`].
+    pub outcomes: Family<OutcomeLabels, Counter>,
+    pub connections: ConnMetrics,
     /// Set from the audit writer's own counters at each scrape.
     pub audit_records: Gauge,
     pub audit_fsyncs: Gauge,
@@ -62,6 +81,7 @@ impl Metrics {
         let upstream_seconds =
             Family::<RouteLabel, Histogram>::new_with_constructor(latency_histogram as fn() -> _);
         let rejections = Family::<ReasonLabel, Counter>::default();
+        let outcomes = Family::<OutcomeLabels, Counter>::default();
         let connections = Gauge::default();
         let connections_refused = Counter::default();
         let audit_records = Gauge::default();
@@ -82,6 +102,11 @@ impl Metrics {
             "rejections",
             "Requests refused by payshim itself, by reason",
             rejections.clone(),
+        );
+        registry.register(
+            "outcomes",
+            "Payments and transaction actions by outcome (the audit log's outcome)",
+            outcomes.clone(),
         );
         registry.register(
             "open_connections",
@@ -114,8 +139,11 @@ impl Metrics {
             request_seconds,
             upstream_seconds,
             rejections,
-            connections,
-            connections_refused,
+            outcomes,
+            connections: ConnMetrics {
+                open: connections,
+                refused: connections_refused,
+            },
             audit_records,
             audit_fsyncs,
             audit_healthy,
@@ -152,6 +180,16 @@ impl Metrics {
         if let Some(d) = upstream {
             upstream_seconds.observe(d.as_secs_f64());
         }
+    }
+
+    /// Counts one finished payment or transaction action.
+    pub fn observe_outcome(&self, kind: &'static str, outcome: Outcome) {
+        self.outcomes
+            .get_or_create(&OutcomeLabels {
+                kind,
+                outcome: outcome.as_str(),
+            })
+            .inc();
     }
 
     /// The text exposition format.

@@ -13,7 +13,6 @@ use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::uri::{self, PathAndQuery};
 use http::{Method, Request, Response, Uri, Version};
-use http_body_util::combinators::UnsyncBoxBody;
 use http_body_util::{BodyExt, Full};
 use hyper::body::{Body, Frame, Incoming, SizeHint};
 use hyper_rustls::HttpsConnector;
@@ -21,22 +20,13 @@ use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 
+use crate::body::{BoxError, ProxyBody, full_body, read_limited};
 use crate::config::{UpstreamConfig, UpstreamTarget};
 use crate::sandbox;
 use crate::tls::{self, TlsError};
 use connect::TcpConnector;
 
 mod connect;
-
-pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
-/// The body type of every response payshim sends: its own JSON or the upstream's stream.
-pub type ProxyBody = UnsyncBoxBody<Bytes, BoxError>;
-
-pub fn full_body(bytes: impl Into<Bytes>) -> ProxyBody {
-    Full::new(bytes.into())
-        .map_err(|e| match e {})
-        .boxed_unsync()
-}
 
 /// Why an upstream call produced no usable response.
 #[derive(Debug, thiserror::Error)]
@@ -183,12 +173,9 @@ impl Upstream {
                 }
             })?;
             let status = resp.status().as_u16();
-            let limited = http_body_util::Limited::new(resp.into_body(), 64 * 1024);
-            let bytes = limited
-                .collect()
+            let bytes = read_limited(resp.into_body(), 64 * 1024)
                 .await
-                .map_err(|e| UpstreamError::Failed(e.to_string()))?
-                .to_bytes();
+                .map_err(|e| UpstreamError::Failed(e.to_string()))?;
             Ok((status, bytes))
         };
         tokio::time::timeout(self.timeout, fut)
@@ -247,21 +234,6 @@ impl Body for Deadline {
     fn size_hint(&self) -> SizeHint {
         self.body.size_hint()
     }
-}
-
-/// Reads a whole upstream answer of at most `limit` bytes.
-pub async fn read_answer(mut body: ProxyBody, limit: usize) -> Result<Bytes, UpstreamError> {
-    let mut buf = bytes::BytesMut::new();
-    while let Some(frame) = body.frame().await {
-        let frame = frame.map_err(|e| UpstreamError::Failed(e.to_string()))?;
-        if let Ok(data) = frame.into_data() {
-            if buf.len() + data.len() > limit {
-                return Err(UpstreamError::Failed("answer too large".into()));
-            }
-            buf.extend_from_slice(&data);
-        }
-    }
-    Ok(buf.freeze())
 }
 
 /// Scheme and authority of the API, parsed once at start-up, and the `Host` value they

@@ -10,6 +10,8 @@ use hmac::{Hmac, Mac};
 use serde::{Deserialize, Serialize};
 use sha2::Sha256;
 
+use crate::outcome::Outcome;
+
 pub(super) type HmacSha256 = Hmac<Sha256>;
 
 /// `prev` of the first record ever written.
@@ -100,8 +102,7 @@ pub struct AuditRecord {
     pub method: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub card: Option<CardSummary>,
-    /// e.g. `rejected`, `forwarded`, `approved`, `declined`, `upstream_error`, `timeout`.
-    pub outcome: String,
+    pub outcome: Outcome,
     /// Rejection reason title; never an input value.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
@@ -118,7 +119,7 @@ impl AuditRecord {
         request_id: impl Into<String>,
         client_id: impl Into<String>,
         remote_addr: impl Into<String>,
-        outcome: impl Into<String>,
+        outcome: Outcome,
     ) -> Self {
         Self {
             event,
@@ -131,7 +132,7 @@ impl AuditRecord {
             gateway: None,
             method: None,
             card: None,
-            outcome: outcome.into(),
+            outcome,
             reason: None,
             upstream_status: None,
             latency_ms: None,
@@ -309,7 +310,7 @@ mod tests {
             "req-1",
             "web-eu",
             "192.0.2.7:5555",
-            "forwarded",
+            crate::outcome::Outcome::Forwarded,
         );
         record.order_id = Some("order-1".into());
         record.gateway = Some("card_connect".into());

@@ -56,7 +56,7 @@ fn record(i: u64) -> AuditRecord {
         format!("req-{i:06}"),
         "web-eu",
         "192.0.2.1:40000",
-        "forwarded",
+        crate::outcome::Outcome::Forwarded,
     );
     record.order_id = Some(format!("order-{i}"));
     record.gateway = Some("card_connect".into());

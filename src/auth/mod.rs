@@ -5,9 +5,11 @@
 //! or a client certificate (mTLS); [`upstream_token`] supplies the real bearer token that
 //! replaces theirs on the way out.
 
+mod error;
 pub mod session;
 pub mod storefront;
 pub mod upstream_token;
 
+pub use error::AuthError;
 pub use storefront::{Caller, ClientId, Clients};
 pub use upstream_token::UpstreamToken;

@@ -7,9 +7,9 @@ use http::header::AUTHORIZATION;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
+use super::error::AuthError;
 use super::session::{self, Issued, SessionKeys};
 use crate::config::ClientConfig;
-use crate::error::ApiError;
 use crate::route::RouteName;
 use crate::tls::PeerIdentity;
 
@@ -43,32 +43,32 @@ impl Clients {
         &self,
         headers: &HeaderMap,
         peer: Option<&PeerIdentity>,
-    ) -> Result<Caller, ApiError> {
+    ) -> Result<Caller, AuthError> {
         let by_cert = peer.and_then(|p| self.by_certificate(p));
         let by_bearer = match (bearer(headers), by_cert) {
-            (Err(ApiError::MissingCredential), Some(_)) => None,
+            (Err(AuthError::MissingCredential), Some(_)) => None,
             (Err(e), _) => return Err(e),
             (Ok(token), _) => Some(self.by_token(token)?),
         };
         match (by_cert, by_bearer) {
-            (Some(a), Some(b)) if a != b.client => Err(ApiError::InvalidCredential),
+            (Some(a), Some(b)) if a != b.client => Err(AuthError::InvalidCredential),
             (_, Some(caller)) => Ok(caller),
             (Some(client), None) => Ok(Caller {
                 client,
                 browser: false,
             }),
-            (None, None) => Err(ApiError::MissingCredential),
+            (None, None) => Err(AuthError::MissingCredential),
         }
     }
 
     /// A bearer credential: a payshim session token or an API key.
-    fn by_token(&self, token: &str) -> Result<Caller, ApiError> {
+    fn by_token(&self, token: &str) -> Result<Caller, AuthError> {
         if session::looks_like_session(token) {
-            let keys = self.sessions.as_ref().ok_or(ApiError::InvalidCredential)?;
+            let keys = self.sessions.as_ref().ok_or(AuthError::InvalidCredential)?;
             let id = keys
                 .verify(token, SystemTime::now())
-                .map_err(|_| ApiError::InvalidCredential)?;
-            let client = self.by_id(&id).ok_or(ApiError::InvalidCredential)?;
+                .map_err(|_| AuthError::InvalidCredential)?;
+            let client = self.by_id(&id).ok_or(AuthError::InvalidCredential)?;
             return Ok(Caller {
                 client,
                 browser: true,
@@ -137,7 +137,7 @@ impl Clients {
     /// Authenticates by API key: `Authorization: Bearer <key>` (or `Bearer: <key>`, which
     /// old SDKs send). Every client's hash is compared in constant time, without early
     /// exit, so timing says nothing about which keys exist.
-    pub fn by_api_key(&self, key: &str) -> Result<ClientId, ApiError> {
+    pub fn by_api_key(&self, key: &str) -> Result<ClientId, AuthError> {
         let digest: [u8; 32] = Sha256::digest(key.as_bytes()).into();
         let mut found = None;
         for (i, c) in self.clients.iter().enumerate() {
@@ -147,13 +147,13 @@ impl Clients {
                 found = Some(ClientId(i));
             }
         }
-        found.ok_or(ApiError::InvalidCredential)
+        found.ok_or(AuthError::InvalidCredential)
     }
 
     /// Refuses a route the client is not configured for.
-    pub fn check_route(&self, id: ClientId, route: RouteName) -> Result<(), ApiError> {
+    pub fn check_route(&self, id: ClientId, route: RouteName) -> Result<(), AuthError> {
         match &self.get(id).routes {
-            Some(allowed) if !allowed.contains(&route) => Err(ApiError::RouteNotAllowed),
+            Some(allowed) if !allowed.contains(&route) => Err(AuthError::RouteNotAllowed),
             _ => Ok(()),
         }
     }
@@ -161,21 +161,21 @@ impl Clients {
 
 /// The credential in `Authorization`, if any. Accepts `Bearer <t>` and `Bearer: <t>`,
 /// scheme case-insensitive.
-pub fn bearer(headers: &HeaderMap) -> Result<&str, ApiError> {
+pub fn bearer(headers: &HeaderMap) -> Result<&str, AuthError> {
     let value = headers
         .get(AUTHORIZATION)
-        .ok_or(ApiError::MissingCredential)?
+        .ok_or(AuthError::MissingCredential)?
         .to_str()
-        .map_err(|_| ApiError::InvalidCredential)?;
+        .map_err(|_| AuthError::InvalidCredential)?;
     let (scheme, rest) = value
         .split_at_checked(6)
-        .ok_or(ApiError::InvalidCredential)?;
+        .ok_or(AuthError::InvalidCredential)?;
     if !scheme.eq_ignore_ascii_case("bearer") {
-        return Err(ApiError::InvalidCredential);
+        return Err(AuthError::InvalidCredential);
     }
     let token = rest.strip_prefix(':').unwrap_or(rest).trim();
     if token.is_empty() {
-        return Err(ApiError::MissingCredential);
+        return Err(AuthError::MissingCredential);
     }
     Ok(token)
 }

@@ -11,13 +11,11 @@ mod watch;
 use std::collections::HashMap;
 use std::convert::Infallible;
 use std::net::{IpAddr, SocketAddr};
-use std::pin::Pin;
 use std::sync::{Arc, Mutex};
-use std::task::{Context, Poll};
 use std::time::Duration;
 
-use bytes::Bytes;
-use hyper::body::{Body, Frame, SizeHint};
+use http::{Request, Response};
+use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto::Builder;
@@ -25,18 +23,20 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Semaphore, watch as signal};
 use tokio_rustls::TlsAcceptor;
 
+use crate::body::{Guarded, ProxyBody};
 use crate::config::ServerConfig;
-use crate::proxy::Proxy;
-use crate::tls::PeerIdentity;
-use crate::upstream::{BoxError, ProxyBody};
-use watch::{IdleLimits, InFlight, Watchdog};
+use crate::conn::ConnInfo;
+use crate::metrics::ConnMetrics;
+use watch::{IdleLimits, Watchdog};
 
-/// What the handler knows about the connection a request came on.
-#[derive(Debug, Clone)]
-pub struct ConnInfo {
-    pub remote: SocketAddr,
-    /// Names from a verified client certificate (mTLS), if one was presented.
-    pub peer: Option<PeerIdentity>,
+/// What the public listener serves: a request in, its answer out, never an error (the
+/// handler turns its errors into answers).
+pub trait Handler: Send + Sync + 'static {
+    fn handle(
+        &self,
+        req: Request<Incoming>,
+        conn: &ConnInfo,
+    ) -> impl Future<Output = Response<ProxyBody>> + Send;
 }
 
 /// Protocol builders, made once and shared by every connection.
@@ -69,10 +69,11 @@ impl Protocols {
 
 /// Accepts connections until `shutdown` flips, then lets in-flight requests finish for up
 /// to `shutdown_grace`.
-pub async fn serve(
+pub async fn serve<H: Handler>(
     listener: TcpListener,
     acceptor: TlsAcceptor,
-    proxy: Arc<Proxy>,
+    handler: Arc<H>,
+    metrics: ConnMetrics,
     settings: &ServerConfig,
     mut shutdown: signal::Receiver<bool>,
 ) {
@@ -103,19 +104,19 @@ pub async fn serve(
         };
         let Some(ip_slot) = per_ip.clone().try_acquire(remote.ip()) else {
             tracing::debug!(%remote, "connection refused: too many from this address");
-            proxy.metrics().connections_refused.inc();
+            metrics.refused.inc();
             continue;
         };
-        let (acceptor, proxy, protocols) = (acceptor.clone(), proxy.clone(), protocols.clone());
-        let watchdog = watchdog.clone();
+        let (acceptor, handler, protocols) = (acceptor.clone(), handler.clone(), protocols.clone());
+        let (watchdog, metrics) = (watchdog.clone(), metrics.clone());
         tokio::spawn(async move {
             let _slots = (permit, ip_slot);
-            proxy.metrics().connections.inc();
+            metrics.open.inc();
             let _ = tcp.set_nodelay(true);
-            if let Some(conn) = handshake(&acceptor, tcp, remote, handshake_limit, &proxy).await {
-                serve_connection(conn, &protocols, proxy.clone(), &watchdog).await;
+            if let Some(conn) = handshake(&acceptor, tcp, remote, handshake_limit, &metrics).await {
+                serve_connection(conn, &protocols, handler, &watchdog).await;
             }
-            proxy.metrics().connections.dec();
+            metrics.open.dec();
         });
     }
     drop(listener);
@@ -144,33 +145,26 @@ impl Drop for AbortOnDrop {
     }
 }
 
-/// What every request handler on one connection shares.
-struct Handler {
-    proxy: Arc<Proxy>,
-    info: ConnInfo,
-}
-
 /// Serves HTTP on an established TLS connection until it ends, the server shuts down
 /// (graceful: in-flight requests finish) or it stays idle too long.
-async fn serve_connection(
+async fn serve_connection<H: Handler>(
     (tls, info): TlsConn,
     protocols: &Protocols,
-    proxy: Arc<Proxy>,
+    handler: Arc<H>,
     watchdog: &Arc<Watchdog>,
 ) {
     let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2".as_slice());
     let remote = info.remote;
     let watched = watchdog.watch(h2);
-    let handler = Arc::new(Handler { proxy, info });
+    let shared = Arc::new((handler, info));
     let requests = watched.clone();
     let svc = service_fn(move |req| {
-        let (handler, in_flight) = (handler.clone(), requests.begin());
+        let (shared, in_flight) = (shared.clone(), requests.begin());
         async move {
-            let response = handler.proxy.handle(req, &handler.info).await;
-            Ok::<_, Infallible>(response.map(|body| Tracked {
-                body,
-                _in_flight: in_flight,
-            }))
+            let (handler, info) = &*shared;
+            let response = handler.handle(req, info).await;
+            // The request counts as in flight until its answer's body is sent whole.
+            Ok::<_, Infallible>(response.map(|body| Guarded::new(body, in_flight)))
         }
     });
     let builder = if h2 { &protocols.h2 } else { &protocols.h1 };
@@ -222,33 +216,6 @@ async fn sleep_until(deadline: Option<tokio::time::Instant>) {
     match deadline {
         Some(d) => tokio::time::sleep_until(d).await,
         None => std::future::pending().await,
-    }
-}
-
-/// An answer's body that marks its request in flight until the body is done, so the
-/// watchdog counts a connection busy while its answer still streams.
-struct Tracked {
-    body: ProxyBody,
-    _in_flight: InFlight,
-}
-
-impl Body for Tracked {
-    type Data = Bytes;
-    type Error = BoxError;
-
-    fn poll_frame(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        Pin::new(&mut self.get_mut().body).poll_frame(cx)
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.body.is_end_stream()
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        self.body.size_hint()
     }
 }
 
@@ -305,19 +272,19 @@ async fn handshake(
     tcp: TcpStream,
     remote: SocketAddr,
     deadline: Duration,
-    proxy: &Proxy,
+    metrics: &ConnMetrics,
 ) -> Option<TlsConn> {
     let result = tokio::time::timeout(deadline, acceptor.accept(tcp)).await;
     let tls = match result {
         Ok(Ok(tls)) => tls,
         Ok(Err(e)) => {
             tracing::debug!(%remote, error = %e, "TLS handshake failed");
-            proxy.metrics().connections_refused.inc();
+            metrics.refused.inc();
             return None;
         }
         Err(_) => {
             tracing::debug!(%remote, "TLS handshake timed out");
-            proxy.metrics().connections_refused.inc();
+            metrics.refused.inc();
             return None;
         }
     };

@@ -4,14 +4,15 @@
 //! the API: `implicit` with a public client id, or `client_credentials` with a client id
 //! and secret. It gets a payshim session token, never the store's.
 
-use http::header::{self, HeaderValue};
-use http::{Request, Response, StatusCode};
-use hyper::body::Incoming;
+use http::header::{self, HeaderMap, HeaderValue};
+use http::{Response, StatusCode};
 use serde::Serialize;
 
-use super::{Exchange, Proxy};
+use super::context::RequestCtx;
+use super::cors;
+use crate::auth::Clients;
+use crate::body::{ProxyBody, full_body};
 use crate::error::ApiError;
-use crate::upstream::{ProxyBody, full_body};
 
 #[derive(Serialize)]
 struct TokenAnswer<'a> {
@@ -22,13 +23,9 @@ struct TokenAnswer<'a> {
     identifier: &'static str,
 }
 
-pub(crate) async fn exchange(
-    proxy: &Proxy,
-    req: Request<Incoming>,
-    ex: &mut Exchange,
-) -> Result<Response<ProxyBody>, ApiError> {
-    let form_type = req
-        .headers()
+/// The token request must be a form; checked before its body is read.
+pub(crate) fn before_body(headers: &HeaderMap) -> Result<(), ApiError> {
+    let form_type = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| {
@@ -42,12 +39,20 @@ pub(crate) async fn exchange(
             "Send the token request as application/x-www-form-urlencoded",
         ));
     }
-    let (parts, body) = req.into_parts();
-    let body = proxy.read_body(&parts.headers, body).await?;
+    Ok(())
+}
+
+/// Answers the grant in `body`: a session token for the client it names.
+pub(crate) fn answer(
+    clients: &Clients,
+    ctx: &mut RequestCtx<'_>,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Result<Response<ProxyBody>, ApiError> {
     let mut grant = None;
     let mut client_id = None;
     let mut secret = None;
-    for (k, v) in form_urlencoded::parse(&body) {
+    for (k, v) in form_urlencoded::parse(body) {
         let slot = match k.as_ref() {
             "grant_type" => &mut grant,
             "client_id" => &mut client_id,
@@ -62,15 +67,12 @@ pub(crate) async fn exchange(
     }
     let client_id = client_id.ok_or(ApiError::InvalidGrant("client_id is required"))?;
     let (client, identifier) = match grant.as_deref() {
-        Some("implicit") => (proxy.clients().by_public_id(&client_id), "implicit"),
+        Some("implicit") => (clients.by_public_id(&client_id), "implicit"),
         Some("client_credentials") => {
             let secret = secret.ok_or(ApiError::InvalidGrant(
                 "client_secret is required for client_credentials",
             ))?;
-            (
-                proxy.clients().by_secret(&client_id, &secret),
-                "client_credentials",
-            )
+            (clients.by_secret(&client_id, &secret), "client_credentials")
         }
         Some(_) => {
             return Err(ApiError::InvalidGrant(
@@ -80,10 +82,9 @@ pub(crate) async fn exchange(
         None => return Err(ApiError::InvalidGrant("grant_type is required")),
     };
     let client = client.ok_or(ApiError::UnknownClient)?;
-    ex.client = Some(client);
-    super::cors::check(proxy.clients(), client, &parts.headers)?;
-    let issued = proxy
-        .clients()
+    ctx.client = Some(client);
+    cors::check(clients, client, headers)?;
+    let issued = clients
         .issue_session(client)
         .ok_or(ApiError::NotReady("no session key configured"))?;
     let json = serde_json::to_vec(&TokenAnswer {

@@ -9,9 +9,9 @@ use http::header::{self, HeaderMap, HeaderValue};
 use http::{Response, StatusCode};
 
 use crate::auth::{ClientId, Clients};
+use crate::body::{ProxyBody, full_body};
 use crate::error::ApiError;
 use crate::route::RouteName;
-use crate::upstream::{ProxyBody, full_body};
 
 const ALLOW_HEADERS: &str = "authorization, content-type, accept, x-moltin-sdk-language, \
      x-moltin-sdk-version, x-moltin-application, x-moltin-application-version, \
@@ -20,12 +20,12 @@ const EXPOSE_HEADERS: &str = "x-request-id, retry-after";
 const MAX_AGE: &str = "600";
 
 /// The request's `Origin`, if it sent a usable one.
-pub fn origin(headers: &HeaderMap) -> Option<&str> {
+pub(crate) fn origin(headers: &HeaderMap) -> Option<&str> {
     headers.get(header::ORIGIN).and_then(|v| v.to_str().ok())
 }
 
 /// Answers a preflight for `route`.
-pub fn preflight(
+pub(crate) fn preflight(
     clients: &Clients,
     route: RouteName,
     headers: &HeaderMap,
@@ -58,7 +58,11 @@ pub fn preflight(
 }
 
 /// Refuses an actual request from a browser origin its client does not allow.
-pub fn check(clients: &Clients, client: ClientId, headers: &HeaderMap) -> Result<(), ApiError> {
+pub(crate) fn check(
+    clients: &Clients,
+    client: ClientId,
+    headers: &HeaderMap,
+) -> Result<(), ApiError> {
     match origin(headers) {
         Some(o) if !clients.allows_origin(client, o) => Err(ApiError::OriginNotAllowed),
         _ => Ok(()),
@@ -67,7 +71,7 @@ pub fn check(clients: &Clients, client: ClientId, headers: &HeaderMap) -> Result
 
 /// Adds the CORS response headers when the origin is allowed: for the request's client
 /// when known, else for any client (preflights, credential errors).
-pub fn decorate(
+pub(crate) fn decorate(
     clients: &Clients,
     client: Option<ClientId>,
     request_origin: Option<&HeaderValue>,

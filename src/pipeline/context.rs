@@ -1,0 +1,145 @@
+//! [`RequestCtx`]: everything one request accumulates on its way through the phases.
+//!
+//! Made in the accept phase, filled in by each later phase, read at the end by the
+//! respond and observe phases and by the refusal audit. One value, passed down by
+//! reference: no phase keeps request state anywhere else.
+
+use std::time::{Duration, Instant};
+
+use http::{HeaderValue, Method, Request};
+
+use crate::audit::CardSummary;
+use crate::auth::ClientId;
+use crate::conn::ConnInfo;
+use crate::outcome::Outcome;
+use crate::route::{Route, RoutePattern, TransactionAction};
+
+/// A request's id (UUID v7, hyphenated), kept inline: no allocation per request.
+pub(crate) struct RequestId([u8; uuid::fmt::Hyphenated::LENGTH]);
+
+impl RequestId {
+    fn new() -> RequestId {
+        let mut buf = [0u8; uuid::fmt::Hyphenated::LENGTH];
+        uuid::Uuid::now_v7().hyphenated().encode_lower(&mut buf);
+        RequestId(buf)
+    }
+
+    pub(crate) fn as_str(&self) -> &str {
+        // A hyphenated UUID is ASCII.
+        std::str::from_utf8(&self.0).expect("a hyphenated UUID is ASCII")
+    }
+}
+
+pub(crate) struct RequestCtx<'c> {
+    pub id: RequestId,
+    pub started: Instant,
+    pub conn: &'c ConnInfo,
+    pub method: Method,
+    pub route: Route,
+    /// The browser's `Origin`, for the CORS headers of the answer.
+    pub origin: Option<HeaderValue>,
+    /// The storefront, once its credential was checked (or the token exchange named it).
+    pub client: Option<ClientId>,
+    /// Set for audited routes (payments, transaction actions).
+    pub audit: Option<Audited>,
+    pub upstream_latency: Option<Duration>,
+    /// Why payshim answered with an error of its own, for the log line.
+    pub reason: Option<&'static str>,
+}
+
+/// What an audited request's records and log line say about it. Never a PAN, a CVV or a
+/// cardholder name.
+pub(crate) struct Audited {
+    pub action: AuditedAction,
+    /// [`Outcome::Rejected`] until the request was handed to the upstream.
+    pub outcome: Outcome,
+    pub gateway: Option<String>,
+    /// The payment method (`purchase`, `authorize`, ...), once the body was parsed.
+    pub method: Option<&'static str>,
+    pub card: Option<CardSummary>,
+    /// What the API answered, when it answered (payshim's own status can differ).
+    pub upstream_status: Option<u16>,
+    /// The keys of the pre-forward limits, for payments.
+    pub limit_keys: Option<LimitKeys>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum AuditedAction {
+    Payment,
+    Transaction(TransactionAction),
+}
+
+/// What the per-order and per-card limits count, taken from a validated payment.
+pub(crate) struct LimitKeys {
+    pub order: uuid::Uuid,
+    /// The card's fingerprint and its attempt fingerprint (expiry and CVV included).
+    pub card: Option<([u8; 32], [u8; 32])>,
+}
+
+impl Audited {
+    pub(crate) fn new(action: AuditedAction) -> Audited {
+        Audited {
+            action,
+            outcome: Outcome::Rejected,
+            gateway: None,
+            method: None,
+            card: None,
+            upstream_status: None,
+            limit_keys: None,
+        }
+    }
+}
+
+impl<'c> RequestCtx<'c> {
+    /// The accept phase: a request id, the route from method and path alone, and the
+    /// origin. A payment is audited from here on, so that even an unauthenticated
+    /// attempt leaves a `payment.rejected` record.
+    pub(crate) fn accept<B>(
+        req: &Request<B>,
+        conn: &'c ConnInfo,
+        extra_routes: &[RoutePattern],
+    ) -> RequestCtx<'c> {
+        let method = req.method().clone();
+        let route = Route::match_request(&method, req.uri().path(), extra_routes);
+        let audit =
+            matches!(route, Route::Payment { .. }).then(|| Audited::new(AuditedAction::Payment));
+        RequestCtx {
+            id: RequestId::new(),
+            started: Instant::now(),
+            conn,
+            origin: req.headers().get(http::header::ORIGIN).cloned(),
+            method,
+            route,
+            client: None,
+            audit,
+            upstream_latency: None,
+            reason: None,
+        }
+    }
+
+    /// The order id in the path, when the route has a valid one.
+    pub(crate) fn order_id(&self) -> Option<&str> {
+        match &self.route {
+            Route::Payment { order_id } => order_id.as_deref(),
+            Route::Transaction { order_id, .. } | Route::TransactionRead { order_id } => {
+                Some(order_id)
+            }
+            _ => None,
+        }
+    }
+
+    /// The transaction id in the path of a transaction action.
+    pub(crate) fn transaction_id(&self) -> Option<&str> {
+        match &self.route {
+            Route::Transaction { transaction_id, .. } => Some(transaction_id),
+            _ => None,
+        }
+    }
+
+    /// The audited facts; only called on the audited routes' own phases.
+    pub(crate) fn audited(&mut self) -> &mut Audited {
+        self.audit
+            .as_mut()
+            .expect("audited phases run only on audited routes")
+    }
+}

@@ -1,0 +1,266 @@
+//! The request pipeline: one request, phase by phase, in the order it happens.
+//!
+//! ```text
+//! accept -> admit -> read body -> validate -> pre-forward checks
+//!        -> audit `forwarded` -> upstream -> audit `completed` -> respond -> observe
+//! ```
+//!
+//! [`Pipeline::handle`] runs the phases; each lives in a file of its own (README.md,
+//! "Architecture", maps them). A [`RequestCtx`] carries everything the request
+//! accumulates. The route kinds (payment, transaction action, passthrough, token
+//! exchange) supply only what differs: their checks before the body, their validation
+//! and, for the audited ones, the facts their audit records hold. No phase calls back
+//! into this file, and every refusal happens before anything is sent upstream.
+
+mod admit;
+mod auditor;
+mod call;
+mod context;
+mod cors;
+mod forward;
+mod observe;
+mod passthrough;
+mod payment;
+mod read;
+mod respond;
+mod token;
+mod transaction;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::{Request, Response};
+use hyper::body::Incoming;
+
+use crate::audit::{AuditLog, AuditSettings};
+use crate::auth::session::SessionKeys;
+use crate::auth::{Clients, UpstreamToken};
+use crate::body::ProxyBody;
+use crate::config::{Config, OnStoreError};
+use crate::conn::ConnInfo;
+use crate::error::ApiError;
+use crate::limit::Limiter;
+use crate::metrics::Metrics;
+use crate::route::{Route, RoutePattern};
+use crate::tls::TlsError;
+use crate::upstream::{Outgoing, Upstream};
+use admit::{Admission, Admitted};
+use auditor::Auditor;
+use call::Caller;
+use context::{AuditedAction, RequestCtx};
+use forward::Forwarder;
+use payment::PaymentRules;
+use read::BodyLimits;
+
+/// Everything the phases need, built once from the validated config.
+pub struct Pipeline {
+    extra_routes: Vec<RoutePattern>,
+    clients: Clients,
+    limiter: Arc<Limiter>,
+    limits_fail_closed: bool,
+    body_limits: BodyLimits,
+    payments: PaymentRules,
+    forwarder: Arc<Forwarder>,
+    metrics: Metrics,
+}
+
+/// What the validate phase made of a request.
+enum Prepared {
+    /// A request for the upstream.
+    Forward(Outgoing),
+    /// Answered by payshim itself (the token exchange).
+    Answered(Response<ProxyBody>),
+}
+
+impl Pipeline {
+    /// Builds the pipeline; runs inside the runtime (it starts the audit writer, the
+    /// limiter's pruning and, with client credentials, the upstream token refresher).
+    pub fn new(config: &Config) -> Result<Pipeline, TlsError> {
+        let upstream = Arc::new(Upstream::new(&config.upstream)?);
+        let sessions = config
+            .auth
+            .session_key
+            .clone()
+            .map(|k| SessionKeys::new(k, config.auth.session_ttl));
+        let audit = AuditLog::start(AuditSettings {
+            path: config.audit.path.clone(),
+            key: config.audit.key.clone(),
+            max_file_bytes: config.audit.max_file_size,
+        });
+        let limiter = Arc::new(Limiter::start(&config.limits));
+        let caller = Caller {
+            token: UpstreamToken::start(&config.upstream.auth, upstream.clone()),
+            upstream,
+        };
+        Ok(Pipeline {
+            extra_routes: config.routes.clone(),
+            clients: Clients::new(config.clients.clone(), sessions),
+            limits_fail_closed: config.limits.on_store_error == OnStoreError::Deny,
+            body_limits: BodyLimits {
+                max_body: config.limits.max_body,
+                timeout: config.server.header_read_timeout,
+            },
+            payments: PaymentRules::new(config),
+            forwarder: Arc::new(Forwarder {
+                caller,
+                auditor: Auditor::new(audit),
+                limiter: limiter.clone(),
+            }),
+            limiter,
+            metrics: Metrics::new(),
+        })
+    }
+
+    /// Handles one request; never fails (errors become API error responses).
+    pub async fn handle(&self, req: Request<Incoming>, conn: &ConnInfo) -> Response<ProxyBody> {
+        let mut ctx = RequestCtx::accept(&req, conn, &self.extra_routes);
+        let result = self.serve(&mut ctx, req).await;
+        let client = ctx.client.map(|c| self.clients.get(c).id.as_str());
+        if let Err(err) = &result {
+            let auditor = &self.forwarder.auditor;
+            auditor.refused(&ctx, client.unwrap_or("unauthenticated"), err);
+        }
+        let response = respond::finish(result, &mut ctx, &self.clients, &self.metrics);
+        observe::record(&ctx, client, &response, &self.metrics);
+        response
+    }
+
+    /// The phases from admission to the upstream's answer.
+    async fn serve(
+        &self,
+        ctx: &mut RequestCtx<'_>,
+        req: Request<Incoming>,
+    ) -> Result<Response<ProxyBody>, ApiError> {
+        let admission = Admission {
+            clients: &self.clients,
+            limiter: &self.limiter,
+        };
+        if let Admitted::Answered(response) = admission.admit(ctx, req.headers()).await? {
+            return Ok(response);
+        }
+        let (head, body) = req.into_parts();
+        self.before_body(ctx, &head)?;
+        let body = self.body_limits.read(&head.headers, body).await?;
+        let out = match self.validate(ctx, &head, body)? {
+            Prepared::Answered(response) => return Ok(response),
+            Prepared::Forward(out) => out,
+        };
+        if ctx.audit.as_ref().is_some_and(|a| a.limit_keys.is_some()) {
+            // Boxed, as below: only payments wait for these limits.
+            Box::pin(self.pre_forward_checks(ctx)).await?;
+        }
+        if ctx.audit.is_some() {
+            // Boxed: the audited forward's future is large, and unboxed it would make
+            // every request's future (the plain forward's too) that large.
+            Box::pin(self.forward_audited(ctx, out)).await
+        } else {
+            let called = self.forwarder.caller.send(out).await?;
+            ctx.upstream_latency = Some(called.latency);
+            Ok(called.response)
+        }
+    }
+
+    /// The route's checks on the head alone, before any of the body is read.
+    fn before_body(
+        &self,
+        ctx: &mut RequestCtx<'_>,
+        head: &http::request::Parts,
+    ) -> Result<(), ApiError> {
+        let audit = &self.forwarder.auditor.log;
+        match ctx.route {
+            Route::Payment { .. } => self.payments.before_body(ctx, audit, head),
+            Route::Transaction { action, .. } => transaction::before_body(ctx, action, audit),
+            Route::TokenExchange => token::before_body(&head.headers),
+            _ => Ok(()),
+        }
+    }
+
+    /// The route's validation of the whole request.
+    fn validate(
+        &self,
+        ctx: &mut RequestCtx<'_>,
+        head: &http::request::Parts,
+        body: bytes::Bytes,
+    ) -> Result<Prepared, ApiError> {
+        Ok(match ctx.route {
+            Route::Payment { .. } => Prepared::Forward(self.payments.validate(ctx, head, body)?),
+            Route::Transaction { .. } => Prepared::Forward(transaction::validate(head, body)?),
+            Route::TokenExchange => {
+                Prepared::Answered(token::answer(&self.clients, ctx, &head.headers, &body)?)
+            }
+            _ => Prepared::Forward(passthrough::prepare(head, body)),
+        })
+    }
+
+    /// The limits that need a validated payment: per order, per card, card attempts.
+    async fn pre_forward_checks(&self, ctx: &RequestCtx<'_>) -> Result<(), ApiError> {
+        let Some(keys) = ctx.audit.as_ref().and_then(|a| a.limit_keys.as_ref()) else {
+            return Ok(());
+        };
+        let card = keys.card.as_ref().map(|(card, attempt)| (card, attempt));
+        self.limiter.check_payment(Some(keys.order), card).await?;
+        Ok(())
+    }
+
+    /// Audit `forwarded` -> upstream -> audit `completed`, detached from the storefront.
+    async fn forward_audited(
+        &self,
+        ctx: &mut RequestCtx<'_>,
+        out: Outgoing,
+    ) -> Result<Response<ProxyBody>, ApiError> {
+        let client_id = ctx.client.map(|c| self.clients.get(c).id.clone());
+        let record = auditor::forwarded(ctx, client_id.as_deref().unwrap_or("unauthenticated"));
+        let payment = ctx.audited().action == AuditedAction::Payment;
+        let breaker_client = if payment { client_id } else { None };
+        let done = forward::audited(&self.forwarder, out, record, breaker_client).await;
+        ctx.upstream_latency = done.latency;
+        let audited = ctx.audited();
+        audited.outcome = done.outcome;
+        audited.upstream_status = done.upstream_status;
+        done.response
+    }
+
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
+    }
+
+    /// The metrics, with the audit writer's own counters read at this moment.
+    pub fn metrics_text(&self) -> String {
+        let audit = self.audit();
+        let stats = audit.stats();
+        let m = &self.metrics;
+        m.audit_records.set(stats.records as i64);
+        m.audit_fsyncs.set(stats.syncs as i64);
+        m.audit_healthy.set(i64::from(audit.is_healthy()));
+        m.encode()
+    }
+
+    pub fn audit(&self) -> &AuditLog {
+        &self.forwarder.auditor.log
+    }
+
+    /// Why payshim is not ready to serve payments, if it is not.
+    pub async fn readiness_problems(&self) -> Vec<&'static str> {
+        let mut problems = Vec::new();
+        if !self.forwarder.caller.token.is_available().await {
+            problems.push("no upstream token");
+        }
+        if !self.audit().is_healthy() {
+            problems.push("audit log not writable");
+        }
+        // With on_store_error = "local", payments are still served while Redis is down,
+        // so that is not a reason to leave the load balancer's rotation.
+        if let Some(p) = self.limiter.readiness_problem()
+            && self.limits_fail_closed
+        {
+            problems.push(p);
+        }
+        problems
+    }
+
+    /// Waits (up to `limit`) for forwarded requests whose storefront already went away,
+    /// so their `completed` records are written before the audit log closes.
+    pub async fn drain(&self, limit: Duration) {
+        self.forwarder.auditor.drain(limit).await;
+    }
+}

@@ -1,0 +1,70 @@
+//! The last phase: one log line and the metrics for a finished request. Never a body,
+//! never a header, never a card number: payments log brand and last four only.
+
+use http::{Method, Response};
+
+use super::context::{AuditedAction, RequestCtx};
+use crate::body::ProxyBody;
+use crate::metrics::Metrics;
+
+pub(crate) fn record(
+    ctx: &RequestCtx<'_>,
+    client: Option<&str>,
+    response: &Response<ProxyBody>,
+    metrics: &Metrics,
+) {
+    let status = response.status().as_u16();
+    let total = ctx.started.elapsed();
+    let route = ctx.route.name();
+    // Whole microseconds: long decimal fractions would look like digit runs to the
+    // scrubber (and be masked into invalid JSON).
+    let upstream_us = ctx.upstream_latency.map(|d| d.as_micros() as u64);
+    let audited = ctx.audit.as_ref();
+    let card = audited.and_then(|a| a.card.as_ref());
+    tracing::info!(
+        order_id = audited.and(ctx.order_id()),
+        payment_method = audited.and_then(|a| a.method),
+        brand = card.map(|c| c.brand.as_str()),
+        last4 = card.map(|c| c.last4.as_str()),
+        outcome = audited.map(|a| a.outcome.as_str()),
+        upstream_status = audited.and_then(|a| a.upstream_status),
+        request_id = ctx.id.as_str(),
+        client,
+        route = route.as_str(),
+        method = ctx.method.as_str(),
+        status,
+        total_us = total.as_micros() as u64,
+        upstream_us,
+        reason = ctx.reason,
+        "request"
+    );
+    metrics.observe_request(
+        route,
+        static_method(&ctx.method),
+        status,
+        total,
+        ctx.upstream_latency,
+    );
+    if let Some(a) = audited {
+        let kind = match a.action {
+            AuditedAction::Payment => "payment",
+            AuditedAction::Transaction(_) => "transaction",
+        };
+        metrics.observe_outcome(kind, a.outcome);
+    }
+}
+
+/// Metric label for a method: known methods by name, anything else as "other", so a
+/// client cannot mint label values.
+fn static_method(m: &Method) -> &'static str {
+    match *m {
+        Method::GET => "GET",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::PATCH => "PATCH",
+        Method::DELETE => "DELETE",
+        Method::OPTIONS => "OPTIONS",
+        Method::HEAD => "HEAD",
+        _ => "other",
+    }
+}
