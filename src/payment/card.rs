@@ -1,8 +1,9 @@
 //! Card numbers (PANs), their brands and the Luhn check.
 //!
-//! A [`CardNumber`] is the only place a PAN lives after parsing (DESIGN.md section 5): it prints
-//! as a mask, cannot be cloned or serialized, and wipes its digits when dropped. Only the upstream
-//! serializer in `request.rs` reads the digits, through the `pub(super)` [`CardNumber::expose`].
+//! A [`CardNumber`] is the only place a PAN lives after parsing (see README.md, Architecture):
+//! it prints as a mask, cannot be cloned or serialized, and wipes its digits when dropped. Only
+//! the upstream serializer in `upstream_body.rs` (and the attempt fingerprint) read the digits,
+//! through the `pub(super)` [`CardNumber::expose`].
 
 use std::fmt;
 
