@@ -9,6 +9,7 @@ pub mod audit;
 pub mod auth;
 pub mod config;
 pub mod error;
+mod keyed;
 pub mod limit;
 pub mod logging;
 pub mod metrics;

@@ -18,8 +18,9 @@ use secrecy::ExposeSecret;
 use tokio::sync::{mpsc, oneshot, watch};
 use tracing::{debug, error, info, warn};
 
-use super::record::{AuditRecord, ChainHead, HmacSha256, check_line, encode_line, keyed};
+use super::record::{AuditRecord, ChainHead, check_line, encode_line};
 use super::{AuditError, AuditSettings};
+use crate::keyed::KeyedHash;
 
 /// Capacity of the queue in front of the writer; also the largest group.
 pub(super) const CHANNEL_CAPACITY: usize = 16_384;
@@ -100,7 +101,8 @@ enum WriteFailure {
 pub(super) struct Writer {
     path: PathBuf,
     max_file_bytes: u64,
-    key: HmacSha256,
+    /// Keyed once; each line is signed from a copy of this state.
+    key: KeyedHash,
     shared: Arc<Shared>,
     file: Option<File>,
     /// `None` until read from the files on disk.
@@ -128,7 +130,7 @@ impl Drop for ExitGuard {
 
 impl Writer {
     pub fn new(settings: AuditSettings, shared: Arc<Shared>) -> Self {
-        let key = keyed(settings.key.expose_secret());
+        let key = KeyedHash::new(settings.key.expose_secret());
         Self {
             path: settings.path,
             max_file_bytes: settings.max_file_bytes,

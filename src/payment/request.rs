@@ -9,10 +9,11 @@ use std::fmt;
 use zeroize::Zeroizing;
 
 use super::calendar::YearMonth;
-use super::card::{CardNumber, hmac_sha256};
+use super::card::CardNumber;
 use super::cvv::Cvv;
 use super::field_error::FieldError;
 use super::{upstream_body, validate};
+use crate::keyed::KeyedHash;
 
 /// The payment operation requested from the gateway.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -75,18 +76,15 @@ impl CardPayment {
     pub fn attempt_fingerprint(&self, key: &[u8]) -> [u8; 32] {
         let month = format!("{:02}", self.month);
         let year = format!("{:04}", self.year);
-        hmac_sha256(
-            key,
-            &[
-                self.number.expose().as_bytes(),
-                b"|",
-                month.as_bytes(),
-                b"|",
-                year.as_bytes(),
-                b"|",
-                self.cvv.expose().as_bytes(),
-            ],
-        )
+        KeyedHash::new(key).into_mac(&[
+            self.number.expose().as_bytes(),
+            b"|",
+            month.as_bytes(),
+            b"|",
+            year.as_bytes(),
+            b"|",
+            self.cvv.expose().as_bytes(),
+        ])
     }
 }
 
