@@ -16,6 +16,7 @@ pub mod body;
 pub mod config;
 pub mod conn;
 pub mod error;
+mod keyed;
 pub mod limit;
 pub mod logging;
 pub mod metrics;

@@ -1,4 +1,4 @@
-//! Audit log (DESIGN.md section 6): durable, HMAC-chained JSON Lines.
+//! Audit log (see README.md, Architecture): durable, HMAC-chained JSON Lines.
 //!
 //! # Format
 //! One record per line, fields in this order: `seq` (from 1, continuing across
@@ -49,7 +49,10 @@
 //! ever written, so keep every rotated file that is to be verified with its
 //! predecessors.
 
+mod file;
+mod queue;
 mod record;
+mod rotate;
 mod verify;
 mod writer;
 
@@ -68,7 +71,8 @@ use tracing::error;
 pub use record::{AuditEvent, AuditRecord, CardSummary, GENESIS_PREV, hex32};
 pub use verify::{VerifyError, VerifyReport, verify_files};
 
-use writer::{CHANNEL_CAPACITY, Msg, Reply, Shared, Writer};
+use queue::{CHANNEL_CAPACITY, Msg, Reply, Shared};
+use writer::Writer;
 
 /// Where and how the log is written.
 #[derive(Debug)]
@@ -222,7 +226,7 @@ impl AuditLog {
 /// The files of the chain at `path` in verification order: `<path>.1`,
 /// `<path>.2`, … (numerically), then `<path>` if it exists.
 pub fn chain_files(path: &Path) -> io::Result<Vec<PathBuf>> {
-    let mut files: Vec<PathBuf> = writer::rotated_files(path)?
+    let mut files: Vec<PathBuf> = rotate::rotated_files(path)?
         .into_iter()
         .map(|(_, file)| file)
         .collect();

@@ -2,17 +2,14 @@
 //!
 //! A record never holds a card number or a CVV: the only card data is a
 //! [`CardSummary`] (brand, first six, last four and a keyed fingerprint),
-//! as DESIGN.md section 5 rule 4 requires.
+//! so no audit file ever falls in PCI scope for card data.
 
 use std::fmt;
 
-use hmac::{Hmac, Mac};
 use serde::{Deserialize, Serialize};
-use sha2::Sha256;
 
+use crate::keyed::KeyedHash;
 use crate::outcome::Outcome;
-
-pub(super) type HmacSha256 = Hmac<Sha256>;
 
 /// `prev` of the first record ever written.
 pub const GENESIS_PREV: &str = "0000000000000000000000000000000000000000000000000000000000000000";
@@ -140,11 +137,6 @@ impl AuditRecord {
     }
 }
 
-pub(super) fn keyed(key: &[u8]) -> HmacSha256 {
-    // HMAC takes keys of any length; only fixed-size MACs can refuse one.
-    <HmacSha256 as Mac>::new_from_slice(key).expect("HMAC accepts keys of any length")
-}
-
 /// Where the chain stands: the `seq` the next record gets and the `mac` it links to.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(super) struct ChainHead {
@@ -181,7 +173,7 @@ struct Unsigned<'a> {
 
 /// Encodes `record` as a signed line, `\n` included; returns the line and its mac (hex).
 pub(super) fn encode_line(
-    key: &HmacSha256,
+    key: &KeyedHash,
     seq: u64,
     ts: &str,
     record: &AuditRecord,
@@ -193,9 +185,7 @@ pub(super) fn encode_line(
         record,
         prev,
     })?;
-    let mut mac = key.clone();
-    mac.update(&line);
-    let mac_hex = hex32(&mac.finalize().into_bytes().into());
+    let mac_hex = hex32(&key.mac(&[&line]));
     // L ends with the object's `}`: replace it with `,"mac":"<hex>"}`.
     debug_assert_eq!(line.last(), Some(&b'}'));
     line.pop();
@@ -251,7 +241,7 @@ fn is_lower_hex(bytes: &[u8]) -> bool {
 /// Checks one line (without its `\n`): shape, mac, then the chain fields.
 ///
 /// Error messages never quote the line's content.
-pub(super) fn check_line(key: &HmacSha256, line: &[u8]) -> Result<SignedLine, LineError> {
+pub(super) fn check_line(key: &KeyedHash, line: &[u8]) -> Result<SignedLine, LineError> {
     if line.len() <= SIGNED_TAIL_LEN || !line.ends_with(MAC_SUFFIX) {
         return Err(LineError::Malformed(
             "does not end with ,\"mac\":\"<64 hex digits>\"}",
@@ -271,10 +261,9 @@ pub(super) fn check_line(key: &HmacSha256, line: &[u8]) -> Result<SignedLine, Li
     let mut expected = [0u8; MAC_HEX_LEN / 2];
     hex::decode_to_slice(mac_hex, &mut expected)
         .map_err(|_| LineError::Malformed("mac is not 64 lowercase hex digits"))?;
-    let mut mac = key.clone();
-    mac.update(body);
-    mac.update(b"}");
-    mac.verify_slice(&expected).map_err(|_| LineError::BadMac)?;
+    if !key.verify(&[body, b"}"], &expected) {
+        return Err(LineError::BadMac);
+    }
 
     let mut unsigned = Vec::with_capacity(body.len() + 1);
     unsigned.extend_from_slice(body);
@@ -339,7 +328,7 @@ mod tests {
 
     #[test]
     fn record_json_has_no_card_number_or_cvv_field() {
-        let key = keyed(b"k");
+        let key = KeyedHash::new(b"k");
         let (line, _) = encode_line(&key, 1, "ts", &card_record(), GENESIS_PREV).unwrap();
         for json in [
             serde_json::to_value(card_record()).unwrap(),
@@ -368,7 +357,7 @@ mod tests {
 
     #[test]
     fn line_has_fields_in_order_and_omits_none() {
-        let key = keyed(b"k");
+        let key = KeyedHash::new(b"k");
         let (line, mac) = encode_line(
             &key,
             7,
@@ -420,14 +409,14 @@ mod tests {
             }
         );
         assert_eq!(
-            check_line(&keyed(b"other"), &line[..line.len() - 1]),
+            check_line(&KeyedHash::new(b"other"), &line[..line.len() - 1]),
             Err(LineError::BadMac)
         );
     }
 
     #[test]
     fn newlines_in_fields_stay_escaped() {
-        let key = keyed(b"k");
+        let key = KeyedHash::new(b"k");
         let mut record = card_record();
         record.reason = Some("a\nb\r\"c\"".into());
         let (line, _) = encode_line(&key, 1, "ts", &record, GENESIS_PREV).unwrap();
@@ -437,7 +426,7 @@ mod tests {
 
     #[test]
     fn uppercase_mac_is_malformed() {
-        let key = keyed(b"k");
+        let key = KeyedHash::new(b"k");
         let (line, mac) = encode_line(&key, 1, "ts", &card_record(), GENESIS_PREV).unwrap();
         let text = String::from_utf8(line).unwrap();
         let upper = text.replace(&mac, &mac.to_uppercase());

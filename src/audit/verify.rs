@@ -4,7 +4,8 @@ use std::fs::File;
 use std::io::{self, BufRead, BufReader};
 use std::path::{Path, PathBuf};
 
-use super::record::{ChainHead, LineError, check_line, keyed};
+use super::record::{ChainHead, LineError, check_line};
+use crate::keyed::KeyedHash;
 
 /// What a successful verification saw.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -92,7 +93,7 @@ impl VerifyError {
 /// cannot be seen from the files alone: compare the last `seq` with an
 /// external copy (e.g. the records shipped to a log store).
 pub fn verify_files(paths: &[PathBuf], key: &[u8]) -> Result<VerifyReport, VerifyError> {
-    let key = keyed(key);
+    let key = KeyedHash::new(key);
     let mut head = ChainHead::genesis();
     let mut report = VerifyReport {
         records: 0,

@@ -8,9 +8,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
-use hmac::{Hmac, Mac};
 use secrecy::{ExposeSecret, SecretSlice};
-use sha2::Sha256;
+
+use crate::keyed::KeyedHash;
 
 const PREFIX: &str = "ps1.";
 
@@ -33,20 +33,17 @@ pub struct Issued {
 }
 
 pub struct SessionKeys {
-    key: SecretSlice<u8>,
+    /// Keyed once here, so issuing or checking a token only hashes the token.
+    key: KeyedHash,
     ttl: Duration,
 }
 
 impl SessionKeys {
     pub fn new(key: SecretSlice<u8>, ttl: Duration) -> SessionKeys {
-        SessionKeys { key, ttl }
-    }
-
-    fn mac(&self, signed: &str) -> Hmac<Sha256> {
-        let mut mac = Hmac::<Sha256>::new_from_slice(self.key.expose_secret())
-            .expect("HMAC accepts keys of any length");
-        mac.update(signed.as_bytes());
-        mac
+        SessionKeys {
+            key: KeyedHash::new(key.expose_secret()),
+            ttl,
+        }
     }
 
     /// Issues a token for `client_id`, valid for the configured lifetime.
@@ -55,7 +52,7 @@ impl SessionKeys {
         let expires = now + self.ttl.as_secs();
         let payload = B64.encode(format!("{client_id}|{expires}"));
         let signed = format!("{PREFIX}{payload}");
-        let mac = B64.encode(self.mac(&signed).finalize().into_bytes());
+        let mac = B64.encode(self.key.mac(&[signed.as_bytes()]));
         Issued {
             token: format!("{signed}.{mac}"),
             expires,
@@ -68,9 +65,10 @@ impl SessionKeys {
         let rest = token.strip_prefix(PREFIX).ok_or(SessionError::Malformed)?;
         let (payload, mac) = rest.split_once('.').ok_or(SessionError::Malformed)?;
         let mac = B64.decode(mac).map_err(|_| SessionError::Malformed)?;
-        self.mac(&token[..PREFIX.len() + payload.len()])
-            .verify_slice(&mac)
-            .map_err(|_| SessionError::BadSignature)?;
+        let signed = &token[..PREFIX.len() + payload.len()];
+        if !self.key.verify(&[signed.as_bytes()], &mac) {
+            return Err(SessionError::BadSignature);
+        }
         let payload = B64.decode(payload).map_err(|_| SessionError::Malformed)?;
         let payload = String::from_utf8(payload).map_err(|_| SessionError::Malformed)?;
         let (client, expires) = payload.rsplit_once('|').ok_or(SessionError::Malformed)?;

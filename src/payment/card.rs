@@ -1,14 +1,15 @@
 //! Card numbers (PANs), their brands and the Luhn check.
 //!
-//! A [`CardNumber`] is the only place a PAN lives after parsing (DESIGN.md section 5): it prints
-//! as a mask, cannot be cloned or serialized, and wipes its digits when dropped. Only the upstream
-//! serializer in `request.rs` reads the digits, through the `pub(super)` [`CardNumber::expose`].
+//! A [`CardNumber`] is the only place a PAN lives after parsing (see README.md, Architecture):
+//! it prints as a mask, cannot be cloned or serialized, and wipes its digits when dropped. Only
+//! the upstream serializer in `upstream_body.rs` (and the attempt fingerprint) read the digits,
+//! through the `pub(super)` [`CardNumber::expose`].
 
 use std::fmt;
 
-use hmac::{Hmac, Mac};
-use sha2::Sha256;
 use zeroize::Zeroize;
+
+use crate::keyed::KeyedHash;
 
 /// Card brands payshim accepts. Anything else is rejected as an unknown brand.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -147,7 +148,7 @@ impl CardNumber {
     /// HMAC-SHA-256 of the PAN digits: identifies a card across requests (limits, audit)
     /// without storing the PAN. Keyed, so it cannot be brute-forced from the BIN and last four.
     pub fn fingerprint(&self, key: &[u8]) -> [u8; 32] {
-        hmac_sha256(key, &[self.digits.as_bytes()])
+        KeyedHash::new(key).into_mac(&[self.digits.as_bytes()])
     }
 
     /// The full digits. Only the upstream serializer and the attempt fingerprint use this.
@@ -193,14 +194,4 @@ fn luhn_valid(digits: &str) -> bool {
         })
         .sum();
     sum.is_multiple_of(10)
-}
-
-/// HMAC-SHA-256 over the concatenation of `parts`, fed piece by piece so no buffer holding a
-/// PAN is assembled.
-pub(super) fn hmac_sha256(key: &[u8], parts: &[&[u8]]) -> [u8; 32] {
-    let mut mac = Hmac::<Sha256>::new_from_slice(key).expect("HMAC accepts keys of any length");
-    for part in parts {
-        mac.update(part);
-    }
-    mac.finalize().into_bytes().into()
 }

@@ -1,8 +1,8 @@
 //! Card verification values (CVV, CVC, CID).
 //!
-//! Like the PAN, a CVV lives only in its own type (DESIGN.md section 5): masked when printed,
-//! not clonable, wiped on drop, read only by the upstream serializer. PCI DSS forbids storing it
-//! after authorization at all, so it never reaches the audit log, not even masked.
+//! Like the PAN, a CVV lives only in its own type (see README.md, Architecture): masked when
+//! printed, not clonable, wiped on drop, read only by the upstream serializer. PCI DSS forbids
+//! storing it after authorization at all, so it never reaches the audit log, not even masked.
 
 use std::fmt;
 

@@ -1575,10 +1575,10 @@ proptest! {
     }
 }
 
-/// Card types cannot be serialized (DESIGN.md section 5: only the upstream body builder
-/// reads them). Method resolution picks the inherent `serializable` only when the type
-/// implements `Serialize`, and falls back to the trait's `false` otherwise, so adding a
-/// `Serialize` impl (or derive) to either type makes this test fail.
+/// Card types cannot be serialized (only the upstream body builder reads them). Method
+/// resolution picks the inherent `serializable` only when the type implements `Serialize`, and
+/// falls back to the trait's `false` otherwise, so adding a `Serialize` impl (or derive) to
+/// either type makes this test fail.
 #[test]
 fn card_types_do_not_implement_serialize() {
     use std::marker::PhantomData;
