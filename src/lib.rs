@@ -11,6 +11,7 @@ pub mod config;
 pub mod error;
 pub mod limit;
 pub mod logging;
+mod luhn;
 pub mod metrics;
 pub mod payment;
 pub mod proxy;
