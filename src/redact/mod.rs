@@ -42,8 +42,8 @@
 //! numbers, `key=value`, `key="value"`, `key: value`, `key='value'`.
 //!
 //! Files: `scan.rs` is the scanner's loop, `pan.rs` and `cvv.rs` the two things it looks for;
-//! `writer.rs` is the `tracing` writer, `panic.rs` the panic hook and `canary.rs` the start-up
-//! canary. The Luhn check itself is shared with card
+//! `writer.rs` is the `tracing` writer, `stderr.rs` the direct path to stderr, `panic.rs` the
+//! panic hook and `canary.rs` the start-up canary. The Luhn check itself is shared with card
 //! validation (`crate::luhn`).
 
 mod canary;
@@ -51,6 +51,7 @@ mod cvv;
 mod pan;
 mod panic;
 mod scan;
+mod stderr;
 mod writer;
 
 #[cfg(test)]
@@ -61,4 +62,5 @@ pub use self::canary::{
 };
 pub use self::panic::install_panic_hook;
 pub use self::scan::{scrub, scrub_bytes};
+pub use self::stderr::write_scrubbed;
 pub use self::writer::{ScrubbingMakeWriter, ScrubbingWriter};
