@@ -19,6 +19,7 @@ pub mod error;
 mod keyed;
 pub mod limit;
 pub mod logging;
+mod luhn;
 pub mod metrics;
 pub mod outcome;
 pub mod payment;

@@ -14,7 +14,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::{Duration, Instant};
 
-use super::LogEvery;
+use super::log_every::LogEvery;
 
 pub(super) struct Breaker {
     ratio: f64,

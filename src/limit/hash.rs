@@ -1,6 +1,6 @@
 //! A hasher for maps keyed by card fingerprints.
 //!
-//! Fingerprints are HMAC-SHA-256 outputs under the audit key (DESIGN.md section 5.4):
+//! Fingerprints are HMAC-SHA-256 outputs under the audit key (see README.md, Architecture):
 //! already uniformly spread, and nobody without the key can choose one that lands in a
 //! given bucket. Hashing them again with SipHash (the std default, there to resist
 //! attacker-chosen keys) only costs time on every payment, so these maps take 64 of the

@@ -30,9 +30,10 @@ use governor::clock::{Clock, DefaultClock};
 use governor::middleware::NoOpMiddleware;
 use smallvec::SmallVec;
 
+use super::Scope;
 use super::hash::{FingerprintHash, card_key};
+use super::log_every::LogEvery;
 use super::prune::Prunable;
-use super::{LogEvery, Scope};
 use crate::config::Quota;
 
 /// The governor quota for `q`: one cell every `period / count`, `burst` at once.

@@ -1,4 +1,4 @@
-//! Rate limits and card-testing defences (DESIGN.md section 7).
+//! Rate limits and card-testing defences (see README.md, Architecture).
 //!
 //! [`Limiter`] enforces GCRA quotas per client, per IP, per order and per card
 //! fingerprint, the distinct-attempts cap per card (card cracking) and the per-client
@@ -21,130 +21,35 @@
 //! 2^64 addresses, escaping the quota and filling the map.
 
 mod breaker;
+mod error;
 mod hash;
+mod keys;
+mod kind;
 mod local;
+mod log_every;
 mod prune;
 mod redis;
+mod scope;
 
 use std::fmt;
-use std::hash::{BuildHasher, Hash, RandomState};
-use std::net::{IpAddr, Ipv6Addr};
+use std::hash::{BuildHasher, Hash};
+use std::net::IpAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant};
 
 use crate::config::{LimitsConfig, OnStoreError, Quota};
 
 use self::breaker::Breaker;
-use self::hash::FingerprintHash;
+use self::error::exceeded;
+use self::keys::{HexKey, ip_key, redis_key};
+use self::kind::{Attempts, Inner, Kind, local_check};
 use self::local::{CardAttempts, KeyedQuota};
-use self::prune::Prunable;
 use self::redis::{Check, RedisStore};
 
-/// Which limit refused a request.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Scope {
-    Client,
-    Ip,
-    Order,
-    Card,
-    CardAttempts,
-    Breaker,
-}
+pub use self::error::LimitError;
+pub use self::scope::Scope;
 
-impl Scope {
-    /// The name used in config keys, logs, audit records and Redis keys.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Scope::Client => "per_client",
-            Scope::Ip => "per_ip",
-            Scope::Order => "per_order",
-            Scope::Card => "per_card",
-            Scope::CardAttempts => "card_attempts",
-            Scope::Breaker => "decline_breaker",
-        }
-    }
-}
-
-impl fmt::Display for Scope {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-#[derive(Debug, thiserror::Error)]
-pub enum LimitError {
-    /// Over quota: answer 429 with `Retry-After` ([`LimitError::retry_after_secs`]).
-    #[error("rate limited")]
-    Exceeded { scope: Scope, retry_after: Duration },
-    /// Redis is down and `on_store_error = "deny"`: answer 503.
-    #[error("limit store unavailable")]
-    StoreUnavailable,
-}
-
-impl LimitError {
-    /// `Retry-After` in whole seconds, rounded up and at least 1; `None` for
-    /// `StoreUnavailable`.
-    pub fn retry_after_secs(&self) -> Option<u64> {
-        match self {
-            LimitError::Exceeded { retry_after, .. } => {
-                let s = retry_after.as_secs() + u64::from(retry_after.subsec_nanos() > 0);
-                Some(s.max(1))
-            }
-            LimitError::StoreUnavailable => None,
-        }
-    }
-}
-
-/// One quota kind: its quota and, in local mode or as the fallback of shared mode, its
-/// local state.
-struct Kind<K: Hash + Eq + Clone, S: BuildHasher + Clone = RandomState> {
-    scope: Scope,
-    quota: Quota,
-    local: Option<KeyedQuota<K, S>>,
-}
-
-struct Attempts {
-    quota: Quota,
-    local: Option<CardAttempts>,
-}
-
-struct Inner {
-    per_client: Option<Kind<String>>,
-    per_ip: Option<Kind<IpAddr>>,
-    per_order: Option<Kind<u128>>,
-    per_card: Option<Kind<u128, FingerprintHash>>,
-    card_attempts: Option<Attempts>,
-    breaker: Breaker,
-    redis: Option<RedisStore>,
-}
-
-impl Inner {
-    /// Every local map, for the prune task (always in the same order).
-    fn local_maps(&self) -> Vec<&dyn Prunable> {
-        fn local<K: Hash + Eq + Clone, S: BuildHasher + Default + Clone>(
-            kind: &Option<Kind<K, S>>,
-        ) -> Option<&dyn Prunable>
-        where
-            KeyedQuota<K, S>: Prunable,
-        {
-            kind.as_ref()?.local.as_ref().map(|l| l as &dyn Prunable)
-        }
-        let attempts = self.card_attempts.as_ref().and_then(|a| a.local.as_ref());
-        [
-            local(&self.per_client),
-            local(&self.per_ip),
-            local(&self.per_order),
-            local(&self.per_card),
-            attempts.map(|a| a as &dyn Prunable),
-        ]
-        .into_iter()
-        .flatten()
-        .collect()
-    }
-}
-
-/// The limits of DESIGN.md section 7; `Send + Sync`, shared by all requests.
+/// Dispatches every limit check to Redis or the local state; `Send + Sync`, shared by all
+/// requests.
 pub struct Limiter {
     inner: Arc<Inner>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
@@ -410,82 +315,10 @@ impl Limiter {
     }
 }
 
-/// The local state of `kind` (local mode, or the fallback of shared mode), or
-/// `StoreUnavailable` when shared mode fails closed.
-fn local_check<K: Hash + Eq + Clone, S: BuildHasher + Default + Clone>(
-    kind: &Kind<K, S>,
-    key: &K,
-) -> Result<(), LimitError> {
-    match &kind.local {
-        Some(local) => local.check(key).map_err(|wait| exceeded(kind.scope, wait)),
-        None => Err(LimitError::StoreUnavailable),
-    }
-}
-
-fn exceeded(scope: Scope, retry_after: Duration) -> LimitError {
-    LimitError::Exceeded { scope, retry_after }
-}
-
-fn redis_key<D: fmt::Display + ?Sized>(scope: Scope, key: &D) -> String {
-    format!("payshim:rl:{}:{key}", scope.as_str())
-}
-
-/// Lower-case hex of a fingerprint, for Redis keys.
-struct HexKey<'a>(&'a [u8; 32]);
-
-impl fmt::Display for HexKey<'_> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let mut buf = [0u8; 64];
-        hex::encode_to_slice(self.0, &mut buf).map_err(|_| fmt::Error)?;
-        f.write_str(std::str::from_utf8(&buf).map_err(|_| fmt::Error)?)
-    }
-}
-
-/// IPv4 (also IPv4-mapped IPv6) as is, other IPv6 by /64 prefix.
-fn ip_key(ip: IpAddr) -> IpAddr {
-    match ip {
-        IpAddr::V4(_) => ip,
-        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
-            Some(v4) => IpAddr::V4(v4),
-            None => IpAddr::V6(Ipv6Addr::from_bits(v6.to_bits() & !((1u128 << 64) - 1))),
-        },
-    }
-}
-
-/// Lets a log line through at most once per interval (cap warnings under attack).
-struct LogEvery {
-    epoch: Instant,
-    every_ns: u64,
-    /// Nanoseconds since `epoch` of the last line, plus one (0 = never).
-    last: AtomicU64,
-}
-
-impl LogEvery {
-    fn new(every: Duration) -> Self {
-        LogEvery {
-            epoch: Instant::now(),
-            every_ns: u64::try_from(every.as_nanos()).unwrap_or(u64::MAX),
-            last: AtomicU64::new(0),
-        }
-    }
-
-    fn ready(&self) -> bool {
-        let now = u64::try_from(self.epoch.elapsed().as_nanos())
-            .unwrap_or(u64::MAX)
-            .saturating_add(1);
-        let last = self.last.load(Ordering::Relaxed);
-        if last != 0 && now.saturating_sub(last) < self.every_ns {
-            return false;
-        }
-        self.last
-            .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
-            .is_ok()
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::{Duration, Instant};
 
     fn quota(count: u32, period: Duration, burst: u32) -> Quota {
         Quota {
@@ -808,19 +641,6 @@ mod tests {
     }
 
     #[test]
-    fn retry_after_secs_rounds_up() {
-        let e = |ms| LimitError::Exceeded {
-            scope: Scope::Ip,
-            retry_after: Duration::from_millis(ms),
-        };
-        assert_eq!(e(1).retry_after_secs(), Some(1));
-        assert_eq!(e(1000).retry_after_secs(), Some(1));
-        assert_eq!(e(1001).retry_after_secs(), Some(2));
-        assert_eq!(e(120_000).retry_after_secs(), Some(120));
-        assert_eq!(LimitError::StoreUnavailable.retry_after_secs(), None);
-    }
-
-    #[test]
     fn limiter_and_its_futures_are_send_and_sync() {
         fn send_sync<T: Send + Sync>() {}
         fn send<T: Send>(_: &T) {}
@@ -836,15 +656,5 @@ mod tests {
             send(&l.check_order(uuid::Uuid::from_u128(1)));
             send(&l.check_card(&[0; 32], &[0; 32]));
         });
-    }
-
-    #[test]
-    fn log_every_limits_lines() {
-        let log = LogEvery::new(Duration::from_secs(60));
-        assert!(log.ready());
-        assert!(!log.ready());
-        let log = LogEvery::new(Duration::ZERO);
-        assert!(log.ready());
-        assert!(log.ready());
     }
 }

@@ -13,7 +13,7 @@
 use std::sync::Weak;
 use std::time::{Duration, Instant};
 
-use super::Inner;
+use super::kind::Inner;
 
 /// How often the sizes are looked at (a few shard locks per map).
 const TICK: Duration = Duration::from_millis(20);

@@ -14,6 +14,8 @@ use std::time::Duration;
 
 use tracing_subscriber::fmt::MakeWriter;
 
+use crate::redact;
+
 /// Gathered bytes that trigger a write without waiting for the interval.
 pub const BATCH_BYTES: usize = 64 * 1024;
 
@@ -82,8 +84,15 @@ fn spawn_flusher<W: Write + Send + 'static>(shared: Weak<Shared<W>>, interval: D
         });
     if let Err(e) = spawned {
         // Lines are still written once a batch fills up, and at exit.
-        eprintln!("payshim: warning: no log flush thread ({e}); log lines may come late");
+        let _ = warn_no_flusher(&mut io::stderr().lock(), &e);
     }
+}
+
+/// Tells stderr that the flush thread could not start (the logger itself cannot say it).
+/// Through the scrubber, like everything else that leaves the process: never `eprintln!`.
+fn warn_no_flusher(out: &mut impl Write, e: &io::Error) -> io::Result<()> {
+    let text = format!("payshim: warning: no log flush thread ({e}); log lines may come late\n");
+    redact::write_scrubbed(out, &text)
 }
 
 impl<W: Write> Shared<W> {
@@ -176,6 +185,18 @@ mod tests {
 
     fn log(b: &Batched<Chunks>, line: &str) {
         b.make_writer().write_all(line.as_bytes()).unwrap();
+    }
+
+    #[test]
+    fn flush_thread_warning_is_scrubbed() {
+        let mut out = Vec::new();
+        let e = io::Error::other("card 4111 1111 1111 1111 cvv=123");
+        warn_no_flusher(&mut out, &e).unwrap();
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "payshim: warning: no log flush thread (card [PAN ****1111] cvv=[REDACTED]); \
+             log lines may come late\n"
+        );
     }
 
     #[test]

@@ -10,6 +10,7 @@ use std::fmt;
 use zeroize::Zeroize;
 
 use crate::keyed::KeyedHash;
+use crate::luhn;
 
 /// Card brands payshim accepts. Anything else is rejected as an unknown brand.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -118,7 +119,7 @@ impl CardNumber {
         if !(12..=19).contains(&s.len()) {
             return Err(CardError::Length);
         }
-        if !luhn_valid(s) {
+        if !luhn::valid(s.bytes().map(|b| b - b'0')) {
             return Err(CardError::Luhn);
         }
         let brand = Brand::detect(s).ok_or(CardError::UnknownBrand)?;
@@ -175,23 +176,4 @@ impl fmt::Display for CardNumber {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         fmt::Debug::fmt(self, f)
     }
-}
-
-/// The Luhn (mod 10) check over ASCII digits.
-fn luhn_valid(digits: &str) -> bool {
-    let sum: u32 = digits
-        .bytes()
-        .rev()
-        .enumerate()
-        .map(|(i, b)| {
-            let d = u32::from(b - b'0');
-            if i % 2 == 1 {
-                let doubled = d * 2;
-                if doubled > 9 { doubled - 9 } else { doubled }
-            } else {
-                d
-            }
-        })
-        .sum();
-    sum.is_multiple_of(10)
 }

@@ -1,0 +1,161 @@
+//! The `[upstream]` section: where forwarded requests go and how payshim obtains the store's
+//! real bearer token.
+
+use std::fmt;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use secrecy::{ExposeSecret, SecretString};
+
+use super::parse::{duration, readable_file};
+use super::raw::RawUpstream;
+use super::{ConfigError, Result};
+
+/// Where forwarded requests go.
+#[derive(Debug, Clone)]
+pub enum UpstreamTarget {
+    /// payshim answers allowed routes itself (dev default; loopback listeners only).
+    Sandbox,
+    /// Scheme and authority of the real API, e.g. `https://api.moltin.com`.
+    Remote(http::uri::Scheme, http::uri::Authority),
+}
+
+#[derive(Debug)]
+pub struct UpstreamConfig {
+    pub target: UpstreamTarget,
+    pub ca: Option<PathBuf>,
+    pub connect_timeout: Duration,
+    pub timeout: Duration,
+    pub auth: UpstreamAuth,
+}
+
+/// How payshim obtains the store's real bearer token.
+pub enum UpstreamAuth {
+    Static(SecretString),
+    ClientCredentials {
+        client_id: String,
+        client_secret: SecretString,
+    },
+    /// Sandbox mode without a token: nothing leaves the process.
+    None,
+}
+
+impl fmt::Debug for UpstreamAuth {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            UpstreamAuth::Static(_) => f.write_str("Static(token: ****)"),
+            UpstreamAuth::ClientCredentials { client_id, .. } => {
+                write!(
+                    f,
+                    "ClientCredentials(client_id: {client_id}, client_secret: ****)"
+                )
+            }
+            UpstreamAuth::None => f.write_str("None"),
+        }
+    }
+}
+
+pub(super) fn upstream_config(raw: RawUpstream) -> Result<UpstreamConfig> {
+    let url = raw
+        .url
+        .as_deref()
+        .unwrap_or("https://api.moltin.com")
+        .trim();
+    let target = if url == "sandbox" {
+        UpstreamTarget::Sandbox
+    } else {
+        upstream_target(url)?
+    };
+    if let Some(ca) = &raw.ca {
+        readable_file("upstream.ca", ca)?;
+    }
+    let auth = match (raw.auth.token, raw.auth.client_id, raw.auth.client_secret) {
+        (Some(token), None, None) => {
+            if token.expose_secret().trim().is_empty() {
+                return Err(ConfigError::new(
+                    "upstream.auth.token",
+                    "is empty; set PAYSHIM__UPSTREAM__AUTH__TOKEN to the store's token",
+                ));
+            }
+            UpstreamAuth::Static(token)
+        }
+        (None, Some(client_id), Some(client_secret)) => UpstreamAuth::ClientCredentials {
+            client_id,
+            client_secret,
+        },
+        (None, None, None) if matches!(target, UpstreamTarget::Sandbox) => UpstreamAuth::None,
+        (None, None, None) => {
+            return Err(ConfigError::new(
+                "upstream.auth.token",
+                "missing: set upstream.auth.token (e.g. PAYSHIM__UPSTREAM__AUTH__TOKEN) or \
+                 upstream.auth.client_id and upstream.auth.client_secret",
+            ));
+        }
+        (Some(_), _, _) => {
+            return Err(ConfigError::new(
+                "upstream.auth.token",
+                "set either a static token or client_id + client_secret, not both",
+            ));
+        }
+        (None, Some(_), None) => {
+            return Err(ConfigError::new(
+                "upstream.auth.client_secret",
+                "missing: client_credentials needs both client_id and client_secret",
+            ));
+        }
+        (None, None, Some(_)) => {
+            return Err(ConfigError::new(
+                "upstream.auth.client_id",
+                "missing: client_credentials needs both client_id and client_secret",
+            ));
+        }
+    };
+    Ok(UpstreamConfig {
+        target,
+        ca: raw.ca,
+        connect_timeout: duration(
+            "upstream.connect_timeout",
+            raw.connect_timeout.as_deref(),
+            "2s",
+        )?,
+        timeout: duration("upstream.timeout", raw.timeout.as_deref(), "40s")?,
+        auth,
+    })
+}
+
+/// `https://host[:port]`, or `http://` for loopback hosts only (tests, benchmarks): the
+/// real token must never cross a network in clear text.
+fn upstream_target(url: &str) -> Result<UpstreamTarget> {
+    let key = "upstream.url";
+    let uri: http::Uri = url.parse().map_err(|_| {
+        ConfigError::new(
+            key,
+            "expected a URL like https://api.moltin.com or \"sandbox\"",
+        )
+    })?;
+    let (Some(scheme), Some(authority)) = (uri.scheme().cloned(), uri.authority().cloned()) else {
+        return Err(ConfigError::new(
+            key,
+            "expected an absolute URL like https://api.moltin.com or \"sandbox\"",
+        ));
+    };
+    if !matches!(uri.path(), "" | "/") || uri.query().is_some() {
+        return Err(ConfigError::new(
+            key,
+            "expected scheme and host only, without a path or query",
+        ));
+    }
+    let loopback = matches!(authority.host(), "localhost" | "127.0.0.1" | "[::1]");
+    match scheme.as_str() {
+        "https" => {}
+        "http" if loopback => {}
+        "http" => {
+            return Err(ConfigError::new(
+                key,
+                "plain http is only allowed to a loopback host; use https",
+            ));
+        }
+        _ => return Err(ConfigError::new(key, "expected an https URL")),
+    }
+    Ok(UpstreamTarget::Remote(scheme, authority))
+}
