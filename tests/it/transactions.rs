@@ -4,7 +4,7 @@
 //! a refused action is `transaction.rejected` and never reaches the upstream. The chain
 //! verifies afterwards.
 
-mod support;
+use crate::support;
 
 use std::path::Path;
 

@@ -471,7 +471,7 @@ pub fn audit_verify(config: &Path, files: &[PathBuf]) -> Output {
     cmd.output().expect("run payshim audit verify")
 }
 
-/// Sanity checks of the helpers themselves (run by every test binary that calls it).
+/// Sanity checks of the helpers themselves (run by every test that relies on them).
 pub fn self_check() {
     for brand in BRANDS {
         for n in 0..20 {

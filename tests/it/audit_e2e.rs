@@ -7,7 +7,7 @@
 //! The writer's own unit tests (tamper, rotation, torn tail, concurrency) are in
 //! src/audit/tests.rs.
 
-mod support;
+use crate::support;
 
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};

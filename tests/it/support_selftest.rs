@@ -1,7 +1,7 @@
-//! Self-tests of tests/support: the upstream double, the PKI and the test client work before
+//! Self-tests of `support`: the upstream double, the PKI and the test client work before
 //! the integration tests rely on them.
 
-mod support;
+use crate::support;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};

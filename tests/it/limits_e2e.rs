@@ -4,11 +4,11 @@
 //! two payshim processes sharing one real Redis; Redis outages in `deny` and `local` mode;
 //! memory of a real payshim process while thousands of distinct cards go through it.
 //!
-//! The limiter alone is tested in `src/limit/` and `tests/limits_redis.rs`; here it is the
+//! The limiter alone is tested in `src/limit/` and `limits_redis`; here it is the
 //! server's wiring that is under test. Needs `redis-server` on PATH (Debian package
 //! `redis-server`); the Redis tests fail, never skip, without it.
 
-mod support;
+use crate::support;
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
@@ -44,7 +44,13 @@ const HOUR: Duration = Duration::from_secs(3600);
 /// How long Redis recovery may take through the server (the probe runs every 500 ms).
 const RECOVERY: Duration = Duration::from_secs(10);
 
-impl World {
+/// What this file adds to `World` (a trait: other files add their own).
+trait WorldExt {
+    fn config(&self, limits: &[(&str, &str)]) -> String;
+    fn audit_path(&self) -> PathBuf;
+}
+
+impl WorldExt for World {
     /// `base_config` (every limit off) with `limits` set in `[limits]` (TOML literals), plus
     /// a second API-key client `web-us`, a session key and a browser client `web-browser`.
     fn config(&self, limits: &[(&str, &str)]) -> String {

@@ -6,7 +6,7 @@
 //! Needs `redis-server` on PATH (Debian package `redis-server`, installed by
 //! `scripts/test.sh`); fails, never skips, without it.
 
-mod support;
+use crate::support;
 
 use std::collections::HashMap;
 use std::net::IpAddr;

@@ -8,7 +8,7 @@
 //! The token double issues short-lived tokens (`expires_in` 2 s), so the whole file runs in
 //! a few seconds.
 
-mod support;
+use crate::support;
 
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader};

@@ -6,7 +6,7 @@
 //! response never contains the PAN or the CVV, and the upstream receives nothing. The unit
 //! tables of the parser itself are in src/payment/tests.rs; these check the wiring.
 
-mod support;
+use crate::support;
 
 use std::collections::HashSet;
 use std::time::Duration;

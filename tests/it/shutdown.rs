@@ -3,7 +3,7 @@
 //! While running it cannot dump core (memory holds card data). And the shipped dev config
 //! runs as is (sandbox, generated dev certificate).
 
-mod support;
+use crate::support;
 
 use std::fs::File;
 use std::net::SocketAddr;
@@ -156,9 +156,12 @@ fn payment(url: &str) -> http::Request<bytes::Bytes> {
         .unwrap()
 }
 
-/// Lets the processes this test binary starts from now on dump core, up to a few KiB (the
+/// Lets the processes this test process starts from now on dump core, up to a few KiB (the
 /// usual soft limit is 0, which would make a check that payshim sets 0 prove nothing). Only
-/// the soft limit moves, and only up to the hard one; payshim must lower both.
+/// the soft limit moves, and only up to the hard one; payshim must lower both. It applies to
+/// the children of every test in this binary (payshim lowers it to 0 itself; a few KiB of
+/// core from a crashing helper is harmless), so the shutdown tests need no process of
+/// their own.
 fn allow_core_dumps_in_children() {
     let (soft, hard) = rlimit::getrlimit(rlimit::Resource::CORE).expect("getrlimit(CORE)");
     let raised = hard.min(4096);

@@ -4,7 +4,7 @@
 //! Each test starts its own upstream and payshim on kernel-chosen ports, so all of them run
 //! in parallel.
 
-mod support;
+use crate::support;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -35,7 +35,12 @@ const TRANSACTION: &str = "3f2a1b0c-4d5e-4f60-8a7b-9c0d1e2f3a4b";
 /// canonical form (spaces, key order), so only an unchanged body compares equal.
 const UPSTREAM_ANSWER: &str = r#"{ "data": { "type": "transaction", "id": "5e1d2c3b-4a59-4687-9a1b-2c3d4e5f6a7b", "gateway": "card_connect", "transaction-type": "purchase", "status": "complete", "amount": 4999, "currency": "USD" } }"#;
 
-impl World {
+/// What this file adds to `World` (a trait: other files add their own).
+trait WorldExt {
+    fn config(&self) -> String;
+}
+
+impl WorldExt for World {
     /// A valid config pointing at this world's upstream.
     fn config(&self) -> String {
         self.base_config()
