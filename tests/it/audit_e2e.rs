@@ -392,6 +392,8 @@ async fn sigkill_during_load_leaves_a_verifiable_log_and_nothing_forwarded_unrec
     let audit_dir = dir.path().join("audit");
     let audit_path = audit_dir.join("payshim.jsonl");
     let config = base_config(&pki, &upstream.url(), &audit_dir);
+    // Info level: `Binary::start` reads the bound addresses from the serving line.
+    let config = set_key(&config, "log", "level", Some("\"info\""));
     let mut binary = Binary::start(dir.path(), "first", &config).await;
     let base_url = binary.url("");
 
@@ -536,6 +538,8 @@ async fn unwritable_audit_directory_is_503_and_not_ready() {
     std::fs::write(&blocker, "a file").unwrap();
     let audit_dir = blocker.join("audit");
     let config = base_config(&pki, &upstream.url(), &audit_dir);
+    // Info level: `Binary::start` reads the bound addresses from the serving line.
+    let config = set_key(&config, "log", "level", Some("\"info\""));
 
     let payshim = Payshim::start(&config).await;
     for version in [HttpVersion::Http1, HttpVersion::Http2] {

@@ -488,7 +488,8 @@ async fn tls12_only_client_is_served() {
 async fn upstream_down_is_502_json() {
     let pki = TestPki::new();
     let audit = tempfile::tempdir().unwrap();
-    let down = format!("https://localhost:{}", closed_port().port());
+    let closed = closed_port();
+    let down = format!("https://localhost:{}", closed.port());
     let payshim = Payshim::start(&base_config(&pki, &down, audit.path())).await;
     for version in [HttpVersion::Http1, HttpVersion::Http2] {
         let resp = send(

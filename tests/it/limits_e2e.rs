@@ -68,7 +68,13 @@ fn config_for(
     audit_dir: &std::path::Path,
     limits: &[(&str, &str)],
 ) -> String {
-    let mut toml = base_config(pki, upstream_url, audit_dir);
+    // Info level: `Binary::start` reads the bound addresses from the serving line.
+    let mut toml = set_key(
+        &base_config(pki, upstream_url, audit_dir),
+        "log",
+        "level",
+        Some("\"info\""),
+    );
     for (key, value) in limits {
         toml = set_key(&toml, "limits", key, Some(value));
     }

@@ -386,6 +386,9 @@ async fn blackhole_never_answers_and_closed_port_refuses() {
         .await
         .expect_err("nothing listens on a closed port");
     assert!(err.to_lowercase().contains("connect"), "{err}");
+    // Held: no other socket can take the port while the test uses it.
+    let taken = std::net::TcpListener::bind(closed.addr()).expect_err("the port is held");
+    assert_eq!(taken.kind(), std::io::ErrorKind::AddrInUse, "{taken}");
 }
 
 #[tokio::test]

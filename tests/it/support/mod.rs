@@ -11,6 +11,7 @@ pub mod client;
 pub mod payshim;
 pub mod pki;
 pub mod redis;
+pub mod serving;
 pub mod upstream;
 pub mod world;
 
