@@ -19,6 +19,7 @@ mod mtls;
 mod payments;
 mod sdk_e2e;
 mod shutdown;
+mod support_ports;
 mod support_selftest;
 mod token_exchange;
 mod transactions;
