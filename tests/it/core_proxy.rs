@@ -186,14 +186,20 @@ async fn seed_payment(version: HttpVersion) {
     payshim.stop().await;
 }
 
-#[tokio::test]
-async fn seed_payment_over_http1_reaches_upstream_with_the_store_token() {
-    seed_payment(HttpVersion::Http1).await;
+/// One test per row: `name: scenario(arguments);`. A table of cases that keeps each case a
+/// test of its own (its own name in the report, run in parallel with the others).
+macro_rules! cases {
+    ($($name:ident: $scenario:ident($($arg:expr),*);)*) => {$(
+        #[tokio::test]
+        async fn $name() {
+            $scenario($($arg),*).await;
+        }
+    )*};
 }
 
-#[tokio::test]
-async fn seed_payment_over_http2_reaches_upstream_with_the_store_token() {
-    seed_payment(HttpVersion::Http2).await;
+cases! {
+    seed_payment_over_http1_reaches_upstream_with_the_store_token: seed_payment(HttpVersion::Http1);
+    seed_payment_over_http2_reaches_upstream_with_the_store_token: seed_payment(HttpVersion::Http2);
 }
 
 #[tokio::test]
@@ -630,24 +636,15 @@ async fn upstream_reset_mid_response(version: HttpVersion, route: ResetRoute) {
     payshim.stop().await;
 }
 
-#[tokio::test]
-async fn upstream_reset_mid_response_http1() {
-    upstream_reset_mid_response(HttpVersion::Http1, ResetRoute::Payment).await;
-}
-
-#[tokio::test]
-async fn upstream_reset_mid_response_http2() {
-    upstream_reset_mid_response(HttpVersion::Http2, ResetRoute::Payment).await;
-}
-
-#[tokio::test]
-async fn upstream_reset_mid_streamed_response_http1() {
-    upstream_reset_mid_response(HttpVersion::Http1, ResetRoute::TransactionRead).await;
-}
-
-#[tokio::test]
-async fn upstream_reset_mid_streamed_response_http2() {
-    upstream_reset_mid_response(HttpVersion::Http2, ResetRoute::TransactionRead).await;
+cases! {
+    upstream_reset_mid_response_http1:
+        upstream_reset_mid_response(HttpVersion::Http1, ResetRoute::Payment);
+    upstream_reset_mid_response_http2:
+        upstream_reset_mid_response(HttpVersion::Http2, ResetRoute::Payment);
+    upstream_reset_mid_streamed_response_http1:
+        upstream_reset_mid_response(HttpVersion::Http1, ResetRoute::TransactionRead);
+    upstream_reset_mid_streamed_response_http2:
+        upstream_reset_mid_response(HttpVersion::Http2, ResetRoute::TransactionRead);
 }
 
 #[tokio::test]
