@@ -1,4 +1,4 @@
-//! The audit log end to end (issue 3, DESIGN.md section 6), through the real server and the
+//! The audit log end to end (issue 3), through the real server and the
 //! real binary: the chain verifies after concurrent load (across rotated files), any edited,
 //! deleted or reordered line is named by `payshim audit verify`, a SIGKILL during load leaves
 //! files that verify with nothing forwarded before its durable record, and an unwritable

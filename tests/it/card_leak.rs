@@ -1,4 +1,4 @@
-//! The card-data leak test (issue 3, DESIGN.md section 5): the real binary at `trace` log
+//! The card-data leak test (issue 3): the real binary at `trace` log
 //! level takes a few hundred requests with distinct card numbers and CVVs of every brand
 //! through every path (valid, each kind of invalid, bad credential, upstream 500, timeout
 //! and reset, card data in unexpected places). Afterwards no card number (plain, spaced,

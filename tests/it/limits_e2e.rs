@@ -1,4 +1,4 @@
-//! Abuse protection through the real server (issue 5, DESIGN.md section 7): every quota kind,
+//! Abuse protection through the real server (issue 5): every quota kind,
 //! the card-cracking cap and the decline breaker end to end (429 in the API error format with
 //! `Retry-After`, nothing forwarded, audited as `payment.rejected` with the scope as reason);
 //! two payshim processes sharing one real Redis; Redis outages in `deny` and `local` mode;
