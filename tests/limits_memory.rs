@@ -1,5 +1,5 @@
-//! Local limit state stays bounded while an attacker rotates cards and IPs (DESIGN.md
-//! section 7, `limits.max_keys`).
+//! Local limit state stays bounded while an attacker rotates cards and IPs
+//! (`limits.max_keys`).
 //!
 //! In a test binary of its own on purpose: the check reads the process's resident memory,
 //! which tests running beside it in the same process would disturb.

@@ -1,14 +1,14 @@
-//! Abuse protection through the real server (issue 5, DESIGN.md section 7): every quota kind,
+//! Abuse protection through the real server (issue 5): every quota kind,
 //! the card-cracking cap and the decline breaker end to end (429 in the API error format with
 //! `Retry-After`, nothing forwarded, audited as `payment.rejected` with the scope as reason);
 //! two payshim processes sharing one real Redis; Redis outages in `deny` and `local` mode;
 //! memory of a real payshim process while thousands of distinct cards go through it.
 //!
-//! The limiter alone is tested in `src/limit/` and `tests/limits_redis.rs`; here it is the
+//! The limiter alone is tested in `src/limit/` and `limits_redis`; here it is the
 //! server's wiring that is under test. Needs `redis-server` on PATH (Debian package
 //! `redis-server`); the Redis tests fail, never skip, without it.
 
-mod support;
+use crate::support;
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
@@ -44,7 +44,13 @@ const HOUR: Duration = Duration::from_secs(3600);
 /// How long Redis recovery may take through the server (the probe runs every 500 ms).
 const RECOVERY: Duration = Duration::from_secs(10);
 
-impl World {
+/// What this file adds to `World` (a trait: other files add their own).
+trait WorldExt {
+    fn config(&self, limits: &[(&str, &str)]) -> String;
+    fn audit_path(&self) -> PathBuf;
+}
+
+impl WorldExt for World {
     /// `base_config` (every limit off) with `limits` set in `[limits]` (TOML literals), plus
     /// a second API-key client `web-us`, a session key and a browser client `web-browser`.
     fn config(&self, limits: &[(&str, &str)]) -> String {
@@ -62,7 +68,13 @@ fn config_for(
     audit_dir: &std::path::Path,
     limits: &[(&str, &str)],
 ) -> String {
-    let mut toml = base_config(pki, upstream_url, audit_dir);
+    // Info level: `Binary::start` reads the bound addresses from the serving line.
+    let mut toml = set_key(
+        &base_config(pki, upstream_url, audit_dir),
+        "log",
+        "level",
+        Some("\"info\""),
+    );
     for (key, value) in limits {
         toml = set_key(&toml, "limits", key, Some(value));
     }
@@ -185,39 +197,78 @@ fn assert_rejection_record(record: &Value, client_id: &str, order: &str) {
 // ---------------------------------------------------------------------------------------
 // Each key kind.
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn per_client_quota_is_per_storefront() {
+/// One quota kind, tested the same way as the others (see `three_then_429`).
+struct Quota {
+    /// The `[limits]` key; every case allows 3 payments per `period`.
+    kind: &'static str,
+    value: &'static str,
+    period: Duration,
+    version: HttpVersion,
+    /// The n-th payment sharing the key: (order, storefront key, body).
+    same: fn(u64) -> (String, &'static str, String),
+    /// What the shared payments have in common, for failure messages.
+    shared: &'static str,
+    /// A payment with another key, and what it stands for.
+    other: fn() -> (String, &'static str, String),
+    other_what: &'static str,
+}
+
+/// A quota of 3 per period on `q.kind`: three payments sharing the key are served, the
+/// fourth is refused (429 with `Retry-After` of one emission interval, nothing forwarded),
+/// one with another key is served. Returns the world, payshim, client and the refused
+/// payment's order, for the checks of each kind.
+async fn three_then_429(q: &Quota) -> (World, Payshim, TestClient, String) {
     let world = World::new(moltin_like()).await;
-    let payshim = Payshim::start(&world.config(&[("per_client", "\"3/h\"")])).await;
-    let client = payshim.client(HttpVersion::Http1);
+    let payshim = Payshim::start(&world.config(&[(q.kind, q.value)])).await;
+    let client = payshim.client(q.version);
     let base = payshim.url("");
 
     for n in 0..3 {
-        let (_, body) = payment(VISA, n);
-        let resp = send(
-            &client,
-            payment_to(&base, &random_uuid(), STOREFRONT_KEY, &body),
-        )
-        .await;
-        assert_served(&resp, &format!("payment {n} of web-eu"));
+        let (order, bearer, body) = (q.same)(n);
+        let resp = send(&client, payment_to(&base, &order, bearer, &body)).await;
+        assert_served(&resp, &format!("payment {n} {}", q.shared));
     }
-    let (_, body) = payment(VISA, 3);
-    let order = random_uuid();
-    let resp = send(&client, payment_to(&base, &order, STOREFRONT_KEY, &body)).await;
-    let retry = assert_rate_limited(&resp, "per_client", HOUR);
-    assert_emission_interval(retry, HOUR, 3);
+    let (order, bearer, body) = (q.same)(3);
+    let resp = send(&client, payment_to(&base, &order, bearer, &body)).await;
+    let retry = assert_rate_limited(&resp, q.kind, q.period);
+    assert_emission_interval(retry, q.period, 3);
     assert_eq!(world.upstream.count(), 3, "nothing forwarded for the 429");
 
-    // Another storefront has its own quota; web-eu stays limited.
+    let (other_order, other_bearer, other_body) = (q.other)();
     let resp = send(
         &client,
-        payment_to(&base, &random_uuid(), OTHER_KEY, &payment(VISA, 4).1),
+        payment_to(&base, &other_order, other_bearer, &other_body),
     )
     .await;
-    assert_served(&resp, "web-us");
+    assert_served(&resp, q.other_what);
+    assert_eq!(world.upstream.count(), 4);
+    (world, payshim, client, order)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn per_client_quota_is_per_storefront() {
+    let (world, payshim, client, order) = three_then_429(&Quota {
+        kind: "per_client",
+        value: "\"3/h\"",
+        period: HOUR,
+        version: HttpVersion::Http1,
+        same: |n| (random_uuid(), STOREFRONT_KEY, payment(VISA, n).1),
+        shared: "of web-eu",
+        // Another storefront has its own quota.
+        other: || (random_uuid(), OTHER_KEY, payment(VISA, 4).1),
+        other_what: "web-us",
+    })
+    .await;
+
+    // web-eu stays limited.
     let resp = send(
         &client,
-        payment_to(&base, &random_uuid(), STOREFRONT_KEY, &payment(VISA, 5).1),
+        payment_to(
+            &payshim.url(""),
+            &random_uuid(),
+            STOREFRONT_KEY,
+            &payment(VISA, 5).1,
+        ),
     )
     .await;
     assert_rate_limited(&resp, "per_client", HOUR);
@@ -345,36 +396,18 @@ async fn per_ip_rejection_of_a_valid_session_names_the_storefront() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn per_order_quota() {
-    let world = World::new(moltin_like()).await;
-    let payshim = Payshim::start(&world.config(&[("per_order", "\"3/10min\"")])).await;
-    let client = payshim.client(HttpVersion::Http2);
-    let base = payshim.url("");
-    let ten_min = Duration::from_secs(600);
-
-    for n in 0..3 {
-        let resp = send(
-            &client,
-            payment_to(&base, ORDER, STOREFRONT_KEY, &payment(VISA, n).1),
-        )
-        .await;
-        assert_served(&resp, &format!("payment {n} on the order"));
-    }
-    let resp = send(
-        &client,
-        payment_to(&base, ORDER, STOREFRONT_KEY, &payment(VISA, 3).1),
-    )
+    let (world, _payshim, _client, order) = three_then_429(&Quota {
+        kind: "per_order",
+        value: "\"3/10min\"",
+        period: Duration::from_secs(600),
+        version: HttpVersion::Http2,
+        same: |n| (ORDER.to_string(), STOREFRONT_KEY, payment(VISA, n).1),
+        shared: "on the order",
+        other: || (random_uuid(), STOREFRONT_KEY, payment(VISA, 4).1),
+        other_what: "another order",
+    })
     .await;
-    let retry = assert_rate_limited(&resp, "per_order", ten_min);
-    assert_emission_interval(retry, ten_min, 3);
-    assert_eq!(world.upstream.count(), 3, "nothing forwarded for the 429");
-
-    let resp = send(
-        &client,
-        payment_to(&base, &random_uuid(), STOREFRONT_KEY, &payment(VISA, 4).1),
-    )
-    .await;
-    assert_served(&resp, "another order");
-    assert_eq!(world.upstream.count(), 4);
+    assert_eq!(order, ORDER);
 
     let rejected = wait_rejected(&world.audit_path(), "per_order", 1).await;
     assert_rejection_record(&rejected[0], "web-eu", ORDER);
@@ -382,40 +415,20 @@ async fn per_order_quota() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn per_card_quota_across_orders() {
-    let world = World::new(moltin_like()).await;
-    let payshim = Payshim::start(&world.config(&[("per_card", "\"3/h\"")])).await;
-    let client = payshim.client(HttpVersion::Http1);
-    let base = payshim.url("");
-    let (number, body) = payment(MASTERCARD, 1);
-
-    for n in 0..3 {
-        let resp = send(
-            &client,
-            payment_to(&base, &random_uuid(), STOREFRONT_KEY, &body),
-        )
-        .await;
-        assert_served(&resp, &format!("payment {n} with the card"));
-    }
-    let order = random_uuid();
-    let resp = send(&client, payment_to(&base, &order, STOREFRONT_KEY, &body)).await;
-    let retry = assert_rate_limited(&resp, "per_card", HOUR);
-    assert_emission_interval(retry, HOUR, 3);
-    assert_eq!(world.upstream.count(), 3, "nothing forwarded for the 429");
-
-    // Another card (same storefront, same brand) is served.
-    let resp = send(
-        &client,
-        payment_to(
-            &base,
-            &random_uuid(),
-            STOREFRONT_KEY,
-            &payment(MASTERCARD, 2).1,
-        ),
-    )
+    let (world, _payshim, _client, order) = three_then_429(&Quota {
+        kind: "per_card",
+        value: "\"3/h\"",
+        period: HOUR,
+        version: HttpVersion::Http1,
+        same: |_| (random_uuid(), STOREFRONT_KEY, payment(MASTERCARD, 1).1),
+        shared: "with the card",
+        // Another card (same storefront, same brand).
+        other: || (random_uuid(), STOREFRONT_KEY, payment(MASTERCARD, 2).1),
+        other_what: "another card",
+    })
     .await;
-    assert_served(&resp, "another card");
-    assert_eq!(world.upstream.count(), 4);
 
+    let (number, _) = payment(MASTERCARD, 1);
     let rejected = wait_rejected(&world.audit_path(), "per_card", 1).await;
     assert_rejection_record(&rejected[0], "web-eu", &order);
     assert_eq!(

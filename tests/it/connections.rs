@@ -8,7 +8,7 @@
 //! traffic comes from loopback; a second client address is 127.0.0.2 (Linux routes all of
 //! 127.0.0.0/8 to `lo`), bound before connecting.
 
-mod support;
+use crate::support;
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
@@ -28,7 +28,12 @@ use support::{Handler, HttpVersion, TestClient, World, handler, moltin_like};
 /// How long a TLS connection attempt may take in these tests before it counts as failed.
 const CONNECT_GUARD: Duration = Duration::from_secs(5);
 
-impl World {
+/// What this file adds to `World` (a trait: other files add their own).
+trait WorldExt {
+    fn config(&self, server: &[(&str, &str)]) -> String;
+}
+
+impl WorldExt for World {
     /// `base_config` with `server` keys set (TOML literals).
     fn config(&self, server: &[(&str, &str)]) -> String {
         let mut toml = self.base_config();

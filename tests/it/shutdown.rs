@@ -3,18 +3,17 @@
 //! While running it cannot dump core (memory holds card data). And the shipped dev config
 //! runs as is (sandbox, generated dev certificate).
 
-mod support;
+use crate::support;
 
 use std::fs::File;
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
 use support::payshim::{
-    ORDER, STOREFRONT_KEY, UPSTREAM_TOKEN, base_config, payment_body, set_key, toml_str,
-    wait_for_file,
+    ORDER, STOREFRONT_KEY, UPSTREAM_TOKEN, base_config, payment_body, set_key, wait_for_file,
 };
+use support::serving::{Bound, wait_bound};
 use support::{HttpVersion, Reply, TestClient, TestPki, Upstream, handler};
 
 const BIN: &str = env!("CARGO_BIN_EXE_payshim");
@@ -62,35 +61,15 @@ impl Process {
     }
 
     fn output(&self) -> String {
-        let read = |name: &str| std::fs::read_to_string(self.dir.join(name)).unwrap_or_default();
-        format!(
-            "--- stdout\n{}\n--- stderr\n{}",
-            read("stdout.log"),
-            read("stderr.log")
-        )
+        output(&self.dir)
     }
 
-    /// Waits until `addr` accepts connections; panics (with the logs) if the process exits
-    /// or 15 s pass.
-    async fn wait_listening(&mut self, addr: SocketAddr) {
-        let deadline = Instant::now() + Duration::from_secs(15);
-        loop {
-            if tokio::net::TcpStream::connect(addr).await.is_ok() {
-                return;
-            }
-            if let Some(status) = self.child.try_wait().unwrap() {
-                panic!(
-                    "payshim exited with {status} before listening\n{}",
-                    self.output()
-                );
-            }
-            assert!(
-                Instant::now() < deadline,
-                "payshim did not listen on {addr} within 15 s\n{}",
-                self.output()
-            );
-            tokio::time::sleep(Duration::from_millis(25)).await;
-        }
+    /// Waits until payshim logs the addresses it bound (its listeners are on port 0);
+    /// panics (with the logs) if the process exits or 30 s pass.
+    async fn wait_bound(&mut self) -> Bound {
+        let dir = self.dir.clone();
+        let stdout = dir.join("stdout.log");
+        wait_bound(&stdout, &mut self.child, || output(&dir)).await
     }
 
     /// `kill -<signal> <pid>`, e.g. `signal("TERM")`.
@@ -140,12 +119,14 @@ impl Process {
     }
 }
 
-/// A loopback address nothing listens on right now (bound, then released).
-fn free_addr() -> SocketAddr {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
+/// The process's stdout and stderr (files in `dir`), for failure messages.
+fn output(dir: &Path) -> String {
+    let read = |name: &str| std::fs::read_to_string(dir.join(name)).unwrap_or_default();
+    format!(
+        "--- stdout\n{}\n--- stderr\n{}",
+        read("stdout.log"),
+        read("stderr.log")
+    )
 }
 
 fn payment(url: &str) -> http::Request<bytes::Bytes> {
@@ -156,9 +137,12 @@ fn payment(url: &str) -> http::Request<bytes::Bytes> {
         .unwrap()
 }
 
-/// Lets the processes this test binary starts from now on dump core, up to a few KiB (the
+/// Lets the processes this test process starts from now on dump core, up to a few KiB (the
 /// usual soft limit is 0, which would make a check that payshim sets 0 prove nothing). Only
-/// the soft limit moves, and only up to the hard one; payshim must lower both.
+/// the soft limit moves, and only up to the hard one; payshim must lower both. It applies to
+/// the children of every test in this binary (payshim lowers it to 0 itself; a few KiB of
+/// core from a crashing helper is harmless), so the shutdown tests need no process of
+/// their own.
 fn allow_core_dumps_in_children() {
     let (soft, hard) = rlimit::getrlimit(rlimit::Resource::CORE).expect("getrlimit(CORE)");
     let raised = hard.min(4096);
@@ -186,20 +170,8 @@ async fn in_flight_request_finishes_then_exit_0(signal: &str, version: HttpVersi
     )
     .await;
     let dir = tempfile::tempdir().unwrap();
-    let (public, admin) = (free_addr(), free_addr());
+    // Listeners on port 0 (as in `base_config`): the process names what it bound.
     let config = base_config(&pki, &upstream.url(), dir.path());
-    let config = set_key(
-        &config,
-        "server",
-        "listen",
-        Some(&toml_str(&public.to_string())),
-    );
-    let config = set_key(
-        &config,
-        "admin",
-        "listen",
-        Some(&toml_str(&admin.to_string())),
-    );
     let config = set_key(&config, "upstream", "timeout", Some("\"10s\""));
     let config = set_key(&config, "server", "shutdown_grace", Some("\"10s\""));
     let config = set_key(&config, "log", "level", Some("\"info\""));
@@ -209,7 +181,7 @@ async fn in_flight_request_finishes_then_exit_0(signal: &str, version: HttpVersi
 
     allow_core_dumps_in_children();
     let mut process = Process::spawn(dir.path(), Some(Path::new("payshim.toml")), &[]);
-    process.wait_listening(public).await;
+    let Bound { public, admin } = process.wait_bound().await;
 
     // Started with core dumps allowed, payshim disabled them (soft and hard limit).
     assert_eq!(
@@ -326,21 +298,20 @@ async fn sigint_lets_the_in_flight_request_finish_then_exits_0_http1() {
 async fn shipped_config_serves_a_sandbox_payment_with_the_dev_certificate() {
     let dir = tempfile::tempdir().unwrap();
     let certs = dir.path().join("dev-tls");
-    let (public, admin) = (free_addr(), free_addr());
     let shipped = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/payshim.toml");
     let mut process = Process::spawn(
         dir.path(),
         Some(&shipped),
         &[
-            ("PAYSHIM__SERVER__LISTEN", public.to_string()),
-            ("PAYSHIM__ADMIN__LISTEN", admin.to_string()),
+            ("PAYSHIM__SERVER__LISTEN", "127.0.0.1:0".to_string()),
+            ("PAYSHIM__ADMIN__LISTEN", "127.0.0.1:0".to_string()),
             (
                 "PAYSHIM__SERVER__DEV_CERT_DIR",
                 certs.to_str().unwrap().to_string(),
             ),
         ],
     );
-    process.wait_listening(public).await;
+    let Bound { public, .. } = process.wait_bound().await;
     let dev_cert = wait_for_file(&certs.join("dev-cert.pem"), Duration::from_secs(5)).await;
 
     // The dev storefront key of the shipped config, over both HTTP versions.

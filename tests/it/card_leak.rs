@@ -1,4 +1,4 @@
-//! The card-data leak test (issue 3, DESIGN.md section 5): the real binary at `trace` log
+//! The card-data leak test (issue 3): the real binary at `trace` log
 //! level takes a few hundred requests with distinct card numbers and CVVs of every brand
 //! through every path (valid, each kind of invalid, bad credential, upstream 500, timeout
 //! and reset, card data in unexpected places). Afterwards no card number (plain, spaced,
@@ -6,14 +6,14 @@
 //! response received. The same search must find the card data where it belongs (in what the
 //! upstream double received), so a broken search cannot pass.
 //!
-//! Search rules (tests/support/cards.rs): `find_pans` joins digit runs over single spaces or
+//! Search rules (`support::cards`): `find_pans` joins digit runs over single spaces or
 //! dashes and looks up every 12-19 digit window, so plain, spaced and dashed forms are all
 //! found; `find_cvvs` takes the value of every CVV-like key (`verification`, `cvv`, `cvc`,
 //! `security_code`, case-insensitive): the digits that follow the key name and its
 //! separators (quotes, `:`, `=`, spaces, backslashes) within 40 bytes. CVVs are
 //! drawn distinct and never a status code or a year, so a match is a leak.
 
-mod support;
+use crate::support;
 
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};

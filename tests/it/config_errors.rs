@@ -1,7 +1,7 @@
 //! Bad configuration values stop start-up with an error naming the key (issue 2), and no
 //! error or `check-config` output ever shows a secret.
 
-mod support;
+use crate::support;
 
 use std::collections::HashMap;
 use std::io::Write;

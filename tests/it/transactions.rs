@@ -1,10 +1,10 @@
-//! Capture, refund and cancel (issue 3, DESIGN.md section 6): money moves, so they are
+//! Capture, refund and cancel (issue 3): money moves, so they are
 //! audited like payments. `transaction.forwarded` is written before the upstream call and
 //! `transaction.completed` after it, each with the order, the transaction and the action;
 //! a refused action is `transaction.rejected` and never reaches the upstream. The chain
 //! verifies afterwards.
 
-mod support;
+use crate::support;
 
 use std::path::Path;
 

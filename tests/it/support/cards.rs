@@ -9,12 +9,13 @@
 
 use std::collections::HashSet;
 use std::fs::File;
-use std::net::SocketAddr;
+use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Output, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use super::payshim::{set_key, toml_str};
+use super::payshim::set_key;
+use super::serving::wait_bound;
 
 /// The payshim binary built for these tests.
 pub const BIN: &str = env!("CARGO_BIN_EXE_payshim");
@@ -298,14 +299,6 @@ pub fn previous_month((year, month): (u16, u8)) -> (u16, u8) {
     }
 }
 
-/// A loopback address nothing listens on right now (bound, then released).
-pub fn free_addr() -> SocketAddr {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .expect("bind a free port")
-        .local_addr()
-        .expect("local addr")
-}
-
 /// `payshim --config FILE` as a child process, killed (by its pid) if the test ends early.
 pub struct Binary {
     child: Child,
@@ -326,23 +319,14 @@ impl Drop for Binary {
 }
 
 impl Binary {
-    /// Writes `config` (with free listen addresses) to `dir/NAME.toml` and starts payshim on
-    /// it, in `dir`, stdout and stderr to `dir/NAME.stdout` and `dir/NAME.stderr`, without the
-    /// environment's `PAYSHIM__` variables. Returns once the public port accepts connections.
+    /// Writes `config` (listeners on 127.0.0.1 port 0) to `dir/NAME.toml` and starts payshim
+    /// on it, in `dir`, stdout and stderr to `dir/NAME.stdout` and `dir/NAME.stderr`, without
+    /// the environment's `PAYSHIM__` variables. Returns once payshim has logged the addresses
+    /// it bound (`public`, `admin`): `config` must log at info level (see `serving`).
     pub async fn start(dir: &Path, name: &str, config: &str) -> Binary {
-        let (public, admin) = (free_addr(), free_addr());
-        let config = set_key(
-            config,
-            "server",
-            "listen",
-            Some(&toml_str(&public.to_string())),
-        );
-        let config = set_key(
-            &config,
-            "admin",
-            "listen",
-            Some(&toml_str(&admin.to_string())),
-        );
+        let any_port = Some("\"127.0.0.1:0\"");
+        let config = set_key(config, "server", "listen", any_port);
+        let config = set_key(&config, "admin", "listen", any_port);
         let config_path = dir.join(format!("{name}.toml"));
         std::fs::write(&config_path, config).expect("write config");
         let stdout = dir.join(format!("{name}.stdout"));
@@ -359,15 +343,19 @@ impl Binary {
                 cmd.env_remove(key);
             }
         }
+        // Built before the addresses are known, so that a failed start still kills it.
+        let unbound = SocketAddr::from((Ipv4Addr::UNSPECIFIED, 0));
         let mut binary = Binary {
             child: cmd.spawn().expect("start payshim"),
-            public,
-            admin,
+            public: unbound,
+            admin: unbound,
             config: config_path,
             stdout,
             stderr,
         };
-        binary.wait_listening().await;
+        let (out, err) = (binary.stdout.clone(), binary.stderr.clone());
+        let bound = wait_bound(&out, &mut binary.child, || output(&out, &err)).await;
+        (binary.public, binary.admin) = (bound.public, bound.admin);
         binary
     }
 
@@ -382,38 +370,7 @@ impl Binary {
 
     /// stdout and stderr so far, for failure messages (the last 4000 bytes of each).
     pub fn output(&self) -> String {
-        let tail = |path: &Path| {
-            let text = std::fs::read(path).unwrap_or_default();
-            let from = text.len().saturating_sub(4000);
-            String::from_utf8_lossy(&text[from..]).into_owned()
-        };
-        format!(
-            "--- stdout (tail)\n{}\n--- stderr (tail)\n{}",
-            tail(&self.stdout),
-            tail(&self.stderr)
-        )
-    }
-
-    async fn wait_listening(&mut self) {
-        let deadline = Instant::now() + Duration::from_secs(15);
-        loop {
-            if tokio::net::TcpStream::connect(self.public).await.is_ok() {
-                return;
-            }
-            if let Some(status) = self.child.try_wait().expect("try_wait") {
-                panic!(
-                    "payshim exited with {status} before listening\n{}",
-                    self.output()
-                );
-            }
-            assert!(
-                Instant::now() < deadline,
-                "payshim did not listen on {} within 15 s\n{}",
-                self.public,
-                self.output()
-            );
-            tokio::time::sleep(Duration::from_millis(25)).await;
-        }
+        output(&self.stdout, &self.stderr)
     }
 
     /// `kill -SIGNAL <pid>` (`"TERM"`, `"KILL"`).
@@ -454,6 +411,20 @@ impl Binary {
     }
 }
 
+/// The last 4000 bytes of the files `stdout` and `stderr`, for failure messages.
+fn output(stdout: &Path, stderr: &Path) -> String {
+    let tail = |path: &Path| {
+        let text = std::fs::read(path).unwrap_or_default();
+        let from = text.len().saturating_sub(4000);
+        String::from_utf8_lossy(&text[from..]).into_owned()
+    };
+    format!(
+        "--- stdout (tail)\n{}\n--- stderr (tail)\n{}",
+        tail(stdout),
+        tail(stderr)
+    )
+}
+
 /// `payshim audit verify --config CONFIG [FILES...]`.
 pub fn audit_verify(config: &Path, files: &[PathBuf]) -> Output {
     let mut cmd = Command::new(BIN);
@@ -471,7 +442,7 @@ pub fn audit_verify(config: &Path, files: &[PathBuf]) -> Output {
     cmd.output().expect("run payshim audit verify")
 }
 
-/// Sanity checks of the helpers themselves (run by every test binary that calls it).
+/// Sanity checks of the helpers themselves (run by every test that relies on them).
 pub fn self_check() {
     for brand in BRANDS {
         for n in 0..20 {

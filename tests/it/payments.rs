@@ -6,7 +6,7 @@
 //! response never contains the PAN or the CVV, and the upstream receives nothing. The unit
 //! tables of the parser itself are in src/payment/tests.rs; these check the wiring.
 
-mod support;
+use crate::support;
 
 use std::collections::HashSet;
 use std::time::Duration;
@@ -287,7 +287,7 @@ fn bad(name: &str, body: impl Into<String>, sources: &[&'static str], secrets: &
     }
 }
 
-/// Every rule of DESIGN.md section 4, broken once (some several at a time).
+/// Every rule of the payment parser (src/payment), broken once (some several at a time).
 fn invalid_cases() -> Vec<Bad> {
     let year = valid_year();
     let visa = pan(VISA, 11);

@@ -2,14 +2,16 @@
 //! standing in for `https://api.moltin.com` (`upstream`), a storefront test client
 //! (`client`), and payshim itself run in process with a test config (`payshim`).
 //!
-//! Every test binary includes this with `mod support;` and uses only part of it, hence the
-//! crate-level allows below (the accepted pattern for shared test support).
+//! `tests/it/main.rs` includes this with `mod support;`. Some helpers are kept for tests
+//! yet to come or used only in some configurations, hence the allows below (the accepted
+//! pattern for shared test support).
 #![allow(dead_code, unused_imports)]
 
 pub mod client;
 pub mod payshim;
 pub mod pki;
 pub mod redis;
+pub mod serving;
 pub mod upstream;
 pub mod world;
 

@@ -7,7 +7,7 @@
 //! It runs `npm ci` in tests/sdk when node_modules is not there yet; CI runs
 //! `npm ci --prefix tests/sdk` first.
 
-mod support;
+use crate::support;
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;

@@ -1,7 +1,7 @@
-//! Self-tests of tests/support: the upstream double, the PKI and the test client work before
+//! Self-tests of `support`: the upstream double, the PKI and the test client work before
 //! the integration tests rely on them.
 
-mod support;
+use crate::support;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -386,6 +386,9 @@ async fn blackhole_never_answers_and_closed_port_refuses() {
         .await
         .expect_err("nothing listens on a closed port");
     assert!(err.to_lowercase().contains("connect"), "{err}");
+    // Held: no other socket can take the port while the test uses it.
+    let taken = std::net::TcpListener::bind(closed.addr()).expect_err("the port is held");
+    assert_eq!(taken.kind(), std::io::ErrorKind::AddrInUse, "{taken}");
 }
 
 #[tokio::test]

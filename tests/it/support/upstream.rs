@@ -515,10 +515,36 @@ pub async fn blackhole() -> (SocketAddr, JoinHandle<()>) {
     (addr, task)
 }
 
-/// A loopback address with nothing listening (bound, then released).
-pub fn closed_port() -> SocketAddr {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind for closed port");
-    listener.local_addr().expect("closed port addr")
+/// A loopback port nothing listens on, held so that nothing can: a socket bound to it that
+/// never listens, so a connection is refused, and no other socket gets the port (a port
+/// merely released could be handed to a test running in parallel). Keep it alive while
+/// the port is in use.
+pub struct ClosedPort {
+    _socket: tokio::net::TcpSocket,
+    addr: SocketAddr,
+}
+
+impl ClosedPort {
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    pub fn port(&self) -> u16 {
+        self.addr.port()
+    }
+}
+
+/// A loopback port that refuses connections for as long as the result is kept.
+pub fn closed_port() -> ClosedPort {
+    let socket = tokio::net::TcpSocket::new_v4().expect("socket for closed port");
+    socket
+        .bind(SocketAddr::from((std::net::Ipv4Addr::LOCALHOST, 0)))
+        .expect("bind for closed port");
+    let addr = socket.local_addr().expect("closed port addr");
+    ClosedPort {
+        _socket: socket,
+        addr,
+    }
 }
 
 /// A handler that answers like the Moltin API:

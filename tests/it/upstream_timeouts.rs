@@ -3,7 +3,7 @@
 //! `upstream.connect_timeout` gives up on an upstream that does not accept the connection
 //! long before the total timeout.
 
-mod support;
+use crate::support;
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};

@@ -1,4 +1,4 @@
-//! Shared rate limits through a real Redis (DESIGN.md section 7): two `Limiter`s standing
+//! Shared rate limits through a real Redis (see README.md, Architecture): two `Limiter`s standing
 //! for two payshim replicas enforce one quota together; Redis stopped in the middle of a
 //! test fails closed (deny) or falls back to local limits (local); checks recover on their
 //! own when Redis is back, also when it was down at start-up.
@@ -6,7 +6,7 @@
 //! Needs `redis-server` on PATH (Debian package `redis-server`, installed by
 //! `scripts/test.sh`); fails, never skips, without it.
 
-mod support;
+use crate::support;
 
 use std::collections::HashMap;
 use std::net::IpAddr;

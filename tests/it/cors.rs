@@ -5,7 +5,7 @@
 //! Two clients: `web-browser` (public id, origin https://shop.example) and `web-eu` (API
 //! key, no browser origin at all).
 
-mod support;
+use crate::support;
 
 use std::time::Duration;
 
@@ -44,7 +44,13 @@ const DENIED: [&str; 8] = [
     "null",
 ];
 
-impl World {
+/// What this file adds to `World` (a trait: other files add their own).
+trait WorldExt {
+    fn config(&self) -> String;
+    async fn start(&self) -> Payshim;
+}
+
+impl WorldExt for World {
     fn config(&self) -> String {
         let mut toml = self.base_config();
         toml.push_str(&format!(

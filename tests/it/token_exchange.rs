@@ -4,7 +4,7 @@
 //!
 //! Each test starts its own upstream double and payshim on kernel-chosen ports.
 
-mod support;
+use crate::support;
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -29,7 +29,13 @@ const OTHER_SESSION_KEY: &str = "other-session-key-0f1e2d3c4b5a69788796a5b4c3d2e
 const TRANSACTION: &str = "3f2a1b0c-4d5e-4f60-8a7b-9c0d1e2f3a4b";
 const FORM: &str = "application/x-www-form-urlencoded";
 
-impl World {
+/// What this file adds to `World` (a trait: other files add their own).
+trait WorldExt {
+    fn config(&self, session_key: &str, ttl: Option<&str>) -> String;
+    fn assert_nothing_forwarded(&self);
+}
+
+impl WorldExt for World {
     /// `base_config` (client `web-eu` with an API key, static upstream token) plus a
     /// session key and two token-exchange clients:
     /// - `web-browser`: `public_id`, may only pay (`routes = ["payments"]`);

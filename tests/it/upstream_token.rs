@@ -8,7 +8,7 @@
 //! The token double issues short-lived tokens (`expires_in` 2 s), so the whole file runs in
 //! a few seconds.
 
-mod support;
+use crate::support;
 
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader};
@@ -530,7 +530,8 @@ async fn token_endpoint_down_during_a_401_refresh_recovers() {
 async fn token_endpoint_unreachable_gives_503_and_failing_readyz() {
     let pki = TestPki::new();
     let audit = tempfile::tempdir().unwrap();
-    let down = format!("https://localhost:{}", closed_port().port());
+    let closed = closed_port();
+    let down = format!("https://localhost:{}", closed.port());
     let payshim = Payshim::start(&managed_config(base_config(&pki, &down, audit.path()))).await;
     // Several attempts fail (0 s, 0.5 s, ...); readiness never comes.
     tokio::time::sleep(Duration::from_millis(700)).await;

@@ -1,4 +1,4 @@
-//! The audit log end to end (issue 3, DESIGN.md section 6), through the real server and the
+//! The audit log end to end (issue 3), through the real server and the
 //! real binary: the chain verifies after concurrent load (across rotated files), any edited,
 //! deleted or reordered line is named by `payshim audit verify`, a SIGKILL during load leaves
 //! files that verify with nothing forwarded before its durable record, and an unwritable
@@ -7,7 +7,7 @@
 //! The writer's own unit tests (tamper, rotation, torn tail, concurrency) are in
 //! src/audit/tests.rs.
 
-mod support;
+use crate::support;
 
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
@@ -392,6 +392,8 @@ async fn sigkill_during_load_leaves_a_verifiable_log_and_nothing_forwarded_unrec
     let audit_dir = dir.path().join("audit");
     let audit_path = audit_dir.join("payshim.jsonl");
     let config = base_config(&pki, &upstream.url(), &audit_dir);
+    // Info level: `Binary::start` reads the bound addresses from the serving line.
+    let config = set_key(&config, "log", "level", Some("\"info\""));
     let mut binary = Binary::start(dir.path(), "first", &config).await;
     let base_url = binary.url("");
 
@@ -536,6 +538,8 @@ async fn unwritable_audit_directory_is_503_and_not_ready() {
     std::fs::write(&blocker, "a file").unwrap();
     let audit_dir = blocker.join("audit");
     let config = base_config(&pki, &upstream.url(), &audit_dir);
+    // Info level: `Binary::start` reads the bound addresses from the serving line.
+    let config = set_key(&config, "log", "level", Some("\"info\""));
 
     let payshim = Payshim::start(&config).await;
     for version in [HttpVersion::Http1, HttpVersion::Http2] {

@@ -4,7 +4,7 @@
 //! Each test starts its own upstream and payshim on kernel-chosen ports, so all of them run
 //! in parallel.
 
-mod support;
+use crate::support;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -35,7 +35,12 @@ const TRANSACTION: &str = "3f2a1b0c-4d5e-4f60-8a7b-9c0d1e2f3a4b";
 /// canonical form (spaces, key order), so only an unchanged body compares equal.
 const UPSTREAM_ANSWER: &str = r#"{ "data": { "type": "transaction", "id": "5e1d2c3b-4a59-4687-9a1b-2c3d4e5f6a7b", "gateway": "card_connect", "transaction-type": "purchase", "status": "complete", "amount": 4999, "currency": "USD" } }"#;
 
-impl World {
+/// What this file adds to `World` (a trait: other files add their own).
+trait WorldExt {
+    fn config(&self) -> String;
+}
+
+impl WorldExt for World {
     /// A valid config pointing at this world's upstream.
     fn config(&self) -> String {
         self.base_config()
@@ -181,14 +186,20 @@ async fn seed_payment(version: HttpVersion) {
     payshim.stop().await;
 }
 
-#[tokio::test]
-async fn seed_payment_over_http1_reaches_upstream_with_the_store_token() {
-    seed_payment(HttpVersion::Http1).await;
+/// One test per row: `name: scenario(arguments);`. A table of cases that keeps each case a
+/// test of its own (its own name in the report, run in parallel with the others).
+macro_rules! cases {
+    ($($name:ident: $scenario:ident($($arg:expr),*);)*) => {$(
+        #[tokio::test]
+        async fn $name() {
+            $scenario($($arg),*).await;
+        }
+    )*};
 }
 
-#[tokio::test]
-async fn seed_payment_over_http2_reaches_upstream_with_the_store_token() {
-    seed_payment(HttpVersion::Http2).await;
+cases! {
+    seed_payment_over_http1_reaches_upstream_with_the_store_token: seed_payment(HttpVersion::Http1);
+    seed_payment_over_http2_reaches_upstream_with_the_store_token: seed_payment(HttpVersion::Http2);
 }
 
 #[tokio::test]
@@ -483,7 +494,8 @@ async fn tls12_only_client_is_served() {
 async fn upstream_down_is_502_json() {
     let pki = TestPki::new();
     let audit = tempfile::tempdir().unwrap();
-    let down = format!("https://localhost:{}", closed_port().port());
+    let closed = closed_port();
+    let down = format!("https://localhost:{}", closed.port());
     let payshim = Payshim::start(&base_config(&pki, &down, audit.path())).await;
     for version in [HttpVersion::Http1, HttpVersion::Http2] {
         let resp = send(
@@ -624,24 +636,15 @@ async fn upstream_reset_mid_response(version: HttpVersion, route: ResetRoute) {
     payshim.stop().await;
 }
 
-#[tokio::test]
-async fn upstream_reset_mid_response_http1() {
-    upstream_reset_mid_response(HttpVersion::Http1, ResetRoute::Payment).await;
-}
-
-#[tokio::test]
-async fn upstream_reset_mid_response_http2() {
-    upstream_reset_mid_response(HttpVersion::Http2, ResetRoute::Payment).await;
-}
-
-#[tokio::test]
-async fn upstream_reset_mid_streamed_response_http1() {
-    upstream_reset_mid_response(HttpVersion::Http1, ResetRoute::TransactionRead).await;
-}
-
-#[tokio::test]
-async fn upstream_reset_mid_streamed_response_http2() {
-    upstream_reset_mid_response(HttpVersion::Http2, ResetRoute::TransactionRead).await;
+cases! {
+    upstream_reset_mid_response_http1:
+        upstream_reset_mid_response(HttpVersion::Http1, ResetRoute::Payment);
+    upstream_reset_mid_response_http2:
+        upstream_reset_mid_response(HttpVersion::Http2, ResetRoute::Payment);
+    upstream_reset_mid_streamed_response_http1:
+        upstream_reset_mid_response(HttpVersion::Http1, ResetRoute::TransactionRead);
+    upstream_reset_mid_streamed_response_http2:
+        upstream_reset_mid_response(HttpVersion::Http2, ResetRoute::TransactionRead);
 }
 
 #[tokio::test]

@@ -3,7 +3,7 @@
 //! by `cert_subject` ("CN=..." or "DNS:..."). Without a valid certificate no HTTP request
 //! is ever read, so nothing can reach the upstream.
 
-mod support;
+use crate::support;
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -21,7 +21,13 @@ use support::{HttpVersion, TestClient, TestPki, TestResponse, World, moltin_like
 /// A second storefront with an API key only (for the "certificate and bearer disagree" case).
 const OTHER_KEY: &str = "sf-other-test-key-4b3a29180f7e6d5c";
 
-impl World {
+/// What this file adds to `World` (a trait: other files add their own).
+trait WorldExt {
+    fn config(&self) -> String;
+    fn audit_records(&self) -> Vec<Value>;
+}
+
+impl WorldExt for World {
     /// Client certificates required (the test CA); `web-eu` identified by `CN=web-eu`
     /// alone (its API key removed), `pos-terminal` by the SAN `DNS:pos.shop.example`,
     /// `other` by an API key.

@@ -1,0 +1,27 @@
+//! Every integration test in one binary: one link step instead of one per file, and the
+//! shared `support` compiled once. Each module is one former `tests/NAME.rs`, so a test's
+//! path names its file: `cargo test --test it card_leak::` runs that file's tests.
+//!
+//! Not here: `tests/limits_memory.rs`, which reads its own process's resident memory and
+//! so needs a process of its own.
+
+mod support;
+
+mod audit_e2e;
+mod card_leak;
+mod config_errors;
+mod connections;
+mod core_proxy;
+mod cors;
+mod limits_e2e;
+mod limits_redis;
+mod mtls;
+mod payments;
+mod sdk_e2e;
+mod shutdown;
+mod support_ports;
+mod support_selftest;
+mod token_exchange;
+mod transactions;
+mod upstream_timeouts;
+mod upstream_token;
