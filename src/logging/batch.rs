@@ -7,6 +7,11 @@
 //! were logged, at the latest `flush_interval` later, at once when [`BATCH_BYTES`] have
 //! gathered, and when the [`FlushGuard`] drops at exit. A process killed with SIGKILL
 //! loses at most that interval's lines; the audit log, not this one, is the durable record.
+//!
+//! Only the per-request lines (target [`REQUEST_LINE_TARGET`]) are batched: they are the
+//! ones that come at request rates. Every other line (start-up with the bound addresses,
+//! warnings, errors, shutdown) is written at once, with whatever was gathered before it,
+//! so an operator or a supervisor sees it when it happens.
 
 use std::io::{self, Write};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
@@ -18,6 +23,9 @@ use crate::redact;
 
 /// Gathered bytes that trigger a write without waiting for the interval.
 pub const BATCH_BYTES: usize = 64 * 1024;
+
+/// The target of the per-request log line, the only one batched.
+pub const REQUEST_LINE_TARGET: &str = "payshim::pipeline::observe";
 
 /// A [`MakeWriter`] that batches whole lines in front of `W`.
 pub struct Batched<W> {
@@ -132,11 +140,16 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 /// `write_all`, so a line is appended whole.
 pub struct BatchWriter<'a, W> {
     shared: &'a Shared<W>,
+    /// Written out at once instead of waiting for the batch.
+    immediate: bool,
 }
 
 impl<W: Write> Write for BatchWriter<'_, W> {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         self.shared.append(buf);
+        if self.immediate {
+            self.shared.flush();
+        }
         Ok(buf.len())
     }
 
@@ -151,6 +164,14 @@ impl<'a, W: Write + 'a> MakeWriter<'a> for Batched<W> {
     fn make_writer(&'a self) -> Self::Writer {
         BatchWriter {
             shared: &self.shared,
+            immediate: false,
+        }
+    }
+
+    fn make_writer_for(&'a self, meta: &tracing::Metadata<'_>) -> Self::Writer {
+        BatchWriter {
+            shared: &self.shared,
+            immediate: meta.target() != REQUEST_LINE_TARGET,
         }
     }
 }
@@ -229,6 +250,29 @@ mod tests {
             "64 bytes gathered: written without waiting"
         );
         assert_eq!(out.text(), format!("{}{}", "a".repeat(40), "b".repeat(40)));
+    }
+
+    #[test]
+    fn only_request_lines_wait_for_the_batch() {
+        use tracing_subscriber::layer::SubscriberExt;
+        let out = Chunks::default();
+        let (b, _guard) = Batched::new(out.clone(), Duration::from_secs(3600));
+        let subscriber = tracing_subscriber::registry().with(
+            tracing_subscriber::fmt::layer()
+                .with_writer(b)
+                .without_time()
+                .with_ansi(false),
+        );
+        tracing::subscriber::with_default(subscriber, || {
+            tracing::info!(target: "payshim::pipeline::observe", "request one");
+            assert_eq!(out.writes(), 0, "a request line waits for the interval");
+            tracing::info!(target: "payshim", "payshim serving");
+        });
+        assert_eq!(out.writes(), 1, "a lifecycle line is written at once");
+        let text = out.text();
+        let (first, second) = text.split_once('\n').unwrap();
+        assert!(first.contains("request one"), "{text}");
+        assert!(second.contains("payshim serving"), "order kept: {text}");
     }
 
     #[test]

@@ -1,5 +1,8 @@
 //! The last phase: one log line and the metrics for a finished request. Never a body,
 //! never a header, never a card number: payments log brand and last four only.
+//!
+//! This module's path is the log line's target, which is how the log writer tells
+//! request lines (batched) from every other line (`logging::batch::REQUEST_LINE_TARGET`).
 
 use http::{Method, Response};
 
