@@ -141,7 +141,7 @@ impl Route {
     }
 }
 
-/// The built-in table of DESIGN.md section 3. `method` None matches any method (preflight).
+/// The built-in route table (README.md, "Routes"). `method` None matches any method (preflight).
 fn builtin(method: Option<&Method>, path: &str) -> Option<Route> {
     let is = |m: Method| method.is_none_or(|x| *x == m);
     if path == "/oauth/access_token" {
