@@ -8,6 +8,7 @@
 // Card data must never bypass the log scrubber: nothing but `main` writes to the
 // standard streams directly.
 #![cfg_attr(not(test), deny(clippy::print_stdout, clippy::print_stderr))]
+#![deny(unreachable_pub)]
 
 pub mod admin;
 pub mod audit;

@@ -54,7 +54,7 @@ pub(super) struct Shared {
 }
 
 impl Shared {
-    pub fn new() -> Self {
+    pub(super) fn new() -> Self {
         Self {
             healthy: AtomicBool::new(true),
             records: AtomicU64::new(0),

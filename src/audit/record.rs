@@ -145,7 +145,7 @@ pub(super) struct ChainHead {
 }
 
 impl ChainHead {
-    pub fn genesis() -> Self {
+    pub(super) fn genesis() -> Self {
         Self {
             next_seq: 1,
             prev: GENESIS_PREV.to_owned(),
@@ -153,7 +153,7 @@ impl ChainHead {
     }
 
     /// The head after `line`, or `None` if its seq is `u64::MAX`.
-    pub fn after(line: &SignedLine) -> Option<Self> {
+    pub(super) fn after(line: &SignedLine) -> Option<Self> {
         Some(Self {
             next_seq: line.seq.checked_add(1)?,
             prev: line.mac.clone(),

@@ -63,7 +63,7 @@ impl Drop for ExitGuard {
 }
 
 impl Writer {
-    pub fn new(settings: AuditSettings, shared: Arc<Shared>) -> Self {
+    pub(super) fn new(settings: AuditSettings, shared: Arc<Shared>) -> Self {
         let key = KeyedHash::new(settings.key.expose_secret());
         Self {
             path: settings.path,
@@ -77,7 +77,7 @@ impl Writer {
     }
 
     /// Opens the log before the thread starts, so `is_healthy` is right from the start.
-    pub fn open_at_start(&mut self) {
+    pub(super) fn open_at_start(&mut self) {
         match self.ensure_ready() {
             Ok(head) => info!(
                 path = %self.path.display(),
@@ -88,7 +88,7 @@ impl Writer {
         }
     }
 
-    pub fn run(self, mut rx: mpsc::Receiver<Msg>, stopped: watch::Sender<()>) {
+    pub(super) fn run(self, mut rx: mpsc::Receiver<Msg>, stopped: watch::Sender<()>) {
         let _guard = ExitGuard {
             shared: Arc::clone(&self.shared),
             _stopped: stopped,

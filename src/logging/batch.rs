@@ -22,13 +22,13 @@ use tracing_subscriber::fmt::MakeWriter;
 use crate::redact;
 
 /// Gathered bytes that trigger a write without waiting for the interval.
-pub const BATCH_BYTES: usize = 64 * 1024;
+pub(super) const BATCH_BYTES: usize = 64 * 1024;
 
 /// The target of the per-request log line, the only one batched.
-pub const REQUEST_LINE_TARGET: &str = "payshim::pipeline::observe";
+pub(super) const REQUEST_LINE_TARGET: &str = "payshim::pipeline::observe";
 
 /// A [`MakeWriter`] that batches whole lines in front of `W`.
-pub struct Batched<W> {
+pub(super) struct Batched<W> {
     shared: Arc<Shared<W>>,
 }
 
@@ -54,7 +54,7 @@ impl Drop for FlushGuard {
 
 impl<W: Write + Send + 'static> Batched<W> {
     /// Batches in front of `out`; a background thread writes the batch every `interval`.
-    pub fn new(out: W, interval: Duration) -> (Batched<W>, FlushGuard) {
+    pub(super) fn new(out: W, interval: Duration) -> (Batched<W>, FlushGuard) {
         Self::with_batch_bytes(out, interval, BATCH_BYTES)
     }
 
@@ -138,7 +138,7 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 
 /// One event's writer. The scrubbing writer in front of it hands over each line in one
 /// `write_all`, so a line is appended whole.
-pub struct BatchWriter<'a, W> {
+pub(super) struct BatchWriter<'a, W> {
     shared: &'a Shared<W>,
     /// Written out at once instead of waiting for the batch.
     immediate: bool,
