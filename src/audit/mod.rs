@@ -49,6 +49,8 @@
 //! ever written, so keep every rotated file that is to be verified with its
 //! predecessors.
 
+mod key;
+mod pending;
 mod record;
 mod verify;
 mod writer;
@@ -65,6 +67,8 @@ use std::sync::atomic::Ordering;
 use tokio::sync::{mpsc, oneshot, watch};
 use tracing::error;
 
+pub use key::{AuditToml, OfflineAudit, load_offline};
+pub use pending::{MaskedCard, Pending, PendingError, PendingReport, pending_in, pending_table};
 pub use record::{AuditEvent, AuditRecord, CardSummary, GENESIS_PREV, hex32};
 pub use verify::{VerifyError, VerifyReport, verify_files};
 
