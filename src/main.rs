@@ -135,6 +135,7 @@ fn run(path: Option<&Path>) -> anyhow::Result<ExitCode> {
         .build()
         .context("starting the async runtime")?;
     runtime.block_on(async {
+        let _file_size_signal = survive_file_size_limit()?;
         let listeners = payshim::Listeners::bind(&config).await.with_context(|| {
             format!("binding {} / {}", config.server.listen, config.admin.listen)
         })?;
@@ -162,6 +163,20 @@ async fn shutdown_signal() {
         _ = term.recv() => tracing::info!("SIGTERM received"),
         _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT received"),
     }
+}
+
+/// Linux's SIGXFSZ: a write past the process's file-size limit (`RLIMIT_FSIZE`).
+const SIGXFSZ: i32 = 25;
+
+/// Takes SIGXFSZ away from its default action, which kills the process: with a handler
+/// installed, a write past the file-size limit fails with EFBIG instead, and the audit
+/// writer handles that as it handles a full disk (payments get 503, `/readyz` fails, it
+/// retries). A payment proxy must not die mid-payment because a file grew too big. The
+/// handler stays installed for the life of the process; the stream is kept only so that
+/// nothing else reads it.
+fn survive_file_size_limit() -> anyhow::Result<tokio::signal::unix::Signal> {
+    use tokio::signal::unix::{SignalKind, signal};
+    signal(SignalKind::from_raw(SIGXFSZ)).context("installing the SIGXFSZ handler")
 }
 
 /// Memory holds card data: a core dump must never write it to disk.

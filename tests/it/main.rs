@@ -20,6 +20,7 @@ mod mtls;
 mod payments;
 mod sdk_e2e;
 mod shutdown;
+mod soak;
 mod support_ports;
 mod support_selftest;
 mod token_exchange;

@@ -1,0 +1,243 @@
+//! The soak (issue "Hardening", items 6 and 7): the real binary with Redis limits (`deny`
+//! when Redis is down) and a real, small-rotating audit log takes mixed traffic
+//! (`traffic.rs`) while faults are injected in turn, each between two quiet phases:
+//! upstream resets, upstream stalls past `upstream.timeout`, upstream 500s, Redis killed
+//! and restarted, the audit log unwritable (a file-size limit of 0 on the process, see
+//! `process.rs`) and, in all but the last quarter of the cycles, a SIGKILL of payshim
+//! and a restart on the same audit log. Afterwards `check.rs` proves exactly-once
+//! forwarding, the audit records, the reconciliation list, the fault windows, the chain,
+//! no card data anywhere and bounded memory and descriptors.
+//!
+//! Environment: `PAYSHIM_SOAK_SECS` (default 60), `PAYSHIM_SOAK_LOG_LEVEL` (default
+//! `info`; `scripts/soak.sh` runs `trace`), `PAYSHIM_SOAK_MIN_CARDS` (default 0: cycles
+//! are added until that many requests carried a distinct card number).
+
+mod check;
+mod process;
+mod traffic;
+
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+
+use crate::support;
+use support::payshim::{AUDIT_KEY, SESSION_KEY, base_config, set_key, sha256_hex, toml_str};
+use support::redis::RedisServer;
+use support::upstream::transaction;
+use support::{Handler, HttpVersion, Reply, TestClient, TestPki, Upstream, handler, moltin_like};
+
+use check::{Evidence, Window};
+use process::Proc;
+use traffic::{APP_SECRET, PUBLIC_ID, Traffic};
+
+/// One quiet or fault phase.
+const PHASE: Duration = Duration::from_millis(2500);
+/// `upstream.timeout` of the soak's payshim.
+const UPSTREAM_TIMEOUT: Duration = Duration::from_secs(1);
+/// Concurrent storefront workers (half HTTP/1.1, half HTTP/2).
+const WORKERS: usize = 8;
+
+/// What the upstream double does now.
+const NORMAL: u8 = 0;
+const RESET: u8 = 1;
+const STALL: u8 = 2;
+const ERROR_500: u8 = 3;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Fault {
+    UpstreamReset,
+    UpstreamStall,
+    Upstream500,
+    RedisDown,
+    AuditUnwritable,
+    Kill,
+}
+
+const FAULTS: [Fault; 6] = [
+    Fault::UpstreamReset,
+    Fault::UpstreamStall,
+    Fault::Upstream500,
+    Fault::RedisDown,
+    Fault::AuditUnwritable,
+    Fault::Kill,
+];
+
+struct Settings {
+    secs: u64,
+    log_level: String,
+    min_cards: u64,
+}
+
+impl Settings {
+    fn from_env() -> Settings {
+        let var = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
+        Settings {
+            secs: var("PAYSHIM_SOAK_SECS").map_or(60, |v| v.parse().expect("PAYSHIM_SOAK_SECS")),
+            log_level: var("PAYSHIM_SOAK_LOG_LEVEL").unwrap_or_else(|| "info".into()),
+            min_cards: var("PAYSHIM_SOAK_MIN_CARDS")
+                .map_or(0, |v| v.parse().expect("PAYSHIM_SOAK_MIN_CARDS")),
+        }
+    }
+}
+
+/// The upstream double: the Moltin-like answers, or the fault of the moment.
+fn fault_handler(mode: Arc<AtomicU8>) -> Handler {
+    let normal = moltin_like();
+    handler(move |req| match mode.load(Ordering::Acquire) {
+        RESET => Reply::ResetAfterHeaders,
+        STALL => Reply::json(201, json!({ "data": transaction("stalled", "purchase") }))
+            .delayed(UPSTREAM_TIMEOUT + Duration::from_secs(1)),
+        ERROR_500 => Reply::json(
+            500,
+            json!({"errors": [{"status": 500, "title": "Internal Server Error"}]}),
+        ),
+        _ => normal(req),
+    })
+}
+
+/// The soak's config: Redis limits that deny when Redis is down (quotas high enough
+/// for the traffic), a 256 KiB audit rotation, the token-exchange clients.
+fn soak_config(pki: &TestPki, upstream_url: &str, audit_dir: &Path, redis: &str, level: &str) -> String {
+    let mut config = base_config(pki, upstream_url, audit_dir);
+    for (section, key, value) in [
+        ("server", "header_read_timeout", "\"3s\""),
+        ("server", "idle_timeout", "\"3s\""),
+        ("upstream", "timeout", "\"1s\""),
+        ("limits", "per_client", "\"100000/s\""),
+        ("limits", "per_order", "\"100/min\""),
+        ("limits", "per_card", "\"100/h\""),
+        ("limits", "card_attempts", "\"100/h\""),
+        ("limits", "redis_url", &toml_str(redis)),
+        ("limits", "redis_timeout", "\"250ms\""),
+        ("limits", "on_store_error", "\"deny\""),
+        ("audit", "max_file_size", "\"256KiB\""),
+        ("log", "level", &toml_str(level)),
+    ] {
+        config = set_key(&config, section, key, Some(value));
+    }
+    config.push_str(&format!(
+        r#"
+[auth]
+session_key = {session}
+
+[[clients]]
+id = "server-app"
+secret_sha256 = "{secret}"
+
+[[clients]]
+id = "web-browser"
+public_id = "{PUBLIC_ID}"
+routes = ["payments"]
+"#,
+        session = toml_str(SESSION_KEY),
+        secret = sha256_hex(APP_SECRET),
+    ));
+    config
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn soak_with_every_fault_injected() {
+    support::cards::self_check();
+    let settings = Settings::from_env();
+    let started = Instant::now();
+    let pki = TestPki::new();
+    let mode = Arc::new(AtomicU8::new(NORMAL));
+    let upstream = Upstream::start(&pki, fault_handler(mode.clone())).await;
+    let mut redis = RedisServer::start();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let audit_dir = dir.path().join("audit");
+    let audit_path = audit_dir.join("payshim.jsonl");
+    let config = soak_config(&pki, &upstream.url(), &audit_dir, &redis.url(), &settings.log_level);
+
+    let mut proc = Proc::start(dir.path(), "payshim-0", &config).await;
+    let traffic = Traffic::new(proc.base_url());
+    let workers: Vec<_> = (0..WORKERS)
+        .map(|w| {
+            let version = if w % 2 == 0 { HttpVersion::Http1 } else { HttpVersion::Http2 };
+            let client = TestClient::new(&pki.ca_pem, version);
+            tokio::spawn(traffic::worker(traffic.clone(), client))
+        })
+        .collect();
+
+    let mut ev = Evidence::default();
+    let cycles = (settings.secs / (PHASE.as_secs_f64() * 12.0) as u64).max(2);
+    let kill_cycles = cycles - (cycles / 4).max(1);
+    let mut baseline = None;
+    let mut cycle = 0;
+    while cycle < cycles || traffic.cards() < settings.min_cards {
+        for fault in FAULTS {
+            if fault == Fault::Kill && cycle >= kill_cycles {
+                continue;
+            }
+            tokio::time::sleep(PHASE).await;
+            if baseline.is_none() && cycle >= kill_cycles {
+                baseline = Some(proc.usage());
+            }
+            *ev.faults.entry(format!("{fault:?}")).or_default() += 1;
+            match fault {
+                Fault::UpstreamReset | Fault::UpstreamStall | Fault::Upstream500 => {
+                    let m = match fault {
+                        Fault::UpstreamReset => RESET,
+                        Fault::UpstreamStall => STALL,
+                        _ => ERROR_500,
+                    };
+                    mode.store(m, Ordering::Release);
+                    tokio::time::sleep(PHASE).await;
+                    mode.store(NORMAL, Ordering::Release);
+                }
+                Fault::RedisDown => {
+                    ev.haystack("redis (before a kill)", check::redis_dump(&redis.url()));
+                    redis.stop();
+                    let from = Instant::now();
+                    tokio::time::sleep(PHASE).await;
+                    ev.windows.push(Window::new("redis down", from));
+                    redis.start_again();
+                }
+                Fault::AuditUnwritable => {
+                    proc.limit_file_size(Some(0));
+                    let from = Instant::now();
+                    tokio::time::sleep(PHASE / 2).await;
+                    let ready = proc.ready().await;
+                    tokio::time::sleep(PHASE / 2).await;
+                    ev.windows.push(Window::new("audit unwritable", from));
+                    proc.limit_file_size(None);
+                    ev.readyz_in_audit_fault.push(ready);
+                }
+                Fault::Kill => {
+                    ev.haystack("metrics (before a kill)", proc.metrics().await.into_bytes());
+                    ev.outputs.push((proc.stdout.clone(), proc.stderr.clone()));
+                    proc.kill();
+                    let name = format!("payshim-{}", ev.outputs.len());
+                    proc = Proc::start(dir.path(), &name, &config).await;
+                    traffic.set_base(proc.base_url());
+                }
+            }
+        }
+        cycle += 1;
+    }
+    tokio::time::sleep(PHASE).await;
+    traffic.stop.store(true, Ordering::Release);
+    let mut shots = Vec::new();
+    for worker in workers {
+        shots.extend(worker.await.expect("worker"));
+    }
+    let baseline = baseline.expect("a baseline was taken");
+    ev.usage = Some((baseline, check::settle(&proc, baseline).await));
+    ev.haystack("metrics (at the end)", proc.metrics().await.into_bytes());
+    ev.haystack("redis (at the end)", check::redis_dump(&redis.url()));
+    ev.outputs.push((proc.stdout.clone(), proc.stderr.clone()));
+    proc.stop().await;
+
+    ev.shots = shots;
+    ev.upstream = upstream.requests();
+    ev.min_cards = settings.min_cards;
+    let figures = check::check(ev, &audit_path, dir.path(), AUDIT_KEY);
+    eprintln!(
+        "soak: {:.0} s at log level {}; {figures}",
+        started.elapsed().as_secs_f64(),
+        settings.log_level
+    );
+}
