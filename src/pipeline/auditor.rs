@@ -72,12 +72,13 @@ impl Auditor {
         }
     }
 
-    /// Appends a record and resolves once it is durable (the `forwarded` record).
+    /// Appends a record and resolves once it is durable (`forwarded` before the upstream
+    /// call, `completed` before the answer).
     pub(crate) async fn durable(&self, record: AuditRecord) -> Result<u64, AuditError> {
         self.log.append(record).await
     }
 
-    /// Writes a record the response does not wait for (rejections, completions). Queued
+    /// Writes a record the response does not wait for (rejections). Queued
     /// directly when there is room; only a full queue costs a task that waits for room. A
     /// record that cannot be written is logged by the writer, which also marks the log
     /// unhealthy, and that stops further payments.

@@ -45,10 +45,10 @@ pub(crate) struct Completed {
     pub latency: Option<Duration>,
 }
 
-/// Writes `forwarded` durably, sends `out` upstream once and audits the result as its
-/// `completed` counterpart, all independent of the storefront connection: a disconnect
-/// at any point after this starts cannot leave a durable `forwarded` record behind
-/// without the call it announces. `client_id` feeds the decline breaker (payments).
+/// Writes `forwarded` durably, sends `out` upstream once and writes the result durably
+/// as its `completed` counterpart before the answer is returned, all independent of the
+/// storefront connection: a disconnect at any point after this starts cannot leave a
+/// durable `forwarded` record behind without the call it announces. `client_id` feeds the decline breaker (payments).
 pub(crate) async fn audited(
     fwd: &Arc<Forwarder>,
     out: Outgoing,
@@ -74,7 +74,15 @@ pub(crate) async fn audited(
         if let (Some(declined), Some(client)) = (done.declined, breaker_client) {
             fwd.limiter.record_outcome(&client, declined);
         }
-        fwd.auditor.later(done.record);
+        // Durable before the answer goes out: a storefront told "2xx" must find the
+        // payment completed in the audit log even if payshim is killed right after.
+        // Written in the background, a SIGKILL lost the record of answered payments.
+        // If the log cannot take it, the API's answer still goes out (the charge
+        // happened) and the `forwarded` record lists the payment for reconciliation.
+        if let Err(e) = fwd.auditor.durable(done.record).await {
+            tracing::error!(error = %e, "audit log unavailable: completed record lost, \
+                 the request is listed by `payshim audit pending`");
+        }
         done.completed
     });
     task.await.unwrap_or_else(|_| Completed {

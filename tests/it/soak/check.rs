@@ -24,7 +24,7 @@ use serde_json::Value;
 use super::process::Proc;
 use super::traffic::{Kind, Shot};
 use crate::support::Recorded;
-use crate::support::cards::{BIN, context, find_cvvs, find_pans};
+use crate::support::cards::BIN;
 
 /// Descriptors the process may hold beyond its baseline once idle.
 const FD_MARGIN: usize = 16;
@@ -61,6 +61,8 @@ pub struct Evidence {
     /// stdout and stderr of every payshim process of the run.
     pub outputs: Vec<(PathBuf, PathBuf)>,
     pub readyz_in_audit_fault: Vec<u16>,
+    /// When each SIGKILL was sent.
+    pub kills: Vec<Instant>,
     /// ((RSS, fds) at the baseline, (RSS, fds) once idle) of the last process.
     pub usage: Option<((u64, usize), (u64, usize))>,
     pub min_cards: u64,
@@ -91,65 +93,6 @@ pub async fn settle(proc: &Proc, baseline: (u64, usize)) -> (u64, usize) {
     }
 }
 
-/// Every key of the Redis at `url` and its value, whatever its type, as text.
-pub fn redis_dump(url: &str) -> Vec<u8> {
-    let client = redis::Client::open(url).expect("redis url");
-    let mut con = client.get_connection().expect("connect to redis");
-    let mut out = Vec::new();
-    let mut cursor: u64 = 0;
-    loop {
-        let (next, keys): (u64, Vec<Vec<u8>>) = redis::cmd("SCAN")
-            .arg(cursor)
-            .arg("COUNT")
-            .arg(1000)
-            .query(&mut con)
-            .expect("SCAN");
-        for key in keys {
-            let kind: String = redis::cmd("TYPE").arg(&key).query(&mut con).expect("TYPE");
-            let read = match kind.as_str() {
-                "string" => redis::cmd("GET").arg(&key).clone(),
-                "hash" => redis::cmd("HGETALL").arg(&key).clone(),
-                "zset" => redis::cmd("ZRANGE").arg(&key).arg(0).arg(-1).arg("WITHSCORES").clone(),
-                "list" => redis::cmd("LRANGE").arg(&key).arg(0).arg(-1).clone(),
-                "set" => redis::cmd("SMEMBERS").arg(&key).clone(),
-                _ => redis::cmd("TYPE").arg(&key).clone(),
-            };
-            let value: redis::Value = read.query(&mut con).unwrap_or(redis::Value::Nil);
-            out.extend_from_slice(&key);
-            out.push(b' ');
-            flatten(&value, &mut out);
-            out.push(b'\n');
-        }
-        cursor = next;
-        if cursor == 0 {
-            return out;
-        }
-    }
-}
-
-fn flatten(value: &redis::Value, out: &mut Vec<u8>) {
-    match value {
-        redis::Value::BulkString(b) => out.extend_from_slice(b),
-        redis::Value::SimpleString(s) => out.extend_from_slice(s.as_bytes()),
-        redis::Value::Int(i) => out.extend_from_slice(i.to_string().as_bytes()),
-        redis::Value::Array(items) | redis::Value::Set(items) => {
-            for item in items {
-                flatten(item, out);
-                out.push(b' ');
-            }
-        }
-        redis::Value::Map(pairs) => {
-            for (k, v) in pairs {
-                flatten(k, out);
-                out.push(b' ');
-                flatten(v, out);
-                out.push(b' ');
-            }
-        }
-        other => out.extend_from_slice(format!("{other:?}").as_bytes()),
-    }
-}
-
 /// The audit records of the chain, by request id: the events each one got.
 fn audit_events(files: &[PathBuf]) -> HashMap<String, Vec<String>> {
     let mut by_request: HashMap<String, Vec<String>> = HashMap::new();
@@ -157,7 +100,10 @@ fn audit_events(files: &[PathBuf]) -> HashMap<String, Vec<String>> {
         let text = std::fs::read_to_string(file).expect("read audit file");
         for line in text.lines() {
             let record: Value = serde_json::from_str(line).expect("audit line is JSON");
-            let id = record["request_id"].as_str().expect("request_id").to_string();
+            let id = record["request_id"]
+                .as_str()
+                .expect("request_id")
+                .to_string();
             let event = record["event"].as_str().expect("event").to_string();
             by_request.entry(id).or_default().push(event);
         }
@@ -195,7 +141,10 @@ fn upstream_counts(upstream: &[Recorded]) -> (HashMap<String, usize>, HashMap<St
     let mut transactions = HashMap::new();
     for req in upstream {
         if req.path.ends_with("/payments") {
-            let number = req.json()["data"]["number"].as_str().unwrap_or_default().to_string();
+            let number = req.json()["data"]["number"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string();
             *pans.entry(number).or_insert(0) += 1;
         } else if let Some(rest) = req.path.split("/transactions/").nth(1) {
             let id = rest.split('/').next().unwrap_or_default().to_string();
@@ -248,13 +197,19 @@ pub fn check(ev: Evidence, audit_path: &Path, dir: &Path, audit_key: &str) -> St
     let (code, out) = audit_cli("pending", &key_file, &["--format", "json"], &files);
     let expected_code = if orphans.is_empty() { 0 } else { 3 };
     if code != expected_code {
-        failures.push(format!("audit pending exit {code}, expected {expected_code}: {out}"));
+        failures.push(format!(
+            "audit pending exit {code}, expected {expected_code}: {out}"
+        ));
     }
     let listed: HashSet<String> = serde_json::from_str::<Value>(&out)
         .ok()
         .and_then(|v| {
             let items = v["pending"].as_array()?.iter();
-            Some(items.filter_map(|p| p["request_id"].as_str().map(str::to_string)).collect())
+            Some(
+                items
+                    .filter_map(|p| p["request_id"].as_str().map(str::to_string))
+                    .collect(),
+            )
         })
         .unwrap_or_default();
     if listed != orphans {
@@ -266,13 +221,20 @@ pub fn check(ev: Evidence, audit_path: &Path, dir: &Path, audit_key: &str) -> St
     }
 
     // Exactly once, with both records.
-    let audit_faults: Vec<&Window> = ev.windows.iter().filter(|w| w.what.starts_with("audit")).collect();
+    let audit_faults: Vec<&Window> = ev
+        .windows
+        .iter()
+        .filter(|w| w.what.starts_with("audit"))
+        .collect();
     let mut checked = 0usize;
     let mut excused = 0usize;
     for shot in &ev.shots {
         let times = reached(shot, &pans_up, &txns_up);
         if times > 1 {
-            failures.push(format!("{:?} reached the upstream {times} times", shot.kind));
+            failures.push(format!(
+                "{:?} reached the upstream {times} times",
+                shot.kind
+            ));
         }
         match shot.kind {
             Kind::InvalidBody | Kind::BadCredential if times > 0 || shot.ok() => {
@@ -281,16 +243,32 @@ pub fn check(ev: Evidence, audit_path: &Path, dir: &Path, audit_key: &str) -> St
             Kind::Payment | Kind::Capture | Kind::Refund if shot.ok() => {
                 checked += 1;
                 if times != 1 {
-                    failures.push(format!("a 2xx {:?} reached the upstream {times} times", shot.kind));
+                    failures.push(format!(
+                        "a 2xx {:?} reached the upstream {times} times",
+                        shot.kind
+                    ));
                 }
                 let id = shot.request_id.clone().unwrap_or_default();
                 let got = events.get(&id).cloned().unwrap_or_default();
                 let has = |suffix: &str| got.iter().any(|e| e.ends_with(suffix));
-                let straddles = audit_faults.iter().any(|w| shot.sent < w.from && shot.answered > w.from);
+                let straddles = audit_faults
+                    .iter()
+                    .any(|w| shot.sent < w.from && shot.answered > w.from);
                 if !has(".forwarded") {
                     failures.push(format!("2xx {:?} {id}: no forwarded record", shot.kind));
                 } else if !has(".completed") && !(straddles && listed.contains(&id)) {
-                    failures.push(format!("2xx {:?} {id}: no completed record", shot.kind));
+                    let before_kill = ev
+                        .kills
+                        .iter()
+                        .filter(|k| **k >= shot.answered)
+                        .map(|k| k.duration_since(shot.answered))
+                        .min();
+                    failures.push(format!(
+                        "2xx {:?} {id}: no completed record (answered {before_kill:?} before \
+                         a SIGKILL; listed as pending: {})",
+                        shot.kind,
+                        listed.contains(&id)
+                    ));
                 } else if !has(".completed") {
                     excused += 1;
                 }
@@ -319,7 +297,9 @@ pub fn check(ev: Evidence, audit_path: &Path, dir: &Path, audit_key: &str) -> St
     }
     for what in ["redis down", "audit unwritable"] {
         if !in_windows.contains_key(what) {
-            failures.push(format!("no payment was sent while {what}: the check proved nothing"));
+            failures.push(format!(
+                "no payment was sent while {what}: the check proved nothing"
+            ));
         }
     }
     if !ev.readyz_in_audit_fault.contains(&503) {
@@ -330,7 +310,7 @@ pub fn check(ev: Evidence, audit_path: &Path, dir: &Path, audit_key: &str) -> St
     }
 
     // Card data.
-    let leaks = leak_search(&ev, &files, &pans_up, &mut figures);
+    let leaks = super::leaks::search(&ev, &files, &pans_up, &mut figures);
     failures.extend(leaks);
 
     // The traffic was what it claims.
@@ -378,81 +358,12 @@ pub fn check(ev: Evidence, audit_path: &Path, dir: &Path, audit_key: &str) -> St
         failures.is_empty(),
         "{} failures:\n{}\n{figures}",
         failures.len(),
-        failures.iter().take(50).cloned().collect::<Vec<_>>().join("\n")
+        failures
+            .iter()
+            .take(50)
+            .cloned()
+            .collect::<Vec<_>>()
+            .join("\n")
     );
     figures
-}
-
-/// Searches every haystack for the run's card numbers and CVVs; returns the leaks found
-/// and adds the search's figures to `figures`.
-fn leak_search(
-    ev: &Evidence,
-    audit_files: &[PathBuf],
-    pans_up: &HashMap<String, usize>,
-    figures: &mut String,
-) -> Vec<String> {
-    let pans: HashSet<String> = ev.shots.iter().filter_map(|s| s.pan.clone()).collect();
-    let not_pans: HashSet<String> = ev.shots.iter().filter_map(|s| s.not_pan.clone()).collect();
-    let cvvs: HashSet<String> = ev.shots.iter().filter_map(|s| s.cvv.clone()).collect();
-    let carried = ev.shots.iter().filter(|s| s.pan.is_some() || s.not_pan.is_some()).count();
-    let mut leaks = Vec::new();
-    if pans.len() + not_pans.len() != carried {
-        leaks.push("card numbers were not distinct".to_string());
-    }
-    if (carried as u64) < ev.min_cards {
-        leaks.push(format!("{carried} requests carried a card, fewer than {}", ev.min_cards));
-    }
-    // Positive control: the search finds the forwarded numbers where they belong.
-    let mut found_upstream = HashSet::new();
-    for req in &ev.upstream {
-        found_upstream.extend(find_pans(&req.body, &pans).into_iter().map(|(p, _)| p));
-    }
-    let forwarded: HashSet<String> = pans_up.keys().filter(|p| pans.contains(*p)).cloned().collect();
-    if found_upstream != forwarded || forwarded.is_empty() {
-        leaks.push(format!(
-            "positive control: the search found {} of the {} numbers the upstream received",
-            found_upstream.len(),
-            forwarded.len()
-        ));
-    }
-    let mut bytes = 0usize;
-    let mut search = |name: &str, hay: &[u8]| {
-        bytes += hay.len();
-        for (p, at) in find_pans(hay, &pans).into_iter().chain(find_pans(hay, &not_pans)) {
-            leaks.push(format!("number {p} in {name}: …{}…", context(hay, at)));
-        }
-        for (c, at) in find_cvvs(hay, &cvvs) {
-            leaks.push(format!("CVV {c} in {name}: …{}…", context(hay, at)));
-        }
-    };
-    let mut files: Vec<PathBuf> = audit_files.to_vec();
-    for (out, err) in &ev.outputs {
-        files.push(out.clone());
-        files.push(err.clone());
-    }
-    for file in &files {
-        search(&file.display().to_string(), &std::fs::read(file).expect("read haystack"));
-    }
-    for (name, hay) in &ev.haystacks {
-        search(name, hay);
-    }
-    for (i, shot) in ev.shots.iter().enumerate() {
-        search(&format!("response {i} ({:?})", shot.kind), &shot.seen);
-    }
-    let _ = write!(
-        figures,
-        "{carried} requests with distinct card numbers ({} Luhn-valid, {} Luhn-invalid) and \
-         {} distinct CVVs searched in {} bytes ({} files, {} snapshots, {} responses); \
-         positive control: {} forwarded numbers found upstream; leaks {}",
-        pans.len(),
-        not_pans.len(),
-        cvvs.len(),
-        bytes,
-        files.len(),
-        ev.haystacks.len(),
-        ev.shots.len(),
-        found_upstream.len(),
-        leaks.len()
-    );
-    leaks
 }

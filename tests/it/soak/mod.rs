@@ -13,6 +13,7 @@
 //! are added until that many requests carried a distinct card number).
 
 mod check;
+mod leaks;
 mod process;
 mod traffic;
 
@@ -100,7 +101,13 @@ fn fault_handler(mode: Arc<AtomicU8>) -> Handler {
 
 /// The soak's config: Redis limits that deny when Redis is down (quotas high enough
 /// for the traffic), a 256 KiB audit rotation, the token-exchange clients.
-fn soak_config(pki: &TestPki, upstream_url: &str, audit_dir: &Path, redis: &str, level: &str) -> String {
+fn soak_config(
+    pki: &TestPki,
+    upstream_url: &str,
+    audit_dir: &Path,
+    redis: &str,
+    level: &str,
+) -> String {
     let mut config = base_config(pki, upstream_url, audit_dir);
     for (section, key, value) in [
         ("server", "header_read_timeout", "\"3s\""),
@@ -150,13 +157,23 @@ async fn soak_with_every_fault_injected() {
     let dir = tempfile::tempdir().expect("temp dir");
     let audit_dir = dir.path().join("audit");
     let audit_path = audit_dir.join("payshim.jsonl");
-    let config = soak_config(&pki, &upstream.url(), &audit_dir, &redis.url(), &settings.log_level);
+    let config = soak_config(
+        &pki,
+        &upstream.url(),
+        &audit_dir,
+        &redis.url(),
+        &settings.log_level,
+    );
 
     let mut proc = Proc::start(dir.path(), "payshim-0", &config).await;
     let traffic = Traffic::new(proc.base_url());
     let workers: Vec<_> = (0..WORKERS)
         .map(|w| {
-            let version = if w % 2 == 0 { HttpVersion::Http1 } else { HttpVersion::Http2 };
+            let version = if w % 2 == 0 {
+                HttpVersion::Http1
+            } else {
+                HttpVersion::Http2
+            };
             let client = TestClient::new(&pki.ca_pem, version);
             tokio::spawn(traffic::worker(traffic.clone(), client))
         })
@@ -189,7 +206,7 @@ async fn soak_with_every_fault_injected() {
                     mode.store(NORMAL, Ordering::Release);
                 }
                 Fault::RedisDown => {
-                    ev.haystack("redis (before a kill)", check::redis_dump(&redis.url()));
+                    ev.haystack("redis (before a kill)", leaks::redis_dump(&redis.url()));
                     redis.stop();
                     let from = Instant::now();
                     tokio::time::sleep(PHASE).await;
@@ -209,6 +226,7 @@ async fn soak_with_every_fault_injected() {
                 Fault::Kill => {
                     ev.haystack("metrics (before a kill)", proc.metrics().await.into_bytes());
                     ev.outputs.push((proc.stdout.clone(), proc.stderr.clone()));
+                    ev.kills.push(Instant::now());
                     proc.kill();
                     let name = format!("payshim-{}", ev.outputs.len());
                     proc = Proc::start(dir.path(), &name, &config).await;
@@ -227,7 +245,7 @@ async fn soak_with_every_fault_injected() {
     let baseline = baseline.expect("a baseline was taken");
     ev.usage = Some((baseline, check::settle(&proc, baseline).await));
     ev.haystack("metrics (at the end)", proc.metrics().await.into_bytes());
-    ev.haystack("redis (at the end)", check::redis_dump(&redis.url()));
+    ev.haystack("redis (at the end)", leaks::redis_dump(&redis.url()));
     ev.outputs.push((proc.stdout.clone(), proc.stderr.clone()));
     proc.stop().await;
 

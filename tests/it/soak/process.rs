@@ -122,7 +122,10 @@ impl Proc {
             }
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
-        panic!("payshim still running 15 s after SIGTERM\n{}", self.output());
+        panic!(
+            "payshim still running 15 s after SIGTERM\n{}",
+            self.output()
+        );
     }
 
     fn join_copiers(&mut self) {

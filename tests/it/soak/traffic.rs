@@ -11,10 +11,10 @@ use bytes::Bytes;
 use http::{Method, Request};
 use serde_json::json;
 
+use crate::support::TestClient;
 use crate::support::cards::{BRANDS, cvv_pool, luhn_broken, pan};
 use crate::support::load::future_year;
 use crate::support::payshim::STOREFRONT_KEY;
-use crate::support::TestClient;
 
 /// The `server-app` client's secret (client_credentials grant).
 pub const APP_SECRET: &str = "soak-app-secret-0b7e2c9d4f6a8e1c3b5d7f9a";
@@ -188,10 +188,20 @@ impl Traffic {
                         text[..text.len() - 3].to_string()
                     }
                 };
-                (Method::POST, payments, Some(bearer), "application/json", body)
+                (
+                    Method::POST,
+                    payments,
+                    Some(bearer),
+                    "application/json",
+                    body,
+                )
             }
             Kind::Capture | Kind::Refund => {
-                let action = if kind == Kind::Capture { "capture" } else { "refund" };
+                let action = if kind == Kind::Capture {
+                    "capture"
+                } else {
+                    "refund"
+                };
                 let uri = format!("{base}/v2/orders/{order}/transactions/{txn}/{action}");
                 let body = if kind == Kind::Refund {
                     json!({"data": {"amount": 1250}}).to_string()
@@ -214,7 +224,13 @@ impl Traffic {
                     )
                 };
                 let uri = format!("{base}/oauth/access_token");
-                (Method::POST, uri, None, "application/x-www-form-urlencoded", body)
+                (
+                    Method::POST,
+                    uri,
+                    None,
+                    "application/x-www-form-urlencoded",
+                    body,
+                )
             }
         };
         if shot.pan.is_some() || shot.not_pan.is_some() {
