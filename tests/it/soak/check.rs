@@ -254,9 +254,12 @@ pub fn check(ev: Evidence, audit_path: &Path, dir: &Path, audit_key: &str) -> St
                 let straddles = audit_faults
                     .iter()
                     .any(|w| shot.sent < w.from && shot.answered > w.from);
+                let completed = has(".completed");
                 if !has(".forwarded") {
                     failures.push(format!("2xx {:?} {id}: no forwarded record", shot.kind));
-                } else if !has(".completed") && !(straddles && listed.contains(&id)) {
+                } else if !completed && straddles && listed.contains(&id) {
+                    excused += 1;
+                } else if !completed {
                     let before_kill = ev
                         .kills
                         .iter()
@@ -269,8 +272,6 @@ pub fn check(ev: Evidence, audit_path: &Path, dir: &Path, audit_key: &str) -> St
                         shot.kind,
                         listed.contains(&id)
                     ));
-                } else if !has(".completed") {
-                    excused += 1;
                 }
             }
             _ => {}

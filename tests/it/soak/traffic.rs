@@ -144,7 +144,7 @@ impl Traffic {
         let bearer = format!("Bearer {STOREFRONT_KEY}");
         let mut card = json!({
             "gateway": "card_connect",
-            "method": if n % 3 == 0 { "authorize" } else { "purchase" },
+            "method": if n.is_multiple_of(3) { "authorize" } else { "purchase" },
             "first_name": "Ada",
             "last_name": "Lovelace",
             "number": number,
@@ -216,7 +216,7 @@ impl Traffic {
                 (Method::GET, uri, Some(bearer), "", String::new())
             }
             Kind::Token => {
-                let body = if n % 2 == 0 {
+                let body = if n.is_multiple_of(2) {
                     format!("grant_type=implicit&client_id={PUBLIC_ID}")
                 } else {
                     format!(
