@@ -145,6 +145,75 @@ routes = ["payments"]
     config
 }
 
+/// The run's moving parts and what it collected so far.
+struct Soak {
+    dir: tempfile::TempDir,
+    config: String,
+    mode: Arc<AtomicU8>,
+    redis: RedisServer,
+    proc: Proc,
+    traffic: Arc<Traffic>,
+    ev: Evidence,
+}
+
+impl Soak {
+    /// Injects `fault` for one phase (a kill: until the restarted process serves).
+    async fn inject(&mut self, fault: Fault) {
+        *self.ev.faults.entry(format!("{fault:?}")).or_default() += 1;
+        match fault {
+            Fault::UpstreamReset => self.upstream_fault(RESET).await,
+            Fault::UpstreamStall => self.upstream_fault(STALL).await,
+            Fault::Upstream500 => self.upstream_fault(ERROR_500).await,
+            Fault::RedisDown => self.redis_down().await,
+            Fault::AuditUnwritable => self.audit_unwritable().await,
+            Fault::Kill => self.kill_and_restart().await,
+        }
+    }
+
+    async fn upstream_fault(&self, mode: u8) {
+        self.mode.store(mode, Ordering::Release);
+        tokio::time::sleep(PHASE).await;
+        self.mode.store(NORMAL, Ordering::Release);
+    }
+
+    /// Redis killed (its keys searched first) and started again, empty, a phase later.
+    async fn redis_down(&mut self) {
+        let keys = leaks::redis_dump(&self.redis.url());
+        self.ev.haystack("redis (before it was killed)", keys);
+        self.redis.stop();
+        let from = Instant::now();
+        tokio::time::sleep(PHASE).await;
+        self.ev.windows.push(Window::new("redis down", from));
+        self.redis.start_again();
+    }
+
+    /// A file-size limit of 0 on payshim for a phase; `/readyz` is asked halfway.
+    async fn audit_unwritable(&mut self) {
+        self.proc.limit_file_size(Some(0));
+        let from = Instant::now();
+        tokio::time::sleep(PHASE / 2).await;
+        let ready = self.proc.ready().await;
+        tokio::time::sleep(PHASE / 2).await;
+        self.ev.windows.push(Window::new("audit unwritable", from));
+        self.proc.limit_file_size(None);
+        self.ev.readyz_in_audit_fault.push(ready);
+    }
+
+    /// SIGKILL under load (its /metrics searched first), then a new process on the same
+    /// audit log, and the traffic moves to it.
+    async fn kill_and_restart(&mut self) {
+        let metrics = self.proc.metrics().await.into_bytes();
+        self.ev.haystack("metrics (before a kill)", metrics);
+        let outputs = (self.proc.stdout.clone(), self.proc.stderr.clone());
+        self.ev.outputs.push(outputs);
+        self.ev.kills.push(Instant::now());
+        self.proc.kill();
+        let name = format!("payshim-{}", self.ev.outputs.len());
+        self.proc = Proc::start(self.dir.path(), &name, &self.config).await;
+        self.traffic.set_base(self.proc.base_url());
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn soak_with_every_fault_injected() {
     support::cards::self_check();
@@ -153,106 +222,75 @@ async fn soak_with_every_fault_injected() {
     let pki = TestPki::new();
     let mode = Arc::new(AtomicU8::new(NORMAL));
     let upstream = Upstream::start(&pki, fault_handler(mode.clone())).await;
-    let mut redis = RedisServer::start();
+    let redis = RedisServer::start();
     let dir = tempfile::tempdir().expect("temp dir");
-    let audit_dir = dir.path().join("audit");
-    let audit_path = audit_dir.join("payshim.jsonl");
+    let audit_path = dir.path().join("audit").join("payshim.jsonl");
     let config = soak_config(
         &pki,
         &upstream.url(),
-        &audit_dir,
+        &dir.path().join("audit"),
         &redis.url(),
         &settings.log_level,
     );
-
-    let mut proc = Proc::start(dir.path(), "payshim-0", &config).await;
+    let proc = Proc::start(dir.path(), "payshim-0", &config).await;
     let traffic = Traffic::new(proc.base_url());
     let workers: Vec<_> = (0..WORKERS)
         .map(|w| {
-            let version = if w % 2 == 0 {
-                HttpVersion::Http1
-            } else {
-                HttpVersion::Http2
-            };
+            let version = [HttpVersion::Http1, HttpVersion::Http2][w % 2];
             let client = TestClient::new(&pki.ca_pem, version);
             tokio::spawn(traffic::worker(traffic.clone(), client))
         })
         .collect();
+    let mut soak = Soak {
+        dir,
+        config,
+        mode,
+        redis,
+        proc,
+        traffic,
+        ev: Evidence::default(),
+    };
 
-    let mut ev = Evidence::default();
+    // Every fault in turn, each after a quiet phase; no kill in the last quarter, so the
+    // last process goes through every other fault and its baseline is taken early on.
     let cycles = (settings.secs / (PHASE.as_secs_f64() * 12.0) as u64).max(2);
     let kill_cycles = cycles - (cycles / 4).max(1);
     let mut baseline = None;
     let mut cycle = 0;
-    while cycle < cycles || traffic.cards() < settings.min_cards {
+    while cycle < cycles || soak.traffic.cards() < settings.min_cards {
         for fault in FAULTS {
             if fault == Fault::Kill && cycle >= kill_cycles {
                 continue;
             }
             tokio::time::sleep(PHASE).await;
             if baseline.is_none() && cycle >= kill_cycles {
-                baseline = Some(proc.usage());
+                baseline = Some(soak.proc.usage());
             }
-            *ev.faults.entry(format!("{fault:?}")).or_default() += 1;
-            match fault {
-                Fault::UpstreamReset | Fault::UpstreamStall | Fault::Upstream500 => {
-                    let m = match fault {
-                        Fault::UpstreamReset => RESET,
-                        Fault::UpstreamStall => STALL,
-                        _ => ERROR_500,
-                    };
-                    mode.store(m, Ordering::Release);
-                    tokio::time::sleep(PHASE).await;
-                    mode.store(NORMAL, Ordering::Release);
-                }
-                Fault::RedisDown => {
-                    ev.haystack("redis (before a kill)", leaks::redis_dump(&redis.url()));
-                    redis.stop();
-                    let from = Instant::now();
-                    tokio::time::sleep(PHASE).await;
-                    ev.windows.push(Window::new("redis down", from));
-                    redis.start_again();
-                }
-                Fault::AuditUnwritable => {
-                    proc.limit_file_size(Some(0));
-                    let from = Instant::now();
-                    tokio::time::sleep(PHASE / 2).await;
-                    let ready = proc.ready().await;
-                    tokio::time::sleep(PHASE / 2).await;
-                    ev.windows.push(Window::new("audit unwritable", from));
-                    proc.limit_file_size(None);
-                    ev.readyz_in_audit_fault.push(ready);
-                }
-                Fault::Kill => {
-                    ev.haystack("metrics (before a kill)", proc.metrics().await.into_bytes());
-                    ev.outputs.push((proc.stdout.clone(), proc.stderr.clone()));
-                    ev.kills.push(Instant::now());
-                    proc.kill();
-                    let name = format!("payshim-{}", ev.outputs.len());
-                    proc = Proc::start(dir.path(), &name, &config).await;
-                    traffic.set_base(proc.base_url());
-                }
-            }
+            soak.inject(fault).await;
         }
         cycle += 1;
     }
     tokio::time::sleep(PHASE).await;
-    traffic.stop.store(true, Ordering::Release);
-    let mut shots = Vec::new();
+    soak.traffic.stop.store(true, Ordering::Release);
     for worker in workers {
-        shots.extend(worker.await.expect("worker"));
+        soak.ev.shots.extend(worker.await.expect("worker"));
     }
-    let baseline = baseline.expect("a baseline was taken");
-    ev.usage = Some((baseline, check::settle(&proc, baseline).await));
-    ev.haystack("metrics (at the end)", proc.metrics().await.into_bytes());
-    ev.haystack("redis (at the end)", leaks::redis_dump(&redis.url()));
-    ev.outputs.push((proc.stdout.clone(), proc.stderr.clone()));
-    proc.stop().await;
 
-    ev.shots = shots;
+    // Idle: back near the baseline? Then the last searches and a clean stop.
+    let baseline = baseline.expect("a baseline was taken");
+    let mut ev = soak.ev;
+    ev.usage = Some((baseline, check::settle(&soak.proc, baseline).await));
+    ev.haystack(
+        "metrics (at the end)",
+        soak.proc.metrics().await.into_bytes(),
+    );
+    ev.haystack("redis (at the end)", leaks::redis_dump(&soak.redis.url()));
+    ev.outputs
+        .push((soak.proc.stdout.clone(), soak.proc.stderr.clone()));
+    soak.proc.stop().await;
     ev.upstream = upstream.requests();
     ev.min_cards = settings.min_cards;
-    let figures = check::check(ev, &audit_path, dir.path(), AUDIT_KEY);
+    let figures = check::check(ev, &audit_path, soak.dir.path(), AUDIT_KEY);
     eprintln!(
         "soak: {:.0} s at log level {}; {figures}",
         started.elapsed().as_secs_f64(),

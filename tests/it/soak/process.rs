@@ -100,7 +100,7 @@ impl Proc {
     }
 
     /// SIGKILL, and waits for the process and its output copies to end.
-    pub fn kill(mut self) {
+    pub fn kill(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
         self.join_copiers();
