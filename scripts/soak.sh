@@ -3,6 +3,8 @@
 #
 #   scripts/soak.sh [SECONDS]      default 600
 #
+# Both runs send at full speed (PAYSHIM_SOAK_PACE_MS=0).
+#
 # 1. The soak (tests/it/soak/) for SECONDS at log level info: the release binary with Redis
 #    limits and a rotating audit log under mixed traffic, while upstream resets, stalls and
 #    500s, a Redis kill, an unwritable audit log and SIGKILLs of payshim are injected in
@@ -37,5 +39,7 @@ run() {
   grep '^soak:' "$log_dir/$name.log"
 }
 
-run soak PAYSHIM_SOAK_SECS="$secs" PAYSHIM_SOAK_LOG_LEVEL=info PAYSHIM_SOAK_MIN_CARDS=0
-run leak-at-scale PAYSHIM_SOAK_SECS=60 PAYSHIM_SOAK_LOG_LEVEL=trace PAYSHIM_SOAK_MIN_CARDS="$min_cards"
+run soak PAYSHIM_SOAK_SECS="$secs" PAYSHIM_SOAK_LOG_LEVEL=info PAYSHIM_SOAK_MIN_CARDS=0 \
+  PAYSHIM_SOAK_PACE_MS=0
+run leak-at-scale PAYSHIM_SOAK_SECS=60 PAYSHIM_SOAK_LOG_LEVEL=trace \
+  PAYSHIM_SOAK_MIN_CARDS="$min_cards" PAYSHIM_SOAK_PACE_MS=0

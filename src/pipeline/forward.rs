@@ -48,7 +48,8 @@ pub(crate) struct Completed {
 /// Writes `forwarded` durably, sends `out` upstream once and writes the result durably
 /// as its `completed` counterpart before the answer is returned, all independent of the
 /// storefront connection: a disconnect at any point after this starts cannot leave a
-/// durable `forwarded` record behind without the call it announces. `client_id` feeds the decline breaker (payments).
+/// durable `forwarded` record behind without the call it announces. `client_id` feeds
+/// the decline breaker (payments).
 pub(crate) async fn audited(
     fwd: &Arc<Forwarder>,
     out: Outgoing,
@@ -75,10 +76,10 @@ pub(crate) async fn audited(
             fwd.limiter.record_outcome(&client, declined);
         }
         // Durable before the answer goes out: a storefront told "2xx" must find the
-        // payment completed in the audit log even if payshim is killed right after.
-        // Written in the background, a SIGKILL lost the record of answered payments.
-        // If the log cannot take it, the API's answer still goes out (the charge
-        // happened) and the `forwarded` record lists the payment for reconciliation.
+        // payment completed in the audit log even if payshim is killed right after
+        // (written in the background, a SIGKILL could lose it). If the log cannot take
+        // it, the API's answer still goes out (the charge happened) and the
+        // `forwarded` record lists the payment for reconciliation.
         if let Err(e) = fwd.auditor.durable(done.record).await {
             tracing::error!(error = %e, "audit log unavailable: completed record lost, \
                  the request is listed by `payshim audit pending`");

@@ -66,6 +66,8 @@ pub struct Evidence {
     /// ((RSS, fds) at the baseline, (RSS, fds) once idle) of the last process.
     pub usage: Option<((u64, usize), (u64, usize))>,
     pub min_cards: u64,
+    /// payshim logged at trace level: its output must show it.
+    pub trace: bool,
 }
 
 impl Evidence {

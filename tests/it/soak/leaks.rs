@@ -9,6 +9,9 @@ use std::path::PathBuf;
 use super::check::Evidence;
 use crate::support::cards::{context, find_cvvs, find_pans};
 
+/// What a trace-level line of payshim's JSON log holds.
+const TRACE: &[u8] = br#""level":"TRACE""#;
+
 /// Every key of the Redis at `url` and its value, whatever its type, as text.
 pub fn redis_dump(url: &str) -> Vec<u8> {
     let client = redis::Client::open(url).expect("redis url");
@@ -134,23 +137,34 @@ pub fn search(
         files.push(out.clone());
         files.push(err.clone());
     }
+    let mut trace_lines = false;
     for file in &files {
-        search(
-            &file.display().to_string(),
-            &std::fs::read(file).expect("read haystack"),
-        );
+        let hay = std::fs::read(file).expect("read haystack");
+        trace_lines |= hay.windows(TRACE.len()).any(|w| w == TRACE);
+        search(&file.display().to_string(), &hay);
     }
+    let mut redis_keys = 0;
     for (name, hay) in &ev.haystacks {
+        if name.starts_with("redis") {
+            redis_keys += hay.iter().filter(|b| **b == b'\n').count();
+        }
         search(name, hay);
     }
     for (i, shot) in ev.shots.iter().enumerate() {
         search(&format!("response {i} ({:?})", shot.kind), &shot.seen);
     }
+    if redis_keys == 0 {
+        leaks.push("no Redis key was searched: is the dump empty?".into());
+    }
+    if ev.trace && !trace_lines {
+        leaks.push("no trace-level line in the output: is the log level in effect?".into());
+    }
     let _ = write!(
         figures,
         "{carried} requests with distinct card numbers ({} Luhn-valid, {} Luhn-invalid) and \
-         {} distinct CVVs searched in {} bytes ({} files, {} snapshots, {} responses); \
-         positive control: {} forwarded numbers found upstream; leaks {}",
+         {} distinct CVVs searched in {} bytes ({} files, {} snapshots with {redis_keys} \
+         Redis keys, {} responses); positive control: {} forwarded numbers found upstream; \
+         leaks {}",
         pans.len(),
         not_pans.len(),
         cvvs.len(),

@@ -10,7 +10,10 @@
 //!
 //! Environment: `PAYSHIM_SOAK_SECS` (default 60), `PAYSHIM_SOAK_LOG_LEVEL` (default
 //! `info`; `scripts/soak.sh` runs `trace`), `PAYSHIM_SOAK_MIN_CARDS` (default 0: cycles
-//! are added until that many requests carried a distinct card number).
+//! are added until that many requests carried a distinct card number),
+//! `PAYSHIM_SOAK_PACE_MS` (default 40: each worker's pause between requests, so that the
+//! suite's other tests, which run alongside in the same binary, keep some CPU; 0 for full
+//! speed).
 
 mod check;
 mod leaks;
@@ -70,6 +73,7 @@ struct Settings {
     secs: u64,
     log_level: String,
     min_cards: u64,
+    pace: Duration,
 }
 
 impl Settings {
@@ -80,6 +84,10 @@ impl Settings {
             log_level: var("PAYSHIM_SOAK_LOG_LEVEL").unwrap_or_else(|| "info".into()),
             min_cards: var("PAYSHIM_SOAK_MIN_CARDS")
                 .map_or(0, |v| v.parse().expect("PAYSHIM_SOAK_MIN_CARDS")),
+            pace: Duration::from_millis(
+                var("PAYSHIM_SOAK_PACE_MS")
+                    .map_or(40, |v| v.parse().expect("PAYSHIM_SOAK_PACE_MS")),
+            ),
         }
     }
 }
@@ -233,7 +241,7 @@ async fn soak_with_every_fault_injected() {
         &settings.log_level,
     );
     let proc = Proc::start(dir.path(), "payshim-0", &config).await;
-    let traffic = Traffic::new(proc.base_url());
+    let traffic = Traffic::new(proc.base_url(), settings.pace);
     let workers: Vec<_> = (0..WORKERS)
         .map(|w| {
             let version = [HttpVersion::Http1, HttpVersion::Http2][w % 2];
@@ -290,6 +298,7 @@ async fn soak_with_every_fault_injected() {
     soak.proc.stop().await;
     ev.upstream = upstream.requests();
     ev.min_cards = settings.min_cards;
+    ev.trace = settings.log_level == "trace";
     let figures = check::check(ev, &audit_path, soak.dir.path(), AUDIT_KEY);
     eprintln!(
         "soak: {:.0} s at log level {}; {figures}",

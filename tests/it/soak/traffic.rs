@@ -88,10 +88,12 @@ pub struct Traffic {
     cvv3: Vec<String>,
     cvv4: Vec<String>,
     year: String,
+    /// Each worker's pause between two requests.
+    pace: Duration,
 }
 
 impl Traffic {
-    pub fn new(base: String) -> Arc<Traffic> {
+    pub fn new(base: String, pace: Duration) -> Arc<Traffic> {
         Arc::new(Traffic {
             base: RwLock::new(base),
             stop: AtomicBool::new(false),
@@ -100,6 +102,7 @@ impl Traffic {
             cvv3: cvv_pool(3).collect(),
             cvv4: cvv_pool(4).collect(),
             year: future_year(3),
+            pace,
         })
     }
 
@@ -278,6 +281,9 @@ pub async fn worker(traffic: Arc<Traffic>, client: TestClient) -> Vec<Shot> {
             Err(_) => shot.seen = b"no answer within the guard".to_vec(),
         }
         shots.push(shot);
+        if !traffic.pace.is_zero() {
+            tokio::time::sleep(traffic.pace).await;
+        }
     }
     shots
 }
