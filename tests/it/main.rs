@@ -13,6 +13,7 @@ mod config_errors;
 mod connections;
 mod core_proxy;
 mod cors;
+mod early_refusals;
 mod limits_e2e;
 mod limits_redis;
 mod mtls;
