@@ -1,14 +1,17 @@
-//! The `payshim` command line: run, check-config, hash-key, audit verify.
+//! The `payshim` command line: run, check-config, hash-key, audit verify, audit pending.
 
 use std::collections::HashMap;
 use std::io::Read;
 use std::path::{Path, PathBuf};
+use std::process::ExitCode;
 
 use anyhow::Context;
-use clap::{Parser, Subcommand};
+use clap::{Args, Parser, Subcommand, ValueEnum};
 use sha2::{Digest, Sha256};
 
+use payshim::audit::{AuditToml, PendingReport, VerifyError, VerifyReport};
 use payshim::config::{self, Config};
+use secrecy::{ExposeSecret, SecretSlice};
 
 /// The documented dev default, built in so `payshim` runs on a fresh machine.
 const EMBEDDED_CONFIG: &str = include_str!("../config/payshim.toml");
@@ -49,11 +52,40 @@ enum Command {
 
 #[derive(Subcommand)]
 enum AuditCommand {
-    /// Verify the HMAC chain across FILES (oldest first).
-    Verify { files: Vec<PathBuf> },
+    /// Verify the HMAC chain across FILES (oldest first); exit 2 naming the first bad line.
+    Verify {
+        #[command(flatten)]
+        chain: ChainArgs,
+    },
+    /// List forwarded payments and transaction actions without their completed record
+    /// (to check against the API after a crash); verifies the chain too. Exit 0: none,
+    /// 3: some, 2: the chain does not verify (the list is still printed).
+    Pending {
+        #[command(flatten)]
+        chain: ChainArgs,
+        #[arg(long, value_enum, default_value_t = Format::Table)]
+        format: Format,
+    },
 }
 
-fn main() -> std::process::ExitCode {
+/// The chain to read and its key. Of the config, only the `[audit]` table is read.
+#[derive(Args)]
+struct ChainArgs {
+    /// File holding the audit key (a trailing newline is ignored). Default:
+    /// PAYSHIM__AUDIT__KEY, then audit.key of the config.
+    #[arg(long, value_name = "PATH")]
+    key_file: Option<PathBuf>,
+    /// Audit files, oldest first. None: the configured log and its rotations.
+    files: Vec<PathBuf>,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum Format {
+    Table,
+    Json,
+}
+
+fn main() -> ExitCode {
     payshim::redact::install_panic_hook();
     let cli = Cli::parse();
     let result = match cli.command {
@@ -61,14 +93,17 @@ fn main() -> std::process::ExitCode {
         Some(Command::CheckConfig) => check_config(cli.config.as_deref()),
         Some(Command::HashKey) => hash_key(),
         Some(Command::Audit {
-            command: AuditCommand::Verify { files },
-        }) => audit_verify(cli.config.as_deref(), &files),
+            command: AuditCommand::Verify { chain },
+        }) => audit_verify(cli.config.as_deref(), &chain),
+        Some(Command::Audit {
+            command: AuditCommand::Pending { chain, format },
+        }) => audit_pending(cli.config.as_deref(), &chain, format),
     };
     match result {
         Ok(code) => code,
         Err(e) => {
             eprintln!("payshim: {e:#}");
-            std::process::ExitCode::FAILURE
+            ExitCode::FAILURE
         }
     }
 }
@@ -85,7 +120,7 @@ fn load_config(path: Option<&Path>) -> anyhow::Result<Config> {
     Ok(config)
 }
 
-fn run(path: Option<&Path>) -> anyhow::Result<std::process::ExitCode> {
+fn run(path: Option<&Path>) -> anyhow::Result<ExitCode> {
     disable_core_dumps();
     let config = load_config(path)?;
     // Declared before the runtime, so dropped after it: the runtime's last lines are in
@@ -104,7 +139,7 @@ fn run(path: Option<&Path>) -> anyhow::Result<std::process::ExitCode> {
             format!("binding {} / {}", config.server.listen, config.admin.listen)
         })?;
         payshim::run(config, listeners, shutdown_signal()).await?;
-        Ok(std::process::ExitCode::SUCCESS)
+        Ok(ExitCode::SUCCESS)
     })
 }
 
@@ -136,14 +171,14 @@ fn disable_core_dumps() {
     }
 }
 
-fn check_config(path: Option<&Path>) -> anyhow::Result<std::process::ExitCode> {
+fn check_config(path: Option<&Path>) -> anyhow::Result<ExitCode> {
     let config = load_config(path)?;
     print!("{config}");
     eprintln!("config OK");
-    Ok(std::process::ExitCode::SUCCESS)
+    Ok(ExitCode::SUCCESS)
 }
 
-fn hash_key() -> anyhow::Result<std::process::ExitCode> {
+fn hash_key() -> anyhow::Result<ExitCode> {
     let mut input = String::new();
     std::io::stdin()
         .read_to_string(&mut input)
@@ -155,36 +190,118 @@ fn hash_key() -> anyhow::Result<std::process::ExitCode> {
         "key too short: use at least 16 random characters"
     );
     println!("{}", hex::encode(Sha256::digest(key.as_bytes())));
-    Ok(std::process::ExitCode::SUCCESS)
+    Ok(ExitCode::SUCCESS)
 }
 
-/// Verifies the chain; the key comes from the config (`audit.key`, usually through
-/// `PAYSHIM__AUDIT__KEY`). With no FILES, verifies the configured log and its rotations.
-fn audit_verify(path: Option<&Path>, files: &[PathBuf]) -> anyhow::Result<std::process::ExitCode> {
-    use secrecy::ExposeSecret;
-    let config = load_config(path)?;
-    let files = if files.is_empty() {
-        payshim::audit::chain_files(&config.audit.path)
-            .with_context(|| format!("listing {}", config.audit.path.display()))?
-    } else {
-        files.to_vec()
+/// The files of the chain (FILES, else the configured log and its rotations) and its key,
+/// from `--key-file`, `PAYSHIM__AUDIT__KEY` or the config's `[audit]` table: an auditor
+/// needs nothing else of the shop's config.
+fn audit_chain(
+    config: Option<&Path>,
+    chain: &ChainArgs,
+) -> anyhow::Result<(Vec<PathBuf>, SecretSlice<u8>)> {
+    let env: HashMap<String, String> = std::env::vars().collect();
+    let toml = match config {
+        Some(p) => AuditToml::File(p),
+        None if Path::new(DEFAULT_CONFIG).exists() => AuditToml::File(Path::new(DEFAULT_CONFIG)),
+        None => AuditToml::Text(EMBEDDED_CONFIG),
     };
-    match payshim::audit::verify_files(&files, config.audit.key.expose_secret()) {
+    let audit = payshim::audit::load_offline(toml, chain.key_file.as_deref(), &env)?;
+    let files = if chain.files.is_empty() {
+        payshim::audit::chain_files(&audit.path)
+            .with_context(|| format!("listing {}", audit.path.display()))?
+    } else {
+        chain.files.clone()
+    };
+    Ok((files, audit.key))
+}
+
+fn audit_verify(config: Option<&Path>, chain: &ChainArgs) -> anyhow::Result<ExitCode> {
+    let (files, key) = audit_chain(config, chain)?;
+    match payshim::audit::verify_files(&files, key.expose_secret()) {
         Ok(report) => {
             println!(
                 "OK: {} records in {} file(s), chain intact",
                 report.records, report.files
             );
             if report.torn_tail {
-                println!(
-                    "note: the last file ends with an incomplete line (a crash mid-write); every complete line verifies"
-                );
+                println!("{TORN_TAIL_NOTE}");
             }
-            Ok(std::process::ExitCode::SUCCESS)
+            Ok(ExitCode::SUCCESS)
         }
         Err(e) => {
             eprintln!("FAILED: {e}");
-            Ok(std::process::ExitCode::from(2))
+            Ok(ExitCode::from(2))
         }
     }
+}
+
+const TORN_TAIL_NOTE: &str = "note: the last file ends with an incomplete line (a crash mid-write); every complete line verifies";
+
+/// Verifies the chain, then lists what is pending from the same files. A chain that
+/// does not verify still gets its list (the shop needs it most then), flagged and with
+/// exit 2: a removed or forged `completed` record cannot be ruled out.
+fn audit_pending(
+    config: Option<&Path>,
+    chain: &ChainArgs,
+    format: Format,
+) -> anyhow::Result<ExitCode> {
+    let (files, key) = audit_chain(config, chain)?;
+    let verified = payshim::audit::verify_files(&files, key.expose_secret());
+    if let Err(e) = &verified {
+        eprintln!("FAILED: {e}");
+        eprintln!("the chain does not verify: the list below cannot be trusted");
+    }
+    let report = match payshim::audit::pending_in(&files) {
+        Ok(report) => report,
+        Err(e) => {
+            eprintln!("FAILED: {e}");
+            return Ok(ExitCode::from(2));
+        }
+    };
+    match format {
+        Format::Table => print_pending_table(&report, files.len(), verified.as_ref().ok()),
+        Format::Json => print_pending_json(&report, files.len(), verified.as_ref().err()),
+    }
+    Ok(match (verified, report.pending.is_empty()) {
+        (Err(_), _) => ExitCode::from(2),
+        (Ok(_), true) => ExitCode::SUCCESS,
+        (Ok(_), false) => ExitCode::from(3),
+    })
+}
+
+fn print_pending_table(report: &PendingReport, files: usize, verified: Option<&VerifyReport>) {
+    let checked = if verified.is_some() {
+        ", chain intact"
+    } else {
+        ""
+    };
+    if report.pending.is_empty() {
+        let lead = if verified.is_some() { "OK: no" } else { "No" };
+        println!(
+            "{lead} forwarded record without its completed record ({} records in {files} file(s){checked})",
+            report.records
+        );
+    } else {
+        print!("{}", payshim::audit::pending_table(&report.pending));
+        println!(
+            "{} forwarded without a completed record ({} records in {files} file(s){checked}): check them against the API",
+            report.pending.len(),
+            report.records
+        );
+    }
+    if verified.is_some_and(|v| v.torn_tail) {
+        println!("{TORN_TAIL_NOTE}");
+    }
+}
+
+fn print_pending_json(report: &PendingReport, files: usize, error: Option<&VerifyError>) {
+    let out = serde_json::json!({
+        "verified": error.is_none(),
+        "verify_error": error.map(ToString::to_string),
+        "records": report.records,
+        "files": files,
+        "pending": report.pending,
+    });
+    println!("{out:#}");
 }

@@ -50,6 +50,8 @@
 //! predecessors.
 
 mod file;
+mod key;
+mod pending;
 mod queue;
 mod record;
 mod rotate;
@@ -68,6 +70,8 @@ use std::sync::atomic::Ordering;
 use tokio::sync::{mpsc, oneshot, watch};
 use tracing::error;
 
+pub use key::{AuditToml, OfflineAudit, load_offline};
+pub use pending::{MaskedCard, Pending, PendingError, PendingReport, pending_in, pending_table};
 pub use record::{AuditEvent, AuditRecord, CardSummary, GENESIS_PREV, hex32};
 pub use verify::{VerifyError, VerifyReport, verify_files};
 

@@ -5,6 +5,12 @@
 //! obtains a token from `{upstream.url}/oauth/access_token` itself and refreshes it at 80%
 //! of its lifetime. Every fetch goes through one single-flight lock, so any number of
 //! concurrent requests cause at most one token call per refresh.
+//!
+//! A request that finds no valid token does not fail at once while a fetch is under way
+//! (at start-up the first one is still in flight when `/healthz` already answers): it
+//! waits for that fetch's outcome, which `upstream.connect_timeout` and `upstream.timeout`
+//! bound, and only then gets 503. With no fetch in flight after a failed one, it gets 503
+//! at once, so a token endpoint that is down costs requests no extra wait.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -13,10 +19,9 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use http::{HeaderValue, Method};
 use secrecy::{ExposeSecret, SecretString};
-use tokio::sync::{Mutex, RwLock};
+use tokio::sync::{Mutex, MutexGuard, RwLock};
 
 use crate::config::UpstreamAuth;
-use crate::error::ApiError;
 use crate::upstream::Upstream;
 
 /// Where the upstream `Authorization` value comes from.
@@ -40,6 +45,9 @@ pub struct Managed {
     current: RwLock<Option<Current>>,
     /// Single flight: only the holder talks to the token endpoint.
     fetching: Mutex<()>,
+    /// Set once the first fetch has finished (either way): until then a request without
+    /// a token waits for it, or makes it if the refresher has not started yet.
+    attempted: AtomicBool,
     /// Set while fetches fail, so a failure streak is logged once.
     failing: AtomicBool,
     /// Wakes the refresher early when the token was dropped (rejected upstream).
@@ -80,6 +88,7 @@ impl UpstreamToken {
                     upstream,
                     current: RwLock::new(None),
                     fetching: Mutex::new(()),
+                    attempted: AtomicBool::new(false),
                     failing: AtomicBool::new(false),
                     wake: Arc::new(tokio::sync::Notify::new()),
                 });
@@ -90,14 +99,13 @@ impl UpstreamToken {
         UpstreamToken { source }
     }
 
-    /// The `Authorization` header value for the next upstream call.
-    pub async fn bearer(&self) -> Result<HeaderValue, ApiError> {
+    /// The `Authorization` header value for the next upstream call. Without a valid
+    /// token it waits for a fetch in flight (see the module doc) before giving up with
+    /// `None`.
+    pub async fn bearer(&self) -> Option<HeaderValue> {
         match &self.source {
-            Source::Static(v) | Source::Sandbox(v) => Ok(v.clone()),
-            Source::Managed(m) => m
-                .valid()
-                .await
-                .ok_or(ApiError::NotReady("no upstream token")),
+            Source::Static(v) | Source::Sandbox(v) => Some(v.clone()),
+            Source::Managed(m) => m.valid_or_in_flight().await,
         }
     }
 
@@ -134,10 +142,34 @@ impl Managed {
             .map(|c| c.value.clone())
     }
 
+    /// The valid token, else the outcome of the fetch in flight (or of the first one,
+    /// made here if no fetch has been tried yet). Never starts a retry after a failure:
+    /// that stays the refresher's, on its backoff.
+    async fn valid_or_in_flight(&self) -> Option<HeaderValue> {
+        if let Some(v) = self.valid().await {
+            return Some(v);
+        }
+        // Taking the single-flight lock waits out the fetch that holds it.
+        let flight = self.fetching.lock().await;
+        if self.attempted.load(Ordering::Acquire) {
+            return self.valid().await;
+        }
+        self.refresh_locked(flight, None).await
+    }
+
     /// Fetches a new token unless another task already replaced `stale` (or, with no
     /// `stale`, unless the current one is not yet due). Returns the token to use.
     async fn refresh(&self, stale: Option<&HeaderValue>) -> Option<HeaderValue> {
-        let _flight = self.fetching.lock().await;
+        let flight = self.fetching.lock().await;
+        self.refresh_locked(flight, stale).await
+    }
+
+    /// `refresh` once the single-flight lock is held; keeps it until the fetch is done.
+    async fn refresh_locked(
+        &self,
+        _flight: MutexGuard<'_, ()>,
+        stale: Option<&HeaderValue>,
+    ) -> Option<HeaderValue> {
         if let Some(c) = self.current.read().await.as_ref() {
             let replaced = stale.is_some_and(|s| *s != c.value);
             let fresh = stale.is_none() && Instant::now() < c.refresh_at;
@@ -145,7 +177,9 @@ impl Managed {
                 return Some(c.value.clone());
             }
         }
-        match self.fetch().await {
+        let fetched = self.fetch().await;
+        self.attempted.store(true, Ordering::Release);
+        match fetched {
             Ok(next) => {
                 if self.failing.swap(false, Ordering::Relaxed) {
                     tracing::info!("upstream token endpoint recovered");

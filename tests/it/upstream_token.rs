@@ -13,7 +13,7 @@ use crate::support;
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -54,6 +54,8 @@ struct Api {
     first_rejection: Mutex<Option<Instant>>,
     /// When each token call arrived.
     token_times: Mutex<Vec<Instant>>,
+    /// How long the token endpoint takes to answer, in ms (a slow identity service).
+    token_delay_ms: AtomicU64,
 }
 
 impl Api {
@@ -67,6 +69,7 @@ impl Api {
             batch_rejections: AtomicBool::new(false),
             first_rejection: Mutex::new(None),
             token_times: Mutex::new(Vec::new()),
+            token_delay_ms: AtomicU64::new(0),
         })
     }
 
@@ -77,24 +80,33 @@ impl Api {
 
     fn answer(&self, req: &Recorded) -> Reply {
         if req.path == TOKEN_PATH {
-            self.token_times.lock().unwrap().push(Instant::now());
-            if self.down.load(Ordering::SeqCst) {
-                return Reply::json(
-                    503,
-                    json!({"errors":[{"status":503,"title":"Service Unavailable"}]}),
-                );
-            }
-            let n = self.issued.fetch_add(1, Ordering::SeqCst) + 1;
+            let delay = Duration::from_millis(self.token_delay_ms.load(Ordering::SeqCst));
+            return self.answer_token().delayed(delay);
+        }
+        self.answer_payment(req)
+    }
+
+    fn answer_token(&self) -> Reply {
+        self.token_times.lock().unwrap().push(Instant::now());
+        if self.down.load(Ordering::SeqCst) {
             return Reply::json(
-                200,
-                json!({
-                    "access_token": format!("upstream-token-{n}"),
-                    "token_type": "Bearer",
-                    "expires_in": self.expires_in,
-                    "identifier": "client_credentials",
-                }),
+                503,
+                json!({"errors":[{"status":503,"title":"Service Unavailable"}]}),
             );
         }
+        let n = self.issued.fetch_add(1, Ordering::SeqCst) + 1;
+        Reply::json(
+            200,
+            json!({
+                "access_token": format!("upstream-token-{n}"),
+                "token_type": "Bearer",
+                "expires_in": self.expires_in,
+                "identifier": "client_credentials",
+            }),
+        )
+    }
+
+    fn answer_payment(&self, req: &Recorded) -> Reply {
         let auth = req.header("authorization").unwrap_or_default();
         let token = auth.strip_prefix("Bearer ").unwrap_or_default();
         if self.reject_all.load(Ordering::SeqCst)
@@ -330,6 +342,55 @@ async fn one_token_call_for_many_requests_and_one_refresh_at_80_percent() {
         lifetime_calls as f64 <= elapsed / 1.6 + 1.5,
         "{lifetime_calls} token calls in {elapsed:.1} s"
     );
+    payshim.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn payments_at_start_up_wait_for_the_first_token() {
+    // The token endpoint takes 1.5 s: payments sent as soon as /healthz answers arrive
+    // while the first fetch is in flight, and must wait for it rather than get 503.
+    let world = World::new(3600).await;
+    world.api.token_delay_ms.store(1500, Ordering::SeqCst);
+    let payshim = Payshim::start(&world.config()).await;
+    let (status, body) = admin_get(payshim.admin, "/readyz").await;
+    assert_eq!(status, 503, "ready before the first token: {body}");
+    assert!(body.contains("no upstream token"), "{body}");
+
+    let statuses = pay_concurrently(&payshim, 6).await;
+    assert_eq!(
+        statuses,
+        vec![201; 6],
+        "payments sent during the first fetch"
+    );
+    assert_eq!(
+        world.token_calls(),
+        1,
+        "the waiting payments shared one fetch"
+    );
+    assert_eq!(world.payment_tokens(), vec![bearer(1); 6]);
+    wait_readyz(&payshim, 200, Duration::from_secs(5)).await;
+    payshim.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn payments_at_start_up_get_503_once_a_slow_first_fetch_fails() {
+    // Waiting is bounded by the fetch: when it fails, the waiting payments get 503.
+    let world = World::new(3600).await;
+    world.api.token_delay_ms.store(500, Ordering::SeqCst);
+    world.api.down.store(true, Ordering::SeqCst);
+    let payshim = Payshim::start(&world.config()).await;
+    let started = Instant::now();
+    let statuses = pay_concurrently(&payshim, 6).await;
+    assert_eq!(statuses, vec![503; 6]);
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "payments waited {:?} for a token",
+        started.elapsed()
+    );
+    assert!(world.token_calls() >= 1, "no token call");
+    assert!(world.payment_tokens().is_empty(), "a payment went out");
+    let (status, _) = admin_get(payshim.admin, "/readyz").await;
+    assert_eq!(status, 503);
     payshim.stop().await;
 }
 
