@@ -14,8 +14,10 @@ if [ ! -f "$snapshot/SNAPSHOT" ] || [ ! -d "$snapshot/crates" ]; then
 fi
 head -n 1 "$snapshot/SNAPSHOT"
 
-cargo audit --version >/dev/null 2>&1 || cargo install --locked cargo-audit
-cargo deny --version >/dev/null 2>&1 || cargo install --locked cargo-deny
+# Pinned: the layout built for cargo-deny below is the one this version reads.
+cargo audit --version >/dev/null 2>&1 || cargo install --locked cargo-audit@0.22.2
+cargo deny --version 2>/dev/null | grep -q '^cargo-deny 0\.20\.' ||
+  cargo install --locked cargo-deny@0.20.2
 
 # --stale: a snapshot is old by nature; cargo-deny below enforces the age limit.
 cargo audit --db "$snapshot" --no-fetch --stale
