@@ -13,6 +13,8 @@ mod config_errors;
 mod connections;
 mod core_proxy;
 mod cors;
+mod h2_abuse;
+mod h2_abuse_bench;
 mod limits_e2e;
 mod limits_redis;
 mod mtls;

@@ -1,0 +1,152 @@
+//! The HTTP/2 abuse benchmark (ignored; `bench/h2-abuse.sh` runs it): for each attack of
+//! `support::h2abuse`, payshim's CPU, resident memory and a normal client's p99 with and
+//! without the attack, one table row per attack.
+//!
+//! Per attack: a window of `H2_ABUSE_WINDOW` seconds (default 5) with only the normal client
+//! (`H2_ABUSE_CLIENTS` concurrent payments, default 4, on one HTTP/2 connection), then the
+//! same window while one attacker connection at a time runs the attack (a new one when
+//! payshim ends the last). payshim is `PAYSHIM_BENCH_BIN` if set (a release build), else the
+//! test build. Loopback only; every loop is bounded by the window and a frame budget.
+
+use crate::support;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use support::abuse_scene::{Scene, keep_paying, vm_hwm_kib};
+use support::cards::BIN;
+use support::h2abuse::Attack;
+use support::h2raw::FloodEnd;
+use support::load::percentile;
+
+/// Frames per attacker connection.
+const MAX_FRAMES: u64 = 2_000_000;
+
+/// One window's figures.
+struct Figures {
+    payments: usize,
+    failures: usize,
+    p50: Duration,
+    p99: Duration,
+    /// payshim's CPU time over wall time (1.0 = one core busy).
+    cpu: f64,
+    rss_kib: u64,
+    /// Attacker connections opened, and how many payshim ended (GOAWAY or close).
+    connections: u32,
+    ended: u32,
+}
+
+fn env_num(name: &str, default: u64) -> u64 {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+/// The normal client for `window`, with `attack` looping beside it when given.
+async fn window(scene: &Arc<Scene>, attack: Option<Attack>, window: Duration) -> Figures {
+    let clients = env_num("H2_ABUSE_CLIENTS", 4) as usize;
+    let stop = Arc::new(AtomicBool::new(false));
+    let cpu_before = scene.cpu_time();
+    let started = Instant::now();
+    let paying = tokio::spawn(keep_paying(
+        scene.clone(),
+        clients,
+        usize::MAX,
+        stop.clone(),
+    ));
+    let (mut connections, mut ended) = (0, 0);
+    if let Some(attack) = attack {
+        while started.elapsed() < window {
+            let target = scene.target(MAX_FRAMES, window.saturating_sub(started.elapsed()));
+            let Ok((_conn, outcome)) = attack.run(&target).await else {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+                continue;
+            };
+            connections += 1;
+            if matches!(outcome.end, FloodEnd::Ended { .. }) {
+                ended += 1;
+            }
+            if matches!(outcome.end, FloodEnd::Exhausted { .. }) {
+                // Nothing more to send: hold the connection (and what it holds) open.
+                tokio::time::sleep(window.saturating_sub(started.elapsed())).await;
+            }
+        }
+    } else {
+        tokio::time::sleep(window).await;
+    }
+    stop.store(true, Ordering::SeqCst);
+    let rss_kib = scene.rss_kib();
+    let (mut latencies, failures) = paying.await.expect("normal client");
+    let wall = started.elapsed();
+    let cpu = (scene.cpu_time() - cpu_before).as_secs_f64() / wall.as_secs_f64();
+    Figures {
+        payments: latencies.len(),
+        failures: failures.len(),
+        p50: percentile(&mut latencies, 50),
+        p99: percentile(&mut latencies, 99),
+        cpu,
+        rss_kib,
+        connections,
+        ended,
+    }
+}
+
+fn ms(d: Duration) -> String {
+    format!("{:.2}", d.as_secs_f64() * 1000.0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "benchmark: bench/h2-abuse.sh"]
+async fn h2_abuse_figures() {
+    let secs = env_num("H2_ABUSE_WINDOW", 5);
+    let span = Duration::from_secs(secs);
+    let bin =
+        std::env::var_os("PAYSHIM_BENCH_BIN").map_or_else(|| PathBuf::from(BIN), PathBuf::from);
+    let only = std::env::var("H2_ABUSE_ONLY").unwrap_or_default();
+    // payshim's defaults, but for a shorter idle limit so floods without requests are cut
+    // within a window.
+    let server: &[(&str, &str)] = &[
+        ("header_read_timeout", "\"2s\""),
+        ("idle_timeout", "\"3s\""),
+    ];
+    let scene = Arc::new(Scene::start(&bin, server).await);
+    scene.pay_n(200).await;
+    println!("payshim: {}; window {secs}s per row", bin.display());
+    println!(
+        "| attack | payments base/att | failures | p50 base/att ms | p99 base/att ms | p99 ratio \
+         | CPU base/att | VmRSS base/att MiB | VmHWM MiB | attacker conns (ended) |"
+    );
+    println!("|---|---|---|---|---|---|---|---|---|---|");
+    for attack in Attack::ALL {
+        if !only.is_empty() && !only.split(',').any(|n| n == attack.name()) {
+            continue;
+        }
+        let base = window(&scene, None, span).await;
+        let att = window(&scene, Some(attack), span).await;
+        // Lets anything the attack left behind end before the next baseline.
+        tokio::time::sleep(Duration::from_secs(4)).await;
+        println!(
+            "| {} | {}/{} | {}/{} | {}/{} | {}/{} | {:.2} | {:.0}%/{:.0}% | {:.1}/{:.1} | {:.1} | {} ({}) |",
+            attack.name(),
+            base.payments,
+            att.payments,
+            base.failures,
+            att.failures,
+            ms(base.p50),
+            ms(att.p50),
+            ms(base.p99),
+            ms(att.p99),
+            att.p99.as_secs_f64() / base.p99.as_secs_f64().max(1e-9),
+            base.cpu * 100.0,
+            att.cpu * 100.0,
+            base.rss_kib as f64 / 1024.0,
+            att.rss_kib as f64 / 1024.0,
+            vm_hwm_kib(scene.binary.pid()) as f64 / 1024.0,
+            att.connections,
+            att.ended,
+        );
+    }
+}
