@@ -39,6 +39,11 @@ pub trait Handler: Send + Sync + 'static {
     ) -> impl Future<Output = Response<ProxyBody>> + Send;
 }
 
+/// Streams an HTTP/2 peer may reset before they are served, per connection.
+const H2_MAX_PENDING_RESETS: usize = 20;
+/// Streams payshim may reset for a peer's errors, per connection.
+const H2_MAX_ERROR_RESETS: usize = 1024;
+
 /// Protocol builders, made once and shared by every connection.
 struct Protocols {
     h1: Builder<TokioExecutor>,
@@ -57,10 +62,22 @@ impl Protocols {
             .writev(false)
             .max_buf_size(settings.max_header_size.max(8192));
         let mut h2 = Builder::new(TokioExecutor::new()).http2_only();
+        // HTTP/2 abuse from one connection (tests/it/h2_abuse.rs, bench/h2-abuse.sh): the
+        // header list cap also caps a header block's CONTINUATION frames (GOAWAY past it)
+        // and its decoded size (an HPACK bomb); SETTINGS and PING floods get one answer per
+        // frame, written before the next frame is read, and the watchdog closes a
+        // connection that carries no request.
         h2.http2()
             .timer(TokioTimer::new())
             .max_concurrent_streams(settings.max_h2_streams)
             .max_header_list_size(settings.max_header_size as u32)
+            // Rapid reset (CVE-2023-44487): GOAWAY once this many streams are reset by
+            // the peer before payshim has served them. h2's default, set here so that a
+            // change of defaults cannot remove it.
+            .max_pending_accept_reset_streams(H2_MAX_PENDING_RESETS)
+            // Streams payshim has to reset for the peer's errors (refused beyond the
+            // stream cap, malformed): GOAWAY past this many per connection.
+            .max_local_error_reset_streams(H2_MAX_ERROR_RESETS)
             .keep_alive_interval(Some(settings.idle_timeout))
             .keep_alive_timeout(Duration::from_secs(20));
         Protocols { h1, h2 }

@@ -5,7 +5,7 @@
 //! Per attack: a window of `H2_ABUSE_WINDOW` seconds (default 5) with only the normal client
 //! (`H2_ABUSE_CLIENTS` concurrent payments, default 4, on one HTTP/2 connection), then the
 //! same window while one attacker connection at a time runs the attack (a new one when
-//! payshim ends the last). payshim is `PAYSHIM_BENCH_BIN` if set (a release build), else the
+//! payshim ends the last) from another process at the lowest CPU priority. payshim is `PAYSHIM_BENCH_BIN` if set (a release build), else the
 //! test build. Loopback only; every loop is bounded by the window and a frame budget.
 
 use crate::support;
@@ -15,14 +15,21 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use support::abuse_scene::{Scene, keep_paying, vm_hwm_kib};
+use support::abuse_scene::{ATTACKER_IP, Scene, keep_paying, vm_hwm_kib};
 use support::cards::BIN;
-use support::h2abuse::Attack;
+use support::h2abuse::{Attack, Target};
 use support::h2raw::FloodEnd;
 use support::load::percentile;
 
-/// Frames per attacker connection.
-const MAX_FRAMES: u64 = 2_000_000;
+/// Frames per attacker connection: a flood goes on until payshim ends it (or 2 million
+/// frames), a closed window asks for 1,000 streams (ten times the stream cap) and then
+/// holds on to what it got.
+fn frames_per_connection(attack: Attack) -> u64 {
+    match attack {
+        Attack::ClosedWindow => 1_000,
+        _ => 2_000_000,
+    }
+}
 
 /// One window's figures.
 struct Figures {
@@ -57,29 +64,22 @@ async fn window(scene: &Arc<Scene>, attack: Option<Attack>, window: Duration) ->
         usize::MAX,
         stop.clone(),
     ));
-    let (mut connections, mut ended) = (0, 0);
-    if let Some(attack) = attack {
-        while started.elapsed() < window {
-            let target = scene.target(MAX_FRAMES, window.saturating_sub(started.elapsed()));
-            let Ok((_conn, outcome)) = attack.run(&target).await else {
-                tokio::time::sleep(Duration::from_millis(10)).await;
-                continue;
-            };
-            connections += 1;
-            if matches!(outcome.end, FloodEnd::Ended { .. }) {
-                ended += 1;
-            }
-            if matches!(outcome.end, FloodEnd::Exhausted { .. }) {
-                // Nothing more to send: hold the connection (and what it holds) open.
-                tokio::time::sleep(window.saturating_sub(started.elapsed())).await;
-            }
+    let (connections, ended) = match attack {
+        Some(attack) => attacker_process(scene, attack, window).await,
+        None => {
+            tokio::time::sleep(window).await;
+            (0, 0)
         }
-    } else {
-        tokio::time::sleep(window).await;
-    }
+    };
     stop.store(true, Ordering::SeqCst);
     let rss_kib = scene.rss_kib();
     let (mut latencies, failures) = paying.await.expect("normal client");
+    if let Some(first) = failures.first() {
+        println!(
+            "failures: {} normal payments failed, first: {first}",
+            failures.len()
+        );
+    }
     let wall = started.elapsed();
     let cpu = (scene.cpu_time() - cpu_before).as_secs_f64() / wall.as_secs_f64();
     Figures {
@@ -92,6 +92,99 @@ async fn window(scene: &Arc<Scene>, attack: Option<Attack>, window: Duration) ->
         connections,
         ended,
     }
+}
+
+/// Pins payshim to the core `H2_ABUSE_PAYSHIM_CPU` when set (the script runs the test
+/// process on another core, and the child inherits that).
+fn pin(pid: u32) {
+    let Ok(cpu) = std::env::var("H2_ABUSE_PAYSHIM_CPU") else {
+        return;
+    };
+    let status = std::process::Command::new("taskset")
+        .args(["-a", "-pc", &cpu, &pid.to_string()])
+        .stdout(std::process::Stdio::null())
+        .status()
+        .expect("run taskset");
+    assert!(status.success(), "taskset -a -pc {cpu} {pid}: {status}");
+}
+
+/// Runs `attack` for `window` in another process (this test binary, test
+/// `attacker`) at the lowest CPU priority: it shares the normal client's core, and takes
+/// only what the normal client leaves. Returns (connections, ended by payshim).
+async fn attacker_process(scene: &Scene, attack: Attack, window: Duration) -> (u32, u32) {
+    let exe = std::env::current_exe().expect("test binary path");
+    let out = tokio::process::Command::new("nice")
+        .args(["-n", "19"])
+        .arg(exe)
+        .args([
+            "h2_abuse_bench::attacker",
+            "--exact",
+            "--ignored",
+            "--nocapture",
+        ])
+        .env("H2_ABUSE_ATTACK", attack.name())
+        .env("H2_ABUSE_ADDR", scene.binary.public.to_string())
+        .env("H2_ABUSE_CA_PEM", &scene.world.pki.ca_pem)
+        .env("H2_ABUSE_SECS", window.as_secs_f64().to_string())
+        .kill_on_drop(true)
+        .output()
+        .await
+        .expect("run the attacker process");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let counts = text
+        .lines()
+        .find_map(|l| Some(l.split_once("attacker connections/ended: ")?.1))
+        .and_then(|rest| rest.split_once('/'))
+        .and_then(|(c, e)| Some((c.trim().parse().ok()?, e.trim().parse().ok()?)));
+    counts.unwrap_or_else(|| {
+        panic!(
+            "attacker process: {}\n{text}\n{}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        )
+    })
+}
+
+/// The attacker side of `attacker_process`: one connection at a time (a new one when
+/// payshim ends the last, or the last held until the window ends when it has sent all its
+/// frames) for `H2_ABUSE_SECS`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "run by h2_abuse_figures"]
+async fn attacker() {
+    let var = |name: &str| std::env::var(name).unwrap_or_else(|_| panic!("{name} not set"));
+    let name = var("H2_ABUSE_ATTACK");
+    let attack = Attack::ALL
+        .into_iter()
+        .find(|a| a.name() == name)
+        .unwrap_or_else(|| panic!("unknown attack {name}"));
+    let window = Duration::from_secs_f64(var("H2_ABUSE_SECS").parse().expect("seconds"));
+    let started = Instant::now();
+    let (mut connections, mut ended) = (0u32, 0u32);
+    while started.elapsed() < window {
+        let target = Target {
+            addr: var("H2_ABUSE_ADDR").parse().expect("address"),
+            ca_pem: var("H2_ABUSE_CA_PEM"),
+            local: Some(ATTACKER_IP),
+            max_frames: frames_per_connection(attack),
+            guard: window.saturating_sub(started.elapsed()),
+            stall: Duration::from_secs(5),
+            read: true,
+        };
+        let Ok((_conn, outcome)) = attack.run(&target).await else {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+            continue;
+        };
+        connections += 1;
+        match outcome.end {
+            FloodEnd::Ended { .. } => ended += 1,
+            // Nothing more to send: hold the connection (and what it holds) open.
+            FloodEnd::Exhausted { .. } => {
+                tokio::time::sleep(window.saturating_sub(started.elapsed())).await;
+            }
+            FloodEnd::Stalled { .. } | FloodEnd::TimedOut { .. } => {}
+        }
+    }
+    println!("attacker connections/ended: {connections}/{ended}");
 }
 
 fn ms(d: Duration) -> String {
@@ -113,6 +206,7 @@ async fn h2_abuse_figures() {
         ("idle_timeout", "\"3s\""),
     ];
     let scene = Arc::new(Scene::start(&bin, server).await);
+    pin(scene.binary.pid());
     scene.pay_n(200).await;
     println!("payshim: {}; window {secs}s per row", bin.display());
     println!(
