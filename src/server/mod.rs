@@ -6,6 +6,7 @@
 //! a cap on concurrent HTTP/2 streams. The protocol is chosen by ALPN, so no connection
 //! sits in protocol detection without a timer.
 
+mod fair;
 mod watch;
 
 use std::collections::HashMap;
@@ -27,6 +28,7 @@ use crate::body::{Guarded, ProxyBody};
 use crate::config::ServerConfig;
 use crate::conn::ConnInfo;
 use crate::metrics::ConnMetrics;
+use fair::Fair;
 use watch::{IdleLimits, Watchdog};
 
 /// What the public listener serves: a request in, its answer out, never an error (the
@@ -43,6 +45,9 @@ pub trait Handler: Send + Sync + 'static {
 const H2_MAX_PENDING_RESETS: usize = 20;
 /// Streams payshim may reset for a peer's errors, per connection.
 const H2_MAX_ERROR_RESETS: usize = 1024;
+/// Bytes an HTTP/2 connection task reads before it lets other tasks run (see `fair`): one
+/// frame of the default maximum size.
+const H2_READ_QUANTUM: usize = 16 * 1024;
 
 /// Protocol builders, made once and shared by every connection.
 struct Protocols {
@@ -65,7 +70,8 @@ impl Protocols {
         // HTTP/2 abuse from one connection (tests/it/h2_abuse.rs, bench/h2-abuse.sh): the
         // header list cap also caps a header block's CONTINUATION frames (GOAWAY past it)
         // and its decoded size (an HPACK bomb); SETTINGS and PING floods get one answer per
-        // frame, written before the next frame is read, and the watchdog closes a
+        // frame, written before the next frame is read, the connection's task gives way
+        // to others after every H2_READ_QUANTUM bytes (`fair`), and the watchdog closes a
         // connection that carries no request.
         h2.http2()
             .timer(TokioTimer::new())
@@ -185,7 +191,8 @@ async fn serve_connection<H: Handler>(
         }
     });
     let builder = if h2 { &protocols.h2 } else { &protocols.h1 };
-    let conn = builder.serve_connection(TokioIo::new(tls), svc);
+    let io = Fair::new(tls, h2.then_some(H2_READ_QUANTUM));
+    let conn = builder.serve_connection(TokioIo::new(io), svc);
     tokio::pin!(conn);
     let mut closing = false;
     // An HTTP/2 peer that does not answer the GOAWAY/PING exchange of a graceful close is

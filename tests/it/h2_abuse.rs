@@ -5,7 +5,7 @@
 //! Each test asserts bounds that hold however loaded the machine is: the attacker's
 //! connection ends (GOAWAY or close) or its work is throttled (its writes stall, or the
 //! streams it gets served stay under the stream cap), payshim's resident memory grows by
-//! less than `RSS_BOUND`, and every normal payment during and after the attack succeeds.
+//! less than `RSS_BOUND_KIB`, and every normal payment during and after the attack succeeds.
 //! No timing is asserted; the speed figures (CPU, p99) come from the benchmark
 //! (`h2_abuse_bench`, run by `bench/h2-abuse.sh`).
 
@@ -21,8 +21,9 @@ use support::cards::BIN;
 use support::h2abuse::{ATTACK_ORDER, Attack, Outcome};
 use support::h2raw::{Attacker, FloodEnd, HEADERS, RST_STREAM, SETTINGS, Seen};
 
-/// How much payshim's resident memory may grow during one attack: generous, far below
-/// what an unbounded buffer would reach (hundreds of MiB within the frame budgets below).
+/// How much payshim's resident memory may grow during one attack: generous (the attacks
+/// as payshim stops them grow it by 0-8 MiB), so allocator noise cannot fail a test, yet
+/// far below what a buffer growing with the attack would reach.
 const RSS_BOUND_KIB: u64 = 64 * 1024;
 /// No attack connection lives longer than this.
 const GUARD: Duration = Duration::from_secs(60);

@@ -5,8 +5,9 @@
 //! Per attack: a window of `H2_ABUSE_WINDOW` seconds (default 5) with only the normal client
 //! (`H2_ABUSE_CLIENTS` concurrent payments, default 4, on one HTTP/2 connection), then the
 //! same window while one attacker connection at a time runs the attack (a new one when
-//! payshim ends the last) from another process at the lowest CPU priority. payshim is `PAYSHIM_BENCH_BIN` if set (a release build), else the
-//! test build. Loopback only; every loop is bounded by the window and a frame budget.
+//! payshim ends the last) from another process at the lowest CPU priority;
+//! `H2_ABUSE_ROUNDS` times (default 1). payshim is `PAYSHIM_BENCH_BIN` if set, else the
+//! test build's. Loopback only; every loop is bounded by the window and a frame budget.
 
 use crate::support;
 
@@ -151,8 +152,11 @@ async fn attacker_process(scene: &Scene, attack: Attack, window: Duration) -> (u
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "run by h2_abuse_figures"]
 async fn attacker() {
+    let Ok(name) = std::env::var("H2_ABUSE_ATTACK") else {
+        // Run by hand (`--ignored`) rather than by h2_abuse_figures: nothing to attack.
+        return;
+    };
     let var = |name: &str| std::env::var(name).unwrap_or_else(|_| panic!("{name} not set"));
-    let name = var("H2_ABUSE_ATTACK");
     let attack = Attack::ALL
         .into_iter()
         .find(|a| a.name() == name)
@@ -208,39 +212,88 @@ async fn h2_abuse_figures() {
     let scene = Arc::new(Scene::start(&bin, server).await);
     pin(scene.binary.pid());
     scene.pay_n(200).await;
-    println!("payshim: {}; window {secs}s per row", bin.display());
+    let rounds = env_num("H2_ABUSE_ROUNDS", 1).max(1);
+    println!(
+        "payshim: {}; window {secs}s; {rounds} round(s), attacks in reverse order every \
+         other round",
+        bin.display()
+    );
     println!(
         "| attack | payments base/att | failures | p50 base/att ms | p99 base/att ms | p99 ratio \
          | CPU base/att | VmRSS base/att MiB | VmHWM MiB | attacker conns (ended) |"
     );
     println!("|---|---|---|---|---|---|---|---|---|---|");
-    for attack in Attack::ALL {
-        if !only.is_empty() && !only.split(',').any(|n| n == attack.name()) {
-            continue;
+    let mut attacks: Vec<Attack> = Attack::ALL
+        .into_iter()
+        .filter(|a| only.is_empty() || only.split(',').any(|n| n == a.name()))
+        .collect();
+    let mut ratios: Vec<(Attack, f64)> = Vec::new();
+    for round in 0..rounds {
+        for &attack in &attacks {
+            let base = window(&scene, None, span).await;
+            let att = window(&scene, Some(attack), span).await;
+            // Lets anything the attack left behind end before the next baseline.
+            tokio::time::sleep(Duration::from_secs(4)).await;
+            let ratio = att.p99.as_secs_f64() / base.p99.as_secs_f64().max(1e-9);
+            ratios.push((attack, ratio));
+            print_row(
+                attack,
+                round,
+                &base,
+                &att,
+                ratio,
+                vm_hwm_kib(scene.binary.pid()),
+            );
         }
-        let base = window(&scene, None, span).await;
-        let att = window(&scene, Some(attack), span).await;
-        // Lets anything the attack left behind end before the next baseline.
-        tokio::time::sleep(Duration::from_secs(4)).await;
-        println!(
-            "| {} | {}/{} | {}/{} | {}/{} | {}/{} | {:.2} | {:.0}%/{:.0}% | {:.1}/{:.1} | {:.1} | {} ({}) |",
-            attack.name(),
-            base.payments,
-            att.payments,
-            base.failures,
-            att.failures,
-            ms(base.p50),
-            ms(att.p50),
-            ms(base.p99),
-            ms(att.p99),
-            att.p99.as_secs_f64() / base.p99.as_secs_f64().max(1e-9),
-            base.cpu * 100.0,
-            att.cpu * 100.0,
-            base.rss_kib as f64 / 1024.0,
-            att.rss_kib as f64 / 1024.0,
-            vm_hwm_kib(scene.binary.pid()) as f64 / 1024.0,
-            att.connections,
-            att.ended,
-        );
+        attacks.reverse();
+    }
+    if rounds > 1 {
+        print_medians(&attacks, &ratios);
+    }
+}
+
+/// One table row: one attack's windows without and with it.
+fn print_row(attack: Attack, round: u64, base: &Figures, att: &Figures, ratio: f64, hwm: u64) {
+    println!(
+        "| {}{} | {}/{} | {}/{} | {}/{} | {}/{} | {:.2} | {:.0}%/{:.0}% | {:.1}/{:.1} | {:.1} | {} ({}) |",
+        attack.name(),
+        if round > 0 {
+            format!(" #{}", round + 1)
+        } else {
+            String::new()
+        },
+        base.payments,
+        att.payments,
+        base.failures,
+        att.failures,
+        ms(base.p50),
+        ms(att.p50),
+        ms(base.p99),
+        ms(att.p99),
+        ratio,
+        base.cpu * 100.0,
+        att.cpu * 100.0,
+        base.rss_kib as f64 / 1024.0,
+        att.rss_kib as f64 / 1024.0,
+        hwm as f64 / 1024.0,
+        att.connections,
+        att.ended,
+    );
+}
+
+/// Per attack, the median and the highest p99 ratio over the rounds.
+fn print_medians(attacks: &[Attack], ratios: &[(Attack, f64)]) {
+    println!("| attack | p99 ratio, median of rounds | highest |");
+    println!("|---|---|---|");
+    for &attack in attacks {
+        let mut mine: Vec<f64> = ratios
+            .iter()
+            .filter(|(a, _)| *a == attack)
+            .map(|(_, r)| *r)
+            .collect();
+        mine.sort_by(f64::total_cmp);
+        let median = mine[mine.len() / 2];
+        let highest = mine[mine.len() - 1];
+        println!("| {} | {median:.2} | {highest:.2} |", attack.name());
     }
 }
