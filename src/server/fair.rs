@@ -3,9 +3,9 @@
 //! An HTTP/2 connection task reads and handles frames until its socket runs dry or tokio's
 //! cooperative budget runs out (128 socket reads of 4 KiB or more each in rustls: half a MiB
 //! of frames or more). A peer flooding cheap frames that each need an answer (SETTINGS, PING) keeps the
-//! socket full, so its task held a worker for tens of milliseconds per turn while every
-//! other connection's requests waited: the normal client's p99 went up four times from one
-//! such connection (bench/h2-abuse.sh), with payshim's CPU far from busy. [`Fair`] makes
+//! socket full, so its task held a worker for up to that much per turn while every other
+//! connection's requests waited: the normal client's p99 went up 2.3-4x from one such
+//! connection (bench/h2-abuse.sh, bench/README.md), with payshim's CPU far from busy. [`Fair`] makes
 //! the task give way after every `quantum` bytes read, so a turn costs at most a quantum's
 //! worth of frames, and a normal request (a few hundred bytes) never gives way.
 
