@@ -2,9 +2,10 @@
 //!
 //! Connection-level protection lives here: a cap on open connections (excess ones wait in
 //! the kernel backlog), a deadline for the TLS handshake, the idle watchdog (`watch`: slow
-//! or silent request heads, idle keep-alive and HTTP/2 connections), a header size cap and
-//! a cap on concurrent HTTP/2 streams. The protocol is chosen by ALPN, so no connection
-//! sits in protocol detection without a timer.
+//! or silent request heads, idle keep-alive and HTTP/2 connections), a header size cap, a
+//! cap on concurrent HTTP/2 streams, HTTP/2 reset limits and a fair share of the worker for
+//! each HTTP/2 connection (`fair`). The protocol is chosen by ALPN, so no connection sits
+//! in protocol detection without a timer.
 
 mod fair;
 mod watch;
