@@ -15,6 +15,8 @@ mod connections;
 mod core_proxy;
 mod cors;
 mod early_refusals;
+mod h2_abuse;
+mod h2_abuse_bench;
 mod limits_e2e;
 mod limits_redis;
 mod mtls;
