@@ -2,6 +2,8 @@
 
 mod batch;
 mod json;
+#[cfg(test)]
+mod tests;
 
 use std::fmt;
 

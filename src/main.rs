@@ -267,7 +267,13 @@ fn audit_pending(
         eprintln!("FAILED: {e}");
         eprintln!("the chain does not verify: the list below cannot be trusted");
     }
-    let report = payshim::audit::pending_in(&files)?;
+    let report = match payshim::audit::pending_in(&files) {
+        Ok(report) => report,
+        Err(e) => {
+            eprintln!("FAILED: {e}");
+            return Ok(ExitCode::from(2));
+        }
+    };
     match format {
         Format::Table => print_pending_table(&report, files.len(), verified.as_ref().ok()),
         Format::Json => print_pending_json(&report, files.len(), verified.as_ref().err()),
@@ -286,8 +292,9 @@ fn print_pending_table(report: &PendingReport, files: usize, verified: Option<&V
         ""
     };
     if report.pending.is_empty() {
+        let lead = if verified.is_some() { "OK: no" } else { "No" };
         println!(
-            "OK: no forwarded record without its completed record ({} records in {files} file(s){checked})",
+            "{lead} forwarded record without its completed record ({} records in {files} file(s){checked})",
             report.records
         );
     } else {

@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use tracing::warn;
 
 use super::record::{ChainHead, check_line};
-use super::rotate::rotated_files;
+use super::rotate::{parent_dir, rotated_files};
 use crate::keyed::KeyedHash;
 
 /// Longest last line recovery reads back before giving up on the file.
@@ -120,13 +120,6 @@ fn last_rotated_line(path: &Path) -> io::Result<Option<(PathBuf, Vec<u8>)>> {
         }
     }
     Ok(None)
-}
-
-pub(super) fn parent_dir(path: &Path) -> &Path {
-    match path.parent() {
-        Some(dir) if !dir.as_os_str().is_empty() => dir,
-        _ => Path::new("."),
-    }
 }
 
 /// Makes directory entries (a new file, a rename) durable.

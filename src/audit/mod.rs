@@ -49,12 +49,14 @@
 //! ever written, so keep every rotated file that is to be verified with its
 //! predecessors.
 
+mod error;
 mod file;
 mod key;
 mod pending;
 mod queue;
 mod record;
 mod rotate;
+mod settings;
 mod verify;
 mod writer;
 
@@ -70,41 +72,15 @@ use std::sync::atomic::Ordering;
 use tokio::sync::{mpsc, oneshot, watch};
 use tracing::error;
 
+pub use self::error::AuditError;
 pub use key::{AuditToml, OfflineAudit, load_offline};
 pub use pending::{MaskedCard, Pending, PendingError, PendingReport, pending_in, pending_table};
 pub use record::{AuditEvent, AuditRecord, CardSummary, GENESIS_PREV, hex32};
+pub use settings::AuditSettings;
 pub use verify::{VerifyError, VerifyReport, verify_files};
 
 use queue::{CHANNEL_CAPACITY, Msg, Reply, Shared};
 use writer::Writer;
-
-/// Where and how the log is written.
-#[derive(Debug)]
-pub struct AuditSettings {
-    /// The current file, e.g. `var/audit/payshim.jsonl`; its directory is created if missing.
-    pub path: PathBuf,
-    /// HMAC key of the chain (and of card fingerprints).
-    pub key: secrecy::SecretSlice<u8>,
-    /// Rotation size. A record is never split: a file only goes past this size
-    /// when a single record is larger.
-    pub max_file_bytes: u64,
-}
-
-impl AuditSettings {
-    /// 64 MiB.
-    pub const DEFAULT_MAX_FILE_BYTES: u64 = 64 * 1024 * 1024;
-}
-
-/// Why a record was not made durable.
-#[derive(thiserror::Error, Debug, Clone, Copy, PartialEq, Eq)]
-pub enum AuditError {
-    /// The log could not be written or synced (the writer logged the cause).
-    #[error("audit log unavailable: the record could not be written to disk")]
-    Unavailable,
-    /// The writer has stopped (after [`AuditLog::shutdown`]).
-    #[error("audit log closed")]
-    Closed,
-}
 
 /// Why [`AuditLog::submit`] did not queue a record.
 #[derive(Debug)]

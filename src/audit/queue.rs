@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64};
 use tokio::sync::oneshot;
 use tracing::error;
 
-use super::AuditError;
+use super::error::AuditError;
 use super::record::AuditRecord;
 
 /// Capacity of the queue in front of the writer; also the largest group.

@@ -7,8 +7,6 @@ use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
 
-use super::file::parent_dir;
-
 /// Renames the file at `path` to the next `<path>.<N>` and returns that name. The caller
 /// opens the new file, whose directory sync makes the rename durable too.
 pub(super) fn rename_aside(path: &Path) -> io::Result<PathBuf> {
@@ -52,4 +50,14 @@ pub(super) fn rotated_files(path: &Path) -> io::Result<Vec<(u64, PathBuf)>> {
     }
     found.sort_unstable();
     Ok(found)
+}
+
+/// The directory holding `path`: `.` for a bare file name, whose `parent()` is empty. Lives
+/// here, below `file.rs`, because the listing of rotated files needs it as much as opening
+/// the file does.
+pub(super) fn parent_dir(path: &Path) -> &Path {
+    match path.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => dir,
+        _ => Path::new("."),
+    }
 }

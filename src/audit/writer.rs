@@ -18,11 +18,12 @@ use secrecy::ExposeSecret;
 use tokio::sync::{mpsc, watch};
 use tracing::{debug, error, info, warn};
 
+use super::error::AuditError;
 use super::file::{self, WriteFailure};
 use super::queue::{CHANNEL_CAPACITY, Msg, Reply, Shared};
 use super::record::{AuditRecord, ChainHead, encode_line};
 use super::rotate;
-use super::{AuditError, AuditSettings};
+use super::settings::AuditSettings;
 use crate::keyed::KeyedHash;
 
 /// While unhealthy and idle, the writer tries to reopen the file this often.

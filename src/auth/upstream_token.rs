@@ -22,7 +22,6 @@ use secrecy::{ExposeSecret, SecretString};
 use tokio::sync::{Mutex, MutexGuard, RwLock};
 
 use crate::config::UpstreamAuth;
-use crate::error::ApiError;
 use crate::upstream::Upstream;
 
 /// Where the upstream `Authorization` value comes from.
@@ -101,14 +100,12 @@ impl UpstreamToken {
     }
 
     /// The `Authorization` header value for the next upstream call. Without a valid
-    /// token it waits for a fetch in flight (see the module doc) before giving up.
-    pub async fn bearer(&self) -> Result<HeaderValue, ApiError> {
+    /// token it waits for a fetch in flight (see the module doc) before giving up with
+    /// `None`.
+    pub async fn bearer(&self) -> Option<HeaderValue> {
         match &self.source {
-            Source::Static(v) | Source::Sandbox(v) => Ok(v.clone()),
-            Source::Managed(m) => m
-                .valid_or_in_flight()
-                .await
-                .ok_or(ApiError::NotReady("no upstream token")),
+            Source::Static(v) | Source::Sandbox(v) => Some(v.clone()),
+            Source::Managed(m) => m.valid_or_in_flight().await,
         }
     }
 

@@ -2,17 +2,10 @@
 
 use std::time::Duration;
 
-use super::parse::{duration, parse_quota, positive, size};
+use super::parse::{duration, positive, size};
+use super::quota::{Quota, parse_quota};
 use super::raw::RawLimits;
 use super::{ConfigError, Result};
-
-/// A GCRA quota: `count` requests per `period`, with `burst` allowed at once.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Quota {
-    pub count: u32,
-    pub period: Duration,
-    pub burst: u32,
-}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum OnStoreError {

@@ -9,8 +9,9 @@
 //! One file per stage or section: `load.rs` reads the file and the environment, `raw.rs` holds
 //! the serde structs, `validated.rs` the whole validated [`Config`] and its conversion, which
 //! delegates to one file per section (`server.rs`, `upstream.rs`, `auth.rs`, `clients.rs`,
-//! `limits.rs`, `audit.rs`, `log.rs`); `parse.rs` holds the value parsers they share and
-//! `print.rs` the masked printer of `check-config`.
+//! `limits.rs`, `audit.rs`, `log.rs`); `parse.rs` holds the value parsers they share,
+//! `quota.rs` the rate quota and its parser, and `print.rs` the masked printer of
+//! `check-config`.
 
 mod audit;
 mod auth;
@@ -20,6 +21,7 @@ mod load;
 mod log;
 mod parse;
 mod print;
+mod quota;
 mod raw;
 mod server;
 mod upstream;
@@ -28,10 +30,11 @@ mod validated;
 pub use self::audit::AuditConfig;
 pub use self::auth::AuthConfig;
 pub use self::clients::ClientConfig;
-pub use self::limits::{LimitsConfig, OnStoreError, Quota};
+pub use self::limits::{LimitsConfig, OnStoreError};
 pub use self::load::{from_toml, load};
 pub use self::log::{LogConfig, LogFormat};
-pub use self::parse::{parse_quota, parse_size};
+pub use self::parse::parse_size;
+pub use self::quota::{Quota, parse_quota};
 pub use self::server::{AdminConfig, ServerConfig, TlsSource};
 pub use self::upstream::{UpstreamAuth, UpstreamConfig, UpstreamTarget};
 pub use self::validated::{Config, PaymentsConfig};

@@ -1,11 +1,10 @@
-//! Value parsers shared by the sections: addresses, durations, sizes, quotas. Each failure
-//! names the key and shows the expected form.
+//! Value parsers shared by the sections: addresses, durations, sizes. Each failure names the
+//! key and shows the expected form. Quotas have their own file, `quota.rs`.
 
 use std::net::SocketAddr;
 use std::path::Path;
 use std::time::Duration;
 
-use super::limits::Quota;
 use super::{ConfigError, Result};
 
 pub(super) fn socket_addr(key: &str, value: Option<&str>, default: &str) -> Result<SocketAddr> {
@@ -77,39 +76,6 @@ pub fn parse_size(s: &str) -> Option<u64> {
     n.checked_mul(mult).filter(|&b| b > 0)
 }
 
-/// Parses "50/s", "5/10min", "5/h", "100/min burst 20".
-pub fn parse_quota(s: &str) -> std::result::Result<Quota, String> {
-    let bad = || {
-        format!(
-            "{s:?} is not a quota; expected e.g. \"50/s\", \"5/10min\", \"5/h burst 10\" or \"off\""
-        )
-    };
-    let (rate, burst) = match s.split_once("burst") {
-        Some((rate, burst)) => (rate.trim(), Some(burst.trim())),
-        None => (s.trim(), None),
-    };
-    let (count, period) = rate.split_once('/').ok_or_else(bad)?;
-    let count: u32 = count.trim().parse().map_err(|_| bad())?;
-    let period = period.trim();
-    let period = if period.starts_with(|c: char| c.is_ascii_digit()) {
-        humantime::parse_duration(period).map_err(|_| bad())?
-    } else {
-        humantime::parse_duration(&format!("1{period}")).map_err(|_| bad())?
-    };
-    let burst = match burst {
-        Some(b) => b.parse().map_err(|_| bad())?,
-        None => count,
-    };
-    if count == 0 || burst == 0 || period.is_zero() {
-        return Err(bad());
-    }
-    Ok(Quota {
-        count,
-        period,
-        burst,
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -126,27 +92,6 @@ mod tests {
             ("", None),
         ] {
             assert_eq!(parse_size(input), want, "{input}");
-        }
-    }
-
-    #[test]
-    fn quotas() {
-        let q = parse_quota("5/10min").unwrap();
-        assert_eq!(
-            (q.count, q.period, q.burst),
-            (5, Duration::from_secs(600), 5)
-        );
-        let q = parse_quota("50/s burst 100").unwrap();
-        assert_eq!(
-            (q.count, q.period, q.burst),
-            (50, Duration::from_secs(1), 100)
-        );
-        assert_eq!(
-            parse_quota("5/h").unwrap().period,
-            Duration::from_secs(3600)
-        );
-        for bad in ["5", "x/s", "0/s", "5/parsec", "5/s burst x"] {
-            assert!(parse_quota(bad).is_err(), "{bad}");
         }
     }
 }

@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use super::Scope;
+use super::scope::Scope;
 
 /// Why a limit check refused a request. Carries no key: card fingerprints and client ids
 /// stay out of error texts.

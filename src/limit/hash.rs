@@ -17,6 +17,13 @@ pub(super) fn card_key(fingerprint: &[u8; 32]) -> u128 {
     u128::from_le_bytes(fingerprint[..16].try_into().expect("16 bytes"))
 }
 
+/// A stand-in fingerprint for tests: uniform bytes, like the HMAC outputs of production.
+#[cfg(test)]
+pub(super) fn fp(i: u32) -> [u8; 32] {
+    use sha2::Digest;
+    sha2::Sha256::digest(i.to_le_bytes()).into()
+}
+
 /// [`BuildHasher`] for fingerprint keys (`[u8; 32]` or [`card_key`]); see the module doc.
 #[derive(Debug, Clone, Copy, Default)]
 pub(super) struct FingerprintHash;

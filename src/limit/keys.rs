@@ -3,7 +3,7 @@
 use std::fmt;
 use std::net::{IpAddr, Ipv6Addr};
 
-use super::Scope;
+use super::scope::Scope;
 
 /// `payshim:rl:<scope>:<key>`: one namespace per scope, so two kinds never share a counter.
 pub(super) fn redis_key<D: fmt::Display + ?Sized>(scope: Scope, key: &D) -> String {

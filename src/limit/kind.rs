@@ -7,12 +7,12 @@ use std::net::IpAddr;
 use crate::config::Quota;
 
 use super::breaker::Breaker;
-use super::error::exceeded;
+use super::error::{LimitError, exceeded};
 use super::hash::FingerprintHash;
 use super::local::{CardAttempts, KeyedQuota};
-use super::prune::Prunable;
+use super::prunable::{LocalMaps, Prunable};
 use super::redis::RedisStore;
-use super::{LimitError, Scope};
+use super::scope::Scope;
 
 /// One quota kind: its quota and, in local mode or as the fallback of shared mode, its
 /// local state.
@@ -39,9 +39,8 @@ pub(super) struct Inner {
     pub(super) redis: Option<RedisStore>,
 }
 
-impl Inner {
-    /// Every local map, for the prune task (always in the same order).
-    pub(super) fn local_maps(&self) -> Vec<&dyn Prunable> {
+impl LocalMaps for Inner {
+    fn local_maps(&self) -> Vec<&dyn Prunable> {
         fn local<K: Hash + Eq + Clone, S: BuildHasher + Default + Clone>(
             kind: &Option<Kind<K, S>>,
         ) -> Option<&dyn Prunable>

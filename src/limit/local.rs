@@ -30,10 +30,11 @@ use governor::clock::{Clock, DefaultClock};
 use governor::middleware::NoOpMiddleware;
 use smallvec::SmallVec;
 
-use super::Scope;
+use super::emission::emission_interval;
 use super::hash::{FingerprintHash, card_key};
 use super::log_every::LogEvery;
-use super::prune::Prunable;
+use super::prunable::Prunable;
+use super::scope::Scope;
 use crate::config::Quota;
 
 /// The governor quota for `q`: one cell every `period / count`, `burst` at once.
@@ -41,11 +42,6 @@ pub(super) fn governor_quota(q: &Quota) -> governor::Quota {
     governor::Quota::with_period(emission_interval(q))
         .expect("emission interval is at least 1ns")
         .allow_burst(NonZeroU32::new(q.burst).unwrap_or(NonZeroU32::MIN))
-}
-
-/// `period / count`, never zero.
-pub(super) fn emission_interval(q: &Quota) -> Duration {
-    (q.period / q.count.max(1)).max(Duration::from_nanos(1))
 }
 
 /// governor's keyed limiter on its default clock, with hasher `S` for its map.
@@ -332,7 +328,7 @@ fn prune_map(map: &mut AttemptMap, now: u64, period: u64) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::limit::tests::fp;
+    use crate::limit::hash::fp;
 
     fn q(count: u32, period: Duration, burst: u32) -> Quota {
         Quota {

@@ -21,12 +21,14 @@
 //! 2^64 addresses, escaping the quota and filling the map.
 
 mod breaker;
+mod emission;
 mod error;
 mod hash;
 mod keys;
 mod kind;
 mod local;
 mod log_every;
+mod prunable;
 mod prune;
 mod redis;
 mod scope;
@@ -317,6 +319,7 @@ impl Limiter {
 
 #[cfg(test)]
 mod tests {
+    use super::hash::fp;
     use super::*;
     use std::time::{Duration, Instant};
 
@@ -346,12 +349,6 @@ mod tests {
             redis_timeout: Duration::from_millis(250),
             on_store_error: OnStoreError::Deny,
         }
-    }
-
-    /// A stand-in fingerprint: uniform bytes, like the HMAC outputs of production.
-    pub(super) fn fp(i: u32) -> [u8; 32] {
-        use sha2::Digest;
-        sha2::Sha256::digest(i.to_le_bytes()).into()
     }
 
     /// One check of `scope` for the key numbered `n` (same attempt value for cards).

@@ -13,7 +13,7 @@
 use std::sync::Weak;
 use std::time::{Duration, Instant};
 
-use super::kind::Inner;
+use super::prunable::{LocalMaps, Prunable};
 
 /// How often the sizes are looked at (a few shard locks per map).
 const TICK: Duration = Duration::from_millis(20);
@@ -29,14 +29,6 @@ const AT_LEAST_EVERY: Duration = Duration::from_secs(2);
 /// on every walk would free and regrow a busy replica's tables over and over. Between
 /// shrinks, `max_keys` still bounds every map.
 const SHRINK_EVERY: Duration = Duration::from_secs(60);
-
-/// One map of local limit state.
-pub(super) trait Prunable {
-    /// Keys held now.
-    fn len(&self) -> usize;
-    /// Drops idle keys; with `shrink`, returns freed memory too.
-    fn prune(&self, shrink: bool);
-}
 
 /// When one map was last walked and how big it may grow before the next walk.
 #[derive(Debug, Clone, Copy)]
@@ -77,7 +69,7 @@ impl Schedule {
 /// On a runtime task rather than the blocking pool: the walks are short, and a blocking
 /// thread sharing a core with the workers can be preempted while it holds one of the maps'
 /// locks, stalling every request that needs that shard (seen as p99 spikes).
-pub(super) async fn prune_loop(inner: Weak<Inner>) {
+pub(super) async fn prune_loop<M: LocalMaps>(inner: Weak<M>) {
     let mut tick = tokio::time::interval(TICK);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     tick.tick().await;

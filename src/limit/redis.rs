@@ -33,6 +33,8 @@ use ::redis::{Client, Script};
 
 use crate::config::Quota;
 
+use super::emission::emission_interval;
+
 /// The checks of one request, in order, atomically; stops at the first refusal. One script
 /// for every kind, so a payment's order, card-attempts and card checks cost one round trip.
 ///
@@ -200,7 +202,7 @@ impl RedisStore {
         for check in checks {
             match check {
                 Check::Gcra { key, quota } => {
-                    let t = micros(super::local::emission_interval(quota)).max(1);
+                    let t = micros(emission_interval(quota)).max(1);
                     let tau = t.saturating_mul(u64::from(quota.burst.saturating_sub(1)));
                     inv.key(key).arg("gcra").arg(t).arg(tau);
                 }

@@ -1,18 +1,16 @@
 //! [`PaymentRequest`]: a payment body after validation, and the values it is made of.
 //!
-//! The steps that lead here and away from here have their own files: the strict JSON tree
-//! (`json.rs`), the field checks (`validate.rs`, `field_error.rs`, `calendar.rs`) and the
-//! canonical body sent upstream (`upstream_body.rs`). See README.md, Architecture.
+//! The steps that lead here and away from here have their own files, which add their
+//! methods to these types: the strict JSON tree (`json.rs`), the field checks
+//! ([`PaymentRequest::parse`] in `validate.rs`, with `field_error.rs` and `calendar.rs`) and
+//! the canonical body sent upstream ([`PaymentRequest::to_upstream_body`] in
+//! `upstream_body.rs`). This file imports neither, so the types sit below both. See
+//! README.md, Architecture.
 
 use std::fmt;
 
-use zeroize::Zeroizing;
-
-use super::calendar::YearMonth;
 use super::card::CardNumber;
 use super::cvv::Cvv;
-use super::field_error::FieldError;
-use super::{upstream_body, validate};
 use crate::keyed::KeyedHash;
 
 /// The payment operation requested from the gateway.
@@ -112,22 +110,6 @@ pub struct PaymentRequest {
 }
 
 impl PaymentRequest {
-    /// Parses and validates a payment body, collecting one error per bad field (see README.md,
-    /// Architecture). `today` decides expiry, so tests can pin it.
-    pub fn parse(
-        body: &[u8],
-        allowed_gateways: &[String],
-        today: YearMonth,
-    ) -> Result<PaymentRequest, Vec<FieldError>> {
-        validate::parse(body, allowed_gateways, today)
-    }
-
-    /// The canonical body sent upstream: fixed field order, month as two digits, year as four.
-    /// Zeroizing because it holds the PAN and CVV.
-    pub fn to_upstream_body(&self) -> Zeroizing<Vec<u8>> {
-        upstream_body::upstream_body(self)
-    }
-
     /// The card, for the raw-card form.
     pub fn card(&self) -> Option<&CardPayment> {
         match &self.data {

@@ -10,35 +10,38 @@ use zeroize::Zeroizing;
 
 use super::request::{PaymentData, PaymentRequest};
 
-/// The canonical body of `request`. Zeroizing because it holds the PAN and CVV.
-pub(super) fn upstream_body(request: &PaymentRequest) -> Zeroizing<Vec<u8>> {
-    let gateway = request.gateway.as_str();
-    let method = request.method.as_str();
-    match &request.data {
-        PaymentData::Card(card) => {
-            let data = UpstreamCard {
-                gateway,
-                method,
-                first_name: &card.first_name,
-                last_name: &card.last_name,
-                number: card.number.expose(),
-                month: format!("{:02}", card.month),
-                year: format!("{:04}", card.year),
-                verification_value: card.cvv.expose(),
-            };
-            let len = data_len(&data);
-            write_json(&Envelope { data }, len)
-        }
-        PaymentData::Token { payment } => {
-            let data = UpstreamToken {
-                gateway,
-                method,
-                payment,
-            };
-            write_json(
-                &Envelope { data },
-                gateway.len() + method.len() + payment.len(),
-            )
+impl PaymentRequest {
+    /// The canonical body sent upstream: fixed field order, month as two digits, year as four.
+    /// Zeroizing because it holds the PAN and CVV.
+    pub fn to_upstream_body(&self) -> Zeroizing<Vec<u8>> {
+        let gateway = self.gateway.as_str();
+        let method = self.method.as_str();
+        match &self.data {
+            PaymentData::Card(card) => {
+                let data = UpstreamCard {
+                    gateway,
+                    method,
+                    first_name: &card.first_name,
+                    last_name: &card.last_name,
+                    number: card.number.expose(),
+                    month: format!("{:02}", card.month),
+                    year: format!("{:04}", card.year),
+                    verification_value: card.cvv.expose(),
+                };
+                let len = data_len(&data);
+                write_json(&Envelope { data }, len)
+            }
+            PaymentData::Token { payment } => {
+                let data = UpstreamToken {
+                    gateway,
+                    method,
+                    payment,
+                };
+                write_json(
+                    &Envelope { data },
+                    gateway.len() + method.len() + payment.len(),
+                )
+            }
         }
     }
 }

@@ -37,24 +37,27 @@ const KNOWN_FIELDS: [&str; 9] = [
     "payment",
 ];
 
-/// Parses and validates a payment body; see [`PaymentRequest::parse`].
-pub(super) fn parse(
-    body: &[u8],
-    allowed_gateways: &[String],
-    today: YearMonth,
-) -> Result<PaymentRequest, Vec<FieldError>> {
-    let root: Json = serde_json::from_slice(body).map_err(|e| vec![malformed(&e)])?;
-    let mut errors = Vec::new();
-    let Some(fields) = take_data(root, &mut errors) else {
-        return Err(errors);
-    };
-    DataParser {
-        fields,
-        allowed_gateways,
-        today,
-        errors,
+impl PaymentRequest {
+    /// Parses and validates a payment body, collecting one error per bad field (see README.md,
+    /// Architecture). `today` decides expiry, so tests can pin it.
+    pub fn parse(
+        body: &[u8],
+        allowed_gateways: &[String],
+        today: YearMonth,
+    ) -> Result<PaymentRequest, Vec<FieldError>> {
+        let root: Json = serde_json::from_slice(body).map_err(|e| vec![malformed(&e)])?;
+        let mut errors = Vec::new();
+        let Some(fields) = take_data(root, &mut errors) else {
+            return Err(errors);
+        };
+        DataParser {
+            fields,
+            allowed_gateways,
+            today,
+            errors,
+        }
+        .run()
     }
-    .run()
 }
 
 /// Checks the envelope `{"data":{...}}` and returns the members of `data` when it is usable.

@@ -29,7 +29,9 @@ pub(crate) struct Called {
 impl Caller {
     /// One upstream call (two only after a 401, see the module doc).
     pub(crate) async fn send(&self, out: Outgoing) -> Result<Called, ApiError> {
-        let bearer = self.token.bearer().await?;
+        let Some(bearer) = self.token.bearer().await else {
+            return Err(ApiError::NotReady("no upstream token"));
+        };
         let spare = self.token.can_refresh().then(|| out.clone());
         match self.upstream.send(out, &bearer).await {
             Ok(answer) if answer.response.status() == StatusCode::UNAUTHORIZED => {

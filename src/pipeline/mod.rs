@@ -18,6 +18,7 @@ mod call;
 mod context;
 mod cors;
 mod forward;
+mod linger;
 mod observe;
 mod passthrough;
 mod payment;
@@ -30,7 +31,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use http::{Request, Response};
-use hyper::body::Incoming;
+use hyper::body::{Body, Incoming};
 
 use crate::audit::{AuditLog, AuditSettings};
 use crate::auth::session::SessionKeys;
@@ -49,6 +50,7 @@ use auditor::Auditor;
 use call::Caller;
 use context::{AuditedAction, RequestCtx};
 use forward::Forwarder;
+use linger::Linger;
 use payment::PaymentRules;
 use read::BodyLimits;
 
@@ -59,6 +61,7 @@ pub struct Pipeline {
     limiter: Arc<Limiter>,
     limits_fail_closed: bool,
     body_limits: BodyLimits,
+    linger: Linger,
     payments: PaymentRules,
     forwarder: Arc<Forwarder>,
     metrics: Metrics,
@@ -100,6 +103,10 @@ impl Pipeline {
                 max_body: config.limits.max_body,
                 timeout: config.server.header_read_timeout,
             },
+            linger: Linger {
+                max_body: config.limits.max_body,
+                total: config.server.header_read_timeout,
+            },
             payments: PaymentRules::new(config),
             forwarder: Arc::new(Forwarder {
                 caller,
@@ -114,7 +121,16 @@ impl Pipeline {
     /// Handles one request; never fails (errors become API error responses).
     pub async fn handle(&self, req: Request<Incoming>, conn: &ConnInfo) -> Response<ProxyBody> {
         let mut ctx = RequestCtx::accept(&req, conn, &self.extra_routes);
-        let result = self.serve(&mut ctx, req).await;
+        let (head, mut body) = req.into_parts();
+        let result = self.serve(&mut ctx, &head, &mut body).await;
+        if !body.is_end_stream() {
+            // Answered without reading the whole body (a refusal): let the client finish
+            // sending, so the answer reaches it (see linger.rs). Boxed: rare.
+            Box::pin(self.linger.before_answer(&mut body)).await;
+            if !body.is_end_stream() {
+                self.linger.after_answer(body);
+            }
+        }
         let client = ctx.client.map(|c| self.clients.get(c).id.as_str());
         if let Err(err) = &result {
             let auditor = &self.forwarder.auditor;
@@ -129,19 +145,19 @@ impl Pipeline {
     async fn serve(
         &self,
         ctx: &mut RequestCtx<'_>,
-        req: Request<Incoming>,
+        head: &http::request::Parts,
+        body: &mut Incoming,
     ) -> Result<Response<ProxyBody>, ApiError> {
         let admission = Admission {
             clients: &self.clients,
             limiter: &self.limiter,
         };
-        if let Admitted::Answered(response) = admission.admit(ctx, req.headers()).await? {
+        if let Admitted::Answered(response) = admission.admit(ctx, &head.headers).await? {
             return Ok(response);
         }
-        let (head, body) = req.into_parts();
-        self.before_body(ctx, &head)?;
+        self.before_body(ctx, head)?;
         let body = self.body_limits.read(&head.headers, body).await?;
-        let out = match self.validate(ctx, &head, body)? {
+        let out = match self.validate(ctx, head, body)? {
             Prepared::Answered(response) => return Ok(response),
             Prepared::Forward(out) => out,
         };

@@ -23,7 +23,7 @@ impl BodyLimits {
     pub(crate) async fn read(
         &self,
         headers: &HeaderMap,
-        body: Incoming,
+        body: &mut Incoming,
     ) -> Result<Bytes, ApiError> {
         let limit = self.max_body;
         let declared = headers

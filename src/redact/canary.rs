@@ -141,33 +141,6 @@ fn check_canary_output(out: &str) -> Result<(), CanaryError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::redact::ScrubbingMakeWriter;
-
-    #[test]
-    fn canary_passes_with_scrubbing_pipeline() {
-        let json = canary_check(|w| {
-            tracing_subscriber::fmt()
-                .json()
-                .with_writer(ScrubbingMakeWriter::new(w))
-                .finish()
-        });
-        assert_eq!(json, Ok(()));
-        let pretty = canary_check(|w| {
-            tracing_subscriber::fmt()
-                .pretty()
-                .with_ansi(false)
-                .with_writer(ScrubbingMakeWriter::new(w))
-                .finish()
-        });
-        assert_eq!(pretty, Ok(()));
-        let text = canary_check(|w| {
-            tracing_subscriber::fmt()
-                .with_env_filter(tracing_subscriber::EnvFilter::new("info"))
-                .with_writer(ScrubbingMakeWriter::new(w))
-                .finish()
-        });
-        assert_eq!(text, Ok(()));
-    }
 
     #[test]
     fn canary_fails_without_scrubbing_wrapper() {
@@ -177,17 +150,6 @@ mod tests {
             err.unwrap_err().to_string(),
             "log pipeline leaked the canary card number unmasked; refusing to start"
         );
-    }
-
-    #[test]
-    fn canary_fails_when_filtered_out() {
-        let err = canary_check(|w| {
-            tracing_subscriber::fmt()
-                .with_env_filter(tracing_subscriber::EnvFilter::new("off"))
-                .with_writer(ScrubbingMakeWriter::new(w))
-                .finish()
-        });
-        assert_eq!(err, Err(CanaryError::NotEmitted));
     }
 
     #[test]

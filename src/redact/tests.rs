@@ -1,4 +1,6 @@
-//! The scanner's rules as a table of cases, and as properties over generated text.
+//! The scanner's rules as a table of cases, and as properties over generated text; and the
+//! start-up canary against the scrubbing writer, which spans two files (`canary.rs`,
+//! `writer.rs`) and so is tested here rather than in either.
 
 use std::borrow::Cow;
 
@@ -6,7 +8,7 @@ use proptest::prelude::*;
 
 use super::canary::group;
 use super::pan::{MAX_PAN, MIN_PAN};
-use super::{CANARY_PAN, scrub, scrub_bytes};
+use super::{CANARY_PAN, CanaryError, ScrubbingMakeWriter, canary_check, scrub, scrub_bytes};
 
 // --- reference implementation of the invariant (kept deliberately naive) -----------------
 
@@ -430,4 +432,43 @@ proptest! {
         prop_assert!(out.contains("[REDACTED]"), "{input:?} -> {out:?}");
         prop_assert!(!out.contains(&cvv), "{input:?} -> {out:?}");
     }
+}
+
+// --- the start-up canary through the scrubbing writer -------------------------------------
+
+#[test]
+fn canary_passes_with_scrubbing_pipeline() {
+    let json = canary_check(|w| {
+        tracing_subscriber::fmt()
+            .json()
+            .with_writer(ScrubbingMakeWriter::new(w))
+            .finish()
+    });
+    assert_eq!(json, Ok(()));
+    let pretty = canary_check(|w| {
+        tracing_subscriber::fmt()
+            .pretty()
+            .with_ansi(false)
+            .with_writer(ScrubbingMakeWriter::new(w))
+            .finish()
+    });
+    assert_eq!(pretty, Ok(()));
+    let text = canary_check(|w| {
+        tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::new("info"))
+            .with_writer(ScrubbingMakeWriter::new(w))
+            .finish()
+    });
+    assert_eq!(text, Ok(()));
+}
+
+#[test]
+fn canary_fails_when_filtered_out() {
+    let err = canary_check(|w| {
+        tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::new("off"))
+            .with_writer(ScrubbingMakeWriter::new(w))
+            .finish()
+    });
+    assert_eq!(err, Err(CanaryError::NotEmitted));
 }

@@ -2,10 +2,12 @@
 //!
 //! Connection-level protection lives here: a cap on open connections (excess ones wait in
 //! the kernel backlog), a deadline for the TLS handshake, the idle watchdog (`watch`: slow
-//! or silent request heads, idle keep-alive and HTTP/2 connections), a header size cap and
-//! a cap on concurrent HTTP/2 streams. The protocol is chosen by ALPN, so no connection
-//! sits in protocol detection without a timer.
+//! or silent request heads, idle keep-alive and HTTP/2 connections), a header size cap, a
+//! cap on concurrent HTTP/2 streams, HTTP/2 reset limits and a fair share of the worker for
+//! each HTTP/2 connection (`fair`). The protocol is chosen by ALPN, so no connection sits
+//! in protocol detection without a timer.
 
+mod fair;
 mod watch;
 
 use std::collections::HashMap;
@@ -27,6 +29,7 @@ use crate::body::{Guarded, ProxyBody};
 use crate::config::ServerConfig;
 use crate::conn::ConnInfo;
 use crate::metrics::ConnMetrics;
+use fair::Fair;
 use watch::{IdleLimits, Watchdog};
 
 /// What the public listener serves: a request in, its answer out, never an error (the
@@ -38,6 +41,14 @@ pub trait Handler: Send + Sync + 'static {
         conn: &ConnInfo,
     ) -> impl Future<Output = Response<ProxyBody>> + Send;
 }
+
+/// Streams an HTTP/2 peer may reset before they are served, per connection.
+const H2_MAX_PENDING_RESETS: usize = 20;
+/// Streams payshim may reset for a peer's errors, per connection.
+const H2_MAX_ERROR_RESETS: usize = 1024;
+/// Bytes an HTTP/2 connection task reads before it lets other tasks run (see `fair`): one
+/// frame of the default maximum size.
+const H2_READ_QUANTUM: usize = 16 * 1024;
 
 /// Protocol builders, made once and shared by every connection.
 struct Protocols {
@@ -57,10 +68,23 @@ impl Protocols {
             .writev(false)
             .max_buf_size(settings.max_header_size.max(8192));
         let mut h2 = Builder::new(TokioExecutor::new()).http2_only();
+        // HTTP/2 abuse from one connection (tests/it/h2_abuse.rs, bench/h2-abuse.sh): the
+        // header list cap also caps a header block's CONTINUATION frames (GOAWAY past it)
+        // and its decoded size (an HPACK bomb); SETTINGS and PING floods get one answer per
+        // frame, written before the next frame is read, the connection's task gives way
+        // to others after every H2_READ_QUANTUM bytes (`fair`), and the watchdog closes a
+        // connection that carries no request.
         h2.http2()
             .timer(TokioTimer::new())
             .max_concurrent_streams(settings.max_h2_streams)
             .max_header_list_size(settings.max_header_size as u32)
+            // Rapid reset (CVE-2023-44487): GOAWAY once this many streams are reset by
+            // the peer before payshim has served them. h2's default, set here so that a
+            // change of defaults cannot remove it.
+            .max_pending_accept_reset_streams(H2_MAX_PENDING_RESETS)
+            // Streams payshim has to reset for the peer's errors (refused beyond the
+            // stream cap, malformed): GOAWAY past this many per connection.
+            .max_local_error_reset_streams(H2_MAX_ERROR_RESETS)
             .keep_alive_interval(Some(settings.idle_timeout))
             .keep_alive_timeout(Duration::from_secs(20));
         Protocols { h1, h2 }
@@ -168,7 +192,8 @@ async fn serve_connection<H: Handler>(
         }
     });
     let builder = if h2 { &protocols.h2 } else { &protocols.h1 };
-    let conn = builder.serve_connection(TokioIo::new(tls), svc);
+    let io = Fair::new(tls, h2.then_some(H2_READ_QUANTUM));
+    let conn = builder.serve_connection(TokioIo::new(io), svc);
     tokio::pin!(conn);
     let mut closing = false;
     // An HTTP/2 peer that does not answer the GOAWAY/PING exchange of a graceful close is

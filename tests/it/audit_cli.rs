@@ -468,3 +468,25 @@ async fn pending_on_a_chain_that_does_not_verify_is_exit_2_and_still_listed() {
     assert!(error.contains("line 1: bad mac"), "{v}");
     assert_eq!(v["pending"].as_array().map(Vec::len), Some(2), "{v}");
 }
+
+#[tokio::test]
+async fn pending_on_a_missing_file_is_exit_2() {
+    let chain = Chain::write(complete_records()).await;
+    let config = chain.audit_only_config(Some(AUDIT_KEY));
+    let missing = chain.dir.path().join("payshim.jsonl.9");
+    let out = payshim(
+        &[
+            "audit",
+            "pending",
+            "--config",
+            path(&config),
+            path(&missing),
+        ],
+        &[],
+    );
+    let (_, stderr) = assert_exit(&out, 2);
+    assert!(
+        stderr.contains(&format!("FAILED: {}", missing.display())),
+        "{stderr}"
+    );
+}

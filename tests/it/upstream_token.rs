@@ -347,10 +347,10 @@ async fn one_token_call_for_many_requests_and_one_refresh_at_80_percent() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn payments_at_start_up_wait_for_the_first_token() {
-    // The token endpoint takes 800 ms: payments sent as soon as /healthz answers arrive
+    // The token endpoint takes 1.5 s: payments sent as soon as /healthz answers arrive
     // while the first fetch is in flight, and must wait for it rather than get 503.
     let world = World::new(3600).await;
-    world.api.token_delay_ms.store(800, Ordering::SeqCst);
+    world.api.token_delay_ms.store(1500, Ordering::SeqCst);
     let payshim = Payshim::start(&world.config()).await;
     let (status, body) = admin_get(payshim.admin, "/readyz").await;
     assert_eq!(status, 503, "ready before the first token: {body}");

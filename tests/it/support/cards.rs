@@ -324,6 +324,11 @@ impl Binary {
     /// the environment's `PAYSHIM__` variables. Returns once payshim has logged the addresses
     /// it bound (`public`, `admin`): `config` must log at info level (see `serving`).
     pub async fn start(dir: &Path, name: &str, config: &str) -> Binary {
+        Binary::start_bin(Path::new(BIN), dir, name, config).await
+    }
+
+    /// `start` with another payshim executable (a benchmark may run a release build).
+    pub async fn start_bin(bin: &Path, dir: &Path, name: &str, config: &str) -> Binary {
         let any_port = Some("\"127.0.0.1:0\"");
         let config = set_key(config, "server", "listen", any_port);
         let config = set_key(&config, "admin", "listen", any_port);
@@ -331,7 +336,7 @@ impl Binary {
         std::fs::write(&config_path, config).expect("write config");
         let stdout = dir.join(format!("{name}.stdout"));
         let stderr = dir.join(format!("{name}.stderr"));
-        let mut cmd = Command::new(BIN);
+        let mut cmd = Command::new(bin);
         cmd.current_dir(dir)
             .arg("--config")
             .arg(&config_path)

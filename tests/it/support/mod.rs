@@ -21,5 +21,8 @@ pub use upstream::{
     Handler, Recorded, Reply, TRICKLE_CHUNK, Upstream, blackhole, closed_port, handler, moltin_like,
 };
 pub use world::World;
+pub mod abuse_scene;
 pub mod cards;
+pub mod h2abuse;
+pub mod h2raw;
 pub mod load;

@@ -1,0 +1,63 @@
+//! Lingering over the body of a request answered without reading it (401, 403, 404,
+//! 413, 415, 429, 503, ...), as nginx discards request bodies and lingers before it
+//! closes.
+//!
+//! Answering while the client is still sending, then dropping the body, makes hyper
+//! reset the HTTP/2 stream (`RST_STREAM(NO_ERROR)`, which RFC 9113 allows but curl 7.88
+//! reports as "(92) Stream error" instead of the answer) or close the HTTP/1.1 connection
+//! under a client still writing (the kernel then resets it, and a client that sends its
+//! whole body before reading gets no answer). So before answering, the rest of a body up
+//! to `limits.max_body` is read and thrown away within a short bound; what is still
+//! coming after that is read and thrown away in the background, up to [`LINGER_BYTES`]
+//! and never longer than `server.header_read_timeout` in all. Nothing read here is kept,
+//! forwarded or logged.
+
+use std::time::Duration;
+
+use http_body_util::BodyExt;
+use hyper::body::{Body, Incoming};
+use tokio::time::Instant;
+
+/// How much of a refused body is read and discarded in the background at most.
+pub(crate) const LINGER_BYTES: usize = 8 << 20;
+/// How long the answer may wait for the rest of a refused body at most.
+const BEFORE_ANSWER: Duration = Duration::from_secs(1);
+
+/// The linger bounds, from the config.
+pub(crate) struct Linger {
+    pub max_body: usize,
+    /// `server.header_read_timeout`: the whole linger, before and after the answer.
+    pub total: Duration,
+}
+
+impl Linger {
+    /// Discards what is left of `body` before the answer is sent: up to `max_body`
+    /// bytes, within one second (or `server.header_read_timeout` if shorter). Returns
+    /// when the body ended or a bound was reached.
+    pub(crate) async fn before_answer(&self, body: &mut Incoming) {
+        let deadline = Instant::now() + BEFORE_ANSWER.min(self.total);
+        discard(body, self.max_body, deadline).await;
+    }
+
+    /// Keeps discarding what is still coming in a task of its own, so the answer leaves
+    /// now and the connection is closed (or reused) only once the client has finished
+    /// sending, or the linger's bounds are reached.
+    pub(crate) fn after_answer(&self, mut body: Incoming) {
+        let deadline = Instant::now() + self.total;
+        tokio::spawn(async move { discard(&mut body, LINGER_BYTES, deadline).await });
+    }
+}
+
+/// Reads and drops frames until the body ends, `max_bytes` were read, the body fails
+/// or `deadline` passes.
+async fn discard(body: &mut Incoming, max_bytes: usize, deadline: Instant) {
+    let mut read = 0usize;
+    while !body.is_end_stream() && read <= max_bytes {
+        match tokio::time::timeout_at(deadline, body.frame()).await {
+            Ok(Some(Ok(frame))) => {
+                read += frame.data_ref().map_or(0, |d| d.len());
+            }
+            Ok(Some(Err(_)) | None) | Err(_) => return,
+        }
+    }
+}
