@@ -183,7 +183,8 @@ fn plan() -> Vec<Shot> {
             let mut shot = Shot {
                 kind,
                 method: Method::POST,
-                path: payment_path(ORDER_OK),
+                // An order of its own: payshim takes one payment per order at a time.
+                path: payment_path(&format!("{b:08x}{}", &ORDER_OK[8..])),
                 headers: json_headers(Some(&bearer)),
                 body: String::new(),
                 expect: Expect::Status(400),
@@ -203,7 +204,9 @@ fn plan() -> Vec<Shot> {
                         "upstream_timeout" => (ORDER_SLOW, Expect::Status(504)),
                         _ => (ORDER_RESET, Expect::BrokenOr502),
                     };
-                    shot.path = payment_path(order);
+                    // An order of its own (payshim takes one payment per order at a
+                    // time); the double still tells the kinds apart by the id's tail.
+                    shot.path = payment_path(&format!("{b:08x}{}", &order[8..]));
                     shot.expect = expect;
                     shot.forwarded = true;
                     shot.forwarded_pan = Some(number.clone());
@@ -266,7 +269,7 @@ fn plan() -> Vec<Shot> {
                     let extra_cvv = cards_gen.cvv(3);
                     shot.path = format!(
                         "{}?note={}&cvv={extra_cvv}",
-                        payment_path(ORDER_OK),
+                        payment_path(&format!("{b:08x}{}", &ORDER_OK[8..])),
                         grouped(&extra, '-')
                     );
                     shot.expect = Expect::Status(201);
@@ -322,15 +325,16 @@ fn plan() -> Vec<Shot> {
 /// The upstream double: 201, 500, slow (past upstream.timeout) or reset, by order id.
 fn upstream_handler() -> support::Handler {
     handler(|req| {
-        if req.path.contains(ORDER_500) {
+        // By the tail of the order id: each shot has an order of its own.
+        if req.path.contains(&ORDER_500[8..]) {
             Reply::json(
                 500,
                 json!({"errors": [{"status": 500, "title": "Internal Server Error"}]}),
             )
-        } else if req.path.contains(ORDER_SLOW) {
+        } else if req.path.contains(&ORDER_SLOW[8..]) {
             Reply::json(201, json!({ "data": transaction(ORDER_SLOW, "purchase") }))
                 .delayed(Duration::from_millis(1500))
-        } else if req.path.contains(ORDER_RESET) {
+        } else if req.path.contains(&ORDER_RESET[8..]) {
             Reply::ResetAfterHeaders
         } else {
             Reply::json(201, json!({ "data": transaction(ORDER_OK, "purchase") }))

@@ -15,6 +15,7 @@ mod connections;
 mod core_proxy;
 mod cors;
 mod early_refusals;
+mod idempotency;
 mod limits_e2e;
 mod limits_redis;
 mod mtls;

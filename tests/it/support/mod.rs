@@ -18,7 +18,8 @@ pub mod world;
 pub use client::{HttpVersion, TestClient, TestResponse, tls11_client_hello};
 pub use pki::TestPki;
 pub use upstream::{
-    Handler, Recorded, Reply, TRICKLE_CHUNK, Upstream, blackhole, closed_port, handler, moltin_like,
+    Handler, Recorded, Reply, TRICKLE_CHUNK, Upstream, blackhole, closed_port, handler,
+    moltin_like, random_uuid,
 };
 pub use world::World;
 pub mod cards;

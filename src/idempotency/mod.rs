@@ -1,0 +1,30 @@
+//! No double charge: `Idempotency-Key`, one payment per order in flight, and the duplicate
+//! window for payments sent without a key (see README.md, "Idempotency and retries").
+//!
+//! The pipeline asks [`Idempotency::check`] between the pre-forward checks and the
+//! `forwarded` audit record. The answer is either a stored answer to replay, a refusal
+//! (409 in flight, 422 key reused for another request) or a [`Ticket`] that travels with
+//! the detached forward and records its outcome, so a storefront that disconnects cannot
+//! leave a key claimed or a charge unrecorded.
+//!
+//! One concept per file: `key.rs` validates the header and scopes the key to its client,
+//! `fingerprint.rs` hashes the canonical request (the card only as its keyed fingerprint),
+//! `answer.rs` is the stored answer and its replay, `store.rs` the bounded local store,
+//! `orders.rs` the orders in flight and `claim.rs` the claim/complete API on top of them.
+//! Nothing stored holds a client's key, a PAN or a CVV: keys and requests are keyed
+//! hashes, answers are refused when the scrubber finds a card number in them.
+
+mod answer;
+mod claim;
+mod fingerprint;
+mod key;
+mod orders;
+mod store;
+
+pub(crate) use answer::StoredAnswer;
+pub(crate) use claim::{Decision, Idempotency, Settled, Ticket, TicketRequest};
+pub(crate) use fingerprint::{payment_fingerprint, transaction_fingerprint};
+pub(crate) use key::scoped_key;
+
+/// A keyed hash: a scoped key, a request's fingerprint.
+pub(crate) type Digest = [u8; 32];
