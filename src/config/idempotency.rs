@@ -16,6 +16,8 @@ pub struct IdempotencyConfig {
     /// An identical payment without a key within this time after a successful one replays
     /// the first answer; `None` (`"off"`) turns the check off.
     pub duplicate_window: Option<Duration>,
+    /// A second payment for an order while one is in flight gets 409 (key or no key).
+    pub one_payment_per_order: bool,
 }
 
 pub(super) fn idempotency_config(raw: RawIdempotency) -> Result<IdempotencyConfig> {
@@ -34,6 +36,7 @@ pub(super) fn idempotency_config(raw: RawIdempotency) -> Result<IdempotencyConfi
         ttl,
         max_keys: positive("idempotency.max_keys", raw.max_keys.unwrap_or(100_000))?,
         duplicate_window,
+        one_payment_per_order: raw.one_payment_per_order.unwrap_or(true),
     })
 }
 
@@ -46,6 +49,7 @@ mod tests {
             ttl: ttl.map(str::to_string),
             max_keys,
             duplicate_window: window.map(str::to_string),
+            one_payment_per_order: None,
         }
     }
 
@@ -55,6 +59,7 @@ mod tests {
         assert_eq!(c.ttl, Duration::from_secs(86_400));
         assert_eq!(c.max_keys, 100_000);
         assert_eq!(c.duplicate_window, Some(Duration::from_secs(600)));
+        assert!(c.one_payment_per_order);
         let c = idempotency_config(raw(None, None, Some("off"))).unwrap();
         assert_eq!(c.duplicate_window, None);
     }

@@ -143,9 +143,10 @@ impl fmt::Display for Config {
         let i = &self.idempotency;
         writeln!(
             f,
-            "\n[idempotency]\nttl = \"{}\"\nmax_keys = {}",
+            "\n[idempotency]\nttl = \"{}\"\nmax_keys = {}\none_payment_per_order = {}",
             d(i.ttl),
-            i.max_keys
+            i.max_keys,
+            i.one_payment_per_order
         )?;
         match i.duplicate_window {
             Some(w) => writeln!(f, "duplicate_window = \"{}\"", d(w))?,

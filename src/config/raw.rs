@@ -115,6 +115,7 @@ pub(super) struct RawIdempotency {
     pub(super) ttl: Option<String>,
     pub(super) max_keys: Option<usize>,
     pub(super) duplicate_window: Option<String>,
+    pub(super) one_payment_per_order: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -26,6 +26,7 @@ pub(crate) struct Idempotency {
     hasher: KeyedHash,
     ttl: Duration,
     window: Option<Duration>,
+    one_payment_per_order: bool,
 }
 
 /// What the check needs to know of a request.
@@ -83,6 +84,7 @@ impl Idempotency {
             hasher: KeyedHash::new(key),
             ttl: config.ttl,
             window: config.duplicate_window,
+            one_payment_per_order: config.one_payment_per_order,
         }
     }
 
@@ -111,7 +113,7 @@ impl Idempotency {
             }
             ticket.duplicate = Some((duplicate, window));
         }
-        if let Some(order) = req.order {
+        if let Some(order) = req.order.filter(|_| self.one_payment_per_order) {
             // Refused: dropping the ticket releases the key just claimed.
             ticket._order = Some(self.orders.enter(order).ok_or(ApiError::OrderInFlight)?);
         }
@@ -195,6 +197,7 @@ mod tests {
             ttl: Duration::from_secs(3600),
             max_keys: 100,
             duplicate_window: window,
+            one_payment_per_order: true,
         }
     }
 

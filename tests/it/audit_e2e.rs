@@ -25,7 +25,7 @@ use support::cards::{BRANDS, Binary, audit_verify, pan, utc_year_month};
 use support::payshim::{
     AUDIT_KEY, ORDER, Payshim, STOREFRONT_KEY, admin_get, base_config, set_key,
 };
-use support::{HttpVersion, TestClient, TestPki, Upstream, handler, moltin_like, random_uuid};
+use support::{HttpVersion, TestClient, TestPki, Upstream, handler, moltin_like};
 
 /// A valid payment for card number `n` (brands cycle with `n`).
 fn payment(n: u64) -> (String, String) {
@@ -55,12 +55,10 @@ fn invalid_payment(n: u64) -> String {
     body.replace(&number, &broken)
 }
 
-/// A payment for an order of its own: payshim takes one payment per order at a time.
 fn payment_request(base_url: &str, body: &str) -> Request<Bytes> {
-    let order = random_uuid();
     Request::builder()
         .method(Method::POST)
-        .uri(format!("{base_url}/v2/orders/{order}/payments"))
+        .uri(format!("{base_url}/v2/orders/{ORDER}/payments"))
         .header("content-type", "application/json")
         .header("authorization", format!("Bearer {STOREFRONT_KEY}"))
         .body(Bytes::copy_from_slice(body.as_bytes()))

@@ -183,8 +183,7 @@ fn plan() -> Vec<Shot> {
             let mut shot = Shot {
                 kind,
                 method: Method::POST,
-                // An order of its own: payshim takes one payment per order at a time.
-                path: payment_path(&format!("{b:08x}{}", &ORDER_OK[8..])),
+                path: payment_path(ORDER_OK),
                 headers: json_headers(Some(&bearer)),
                 body: String::new(),
                 expect: Expect::Status(400),
@@ -204,9 +203,7 @@ fn plan() -> Vec<Shot> {
                         "upstream_timeout" => (ORDER_SLOW, Expect::Status(504)),
                         _ => (ORDER_RESET, Expect::BrokenOr502),
                     };
-                    // An order of its own (payshim takes one payment per order at a
-                    // time); the double still tells the kinds apart by the id's tail.
-                    shot.path = payment_path(&format!("{b:08x}{}", &order[8..]));
+                    shot.path = payment_path(order);
                     shot.expect = expect;
                     shot.forwarded = true;
                     shot.forwarded_pan = Some(number.clone());
@@ -269,7 +266,7 @@ fn plan() -> Vec<Shot> {
                     let extra_cvv = cards_gen.cvv(3);
                     shot.path = format!(
                         "{}?note={}&cvv={extra_cvv}",
-                        payment_path(&format!("{b:08x}{}", &ORDER_OK[8..])),
+                        payment_path(ORDER_OK),
                         grouped(&extra, '-')
                     );
                     shot.expect = Expect::Status(201);
@@ -325,16 +322,15 @@ fn plan() -> Vec<Shot> {
 /// The upstream double: 201, 500, slow (past upstream.timeout) or reset, by order id.
 fn upstream_handler() -> support::Handler {
     handler(|req| {
-        // By the tail of the order id: each shot has an order of its own.
-        if req.path.contains(&ORDER_500[8..]) {
+        if req.path.contains(ORDER_500) {
             Reply::json(
                 500,
                 json!({"errors": [{"status": 500, "title": "Internal Server Error"}]}),
             )
-        } else if req.path.contains(&ORDER_SLOW[8..]) {
+        } else if req.path.contains(ORDER_SLOW) {
             Reply::json(201, json!({ "data": transaction(ORDER_SLOW, "purchase") }))
                 .delayed(Duration::from_millis(1500))
-        } else if req.path.contains(&ORDER_RESET[8..]) {
+        } else if req.path.contains(ORDER_RESET) {
             Reply::ResetAfterHeaders
         } else {
             Reply::json(201, json!({ "data": transaction(ORDER_OK, "purchase") }))

@@ -31,7 +31,7 @@ fn answer(status: &str) -> Reply {
 }
 
 /// A world whose upstream answers a complete transaction after `delay`, and payshim on it
-/// with `window` as `idempotency.duplicate_window`.
+/// with `window` as `idempotency.duplicate_window` and one payment per order in flight.
 async fn start(delay: Duration, window: &str) -> (World, Payshim) {
     let world = World::new(handler(move |_| answer("complete").delayed(delay))).await;
     let window = format!("\"{window}\"");
@@ -40,6 +40,13 @@ async fn start(delay: Duration, window: &str) -> (World, Payshim) {
         "idempotency",
         "duplicate_window",
         Some(&window),
+    );
+    // The shared test config turns this off; here it is what is tested.
+    let config = set_key(
+        &config,
+        "idempotency",
+        "one_payment_per_order",
+        Some("true"),
     );
     let payshim = Payshim::start(&config).await;
     (world, payshim)

@@ -18,8 +18,7 @@ pub mod world;
 pub use client::{HttpVersion, TestClient, TestResponse, tls11_client_hello};
 pub use pki::TestPki;
 pub use upstream::{
-    Handler, Recorded, Reply, TRICKLE_CHUNK, Upstream, blackhole, closed_port, handler,
-    moltin_like, random_uuid,
+    Handler, Recorded, Reply, TRICKLE_CHUNK, Upstream, blackhole, closed_port, handler, moltin_like,
 };
 pub use world::World;
 pub mod cards;
