@@ -1,7 +1,7 @@
 //! The request pipeline: one request, phase by phase, in the order it happens.
 //!
 //! ```text
-//! accept -> admit -> read body -> validate -> pre-forward checks
+//! accept -> admit -> read body -> validate -> pre-forward checks -> idempotency
 //!        -> audit `forwarded` -> upstream -> audit `completed` -> respond -> observe
 //! ```
 //!
