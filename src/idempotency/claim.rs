@@ -1,32 +1,38 @@
-//! The claim/complete API the pipeline uses: [`Idempotency::check`] before the forward,
-//! [`Ticket::finish`] once its outcome is known.
+//! The claim API the pipeline uses: [`Idempotency::check`] before the forward; the
+//! [`Ticket`] it returns records the outcome (`ticket.rs`).
 
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
-use http::{HeaderValue, StatusCode};
-
 use super::Digest;
 use super::answer::StoredAnswer;
-use super::orders::{OrderGuard, OrdersInFlight};
-use super::store::{LocalStore, Lookup, Settle};
-use crate::config::IdempotencyConfig;
+use super::codec::{self, Decoded};
+use super::orders::OrdersInFlight;
+use super::redis::{RedisIdempotency, Unavailable, duplicate_name, key_name, order_name};
+use super::store::{LocalStore, Lookup};
+use super::ticket::{HeldKey, HeldOrder, Ticket};
+use crate::config::{Config, IdempotencyConfig, OnStoreError};
 use crate::error::ApiError;
 use crate::keyed::KeyedHash;
-use crate::outcome::Outcome;
 
 /// How often expired keys are dropped, so memory follows the traffic.
 const PRUNE_EVERY: Duration = Duration::from_secs(60);
 
 pub(crate) struct Idempotency {
-    store: Arc<LocalStore>,
+    local: Arc<LocalStore>,
     orders: Arc<OrdersInFlight>,
+    /// With `limits.redis_url`: the store every replica shares.
+    shared: Option<Arc<RedisIdempotency>>,
+    /// `limits.on_store_error = "deny"`: Redis down is a 503, not the local store.
+    deny_when_down: bool,
     /// Keys the duplicate window's implicit keys.
     hasher: KeyedHash,
     ttl: Duration,
     window: Option<Duration>,
     one_payment_per_order: bool,
+    /// How long a shared order claim may outlive a replica that crashed holding it: longer
+    /// than any payment can run.
+    order_hold: Duration,
 }
 
 /// What the check needs to know of a request.
@@ -46,135 +52,155 @@ pub(crate) enum Decision {
     Proceed(Ticket),
 }
 
-/// A request's claims (its key, its order) until its outcome is recorded. Dropped
-/// without [`Ticket::finish`], it releases them: nothing was forwarded.
-pub(crate) struct Ticket {
-    store: Arc<LocalStore>,
-    claim: Option<(Digest, u64)>,
-    /// Where a successful payment without a key is kept for the duplicate window.
-    duplicate: Option<(Digest, Duration)>,
-    _order: Option<OrderGuard>,
-    ttl: Duration,
-}
-
-/// How a forwarded request ended.
-pub(crate) enum Settled {
-    /// Nothing was sent upstream.
-    NotSent,
-    /// Sent, but no answer came: it may still complete upstream.
-    Unknown,
-    /// The upstream answered.
-    Answered {
-        status: StatusCode,
-        content_type: Option<HeaderValue>,
-        body: Bytes,
-        outcome: Outcome,
-        request_id: String,
-    },
-}
-
 impl Idempotency {
     /// Starts the store and its pruning; runs inside the runtime.
-    pub(crate) fn start(config: &IdempotencyConfig, key: &[u8]) -> Idempotency {
-        let store = Arc::new(LocalStore::new(config.max_keys));
-        tokio::spawn(prune(Arc::downgrade(&store)));
+    pub(crate) fn start(config: &Config) -> Idempotency {
+        use secrecy::ExposeSecret;
+        let limits = &config.limits;
+        let shared = limits
+            .redis_url
+            .as_deref()
+            .map(|url| Arc::new(RedisIdempotency::new(url, limits.redis_timeout)));
+        let mut idem = Idempotency::local(&config.idempotency, config.audit.key.expose_secret());
+        idem.shared = shared;
+        idem.deny_when_down = limits.on_store_error == OnStoreError::Deny;
+        idem.order_hold = config.upstream.timeout * 2 + Duration::from_secs(60);
+        idem
+    }
+
+    /// This replica's own store only; runs inside the runtime (it starts the pruning).
+    fn local(config: &IdempotencyConfig, key: &[u8]) -> Idempotency {
+        let local = Arc::new(LocalStore::new(config.max_keys));
+        tokio::spawn(prune(Arc::downgrade(&local)));
         Idempotency {
-            store,
+            local,
             orders: Arc::default(),
+            shared: None,
+            deny_when_down: true,
             hasher: KeyedHash::new(key),
             ttl: config.ttl,
             window: config.duplicate_window,
             one_payment_per_order: config.one_payment_per_order,
+            order_hold: Duration::from_secs(60),
         }
     }
 
-    /// Replay, refuse (409 in flight, 422 key reused, 503 store full) or proceed.
-    pub(crate) fn check(&self, req: &TicketRequest<'_>) -> Result<Decision, ApiError> {
-        let now = Instant::now();
-        let mut ticket = Ticket {
-            store: self.store.clone(),
-            claim: None,
+    /// Replay, refuse (409 in flight, 422 key reused, 503 store full or down) or proceed.
+    pub(crate) async fn check(&self, req: &TicketRequest<'_>) -> Result<Decision, ApiError> {
+        if let Some(shared) = &self.shared {
+            match self.check_shared(shared, req).await {
+                Ok(decision) => return decision,
+                Err(Unavailable) if self.deny_when_down => {
+                    return Err(ApiError::NotReady("idempotency store unavailable"));
+                }
+                // on_store_error = "local": this replica's own store.
+                Err(Unavailable) => {}
+            }
+        }
+        self.check_local(req)
+    }
+
+    fn ticket(&self, req: &TicketRequest<'_>, shared: Option<Arc<RedisIdempotency>>) -> Ticket {
+        Ticket {
+            local: self.local.clone(),
+            shared,
+            fingerprint: req.fingerprint,
+            key: None,
+            order: None,
             duplicate: None,
-            _order: None,
             ttl: self.ttl,
-        };
+        }
+    }
+
+    fn check_local(&self, req: &TicketRequest<'_>) -> Result<Decision, ApiError> {
+        let now = Instant::now();
+        let mut ticket = self.ticket(req, None);
         if let Some(key) = req.key {
-            match self.store.claim(&key, &req.fingerprint, now) {
-                Lookup::Claimed(claim) => ticket.claim = Some((key, claim)),
+            match self.local.claim(&key, &req.fingerprint, now) {
+                Lookup::Claimed(claim) => ticket.key = Some(HeldKey::Local { key, claim }),
                 Lookup::Done(answer) => return Ok(Decision::Replay(answer)),
                 Lookup::InFlight => return Err(ApiError::IdempotencyInFlight),
                 Lookup::Mismatch => return Err(ApiError::IdempotencyMismatch),
                 Lookup::Full => return Err(ApiError::NotReady("idempotency store full")),
             }
-        } else if let (Some(window), Some(_)) = (self.window, req.order) {
-            let duplicate = self.duplicate_key(req.client, &req.fingerprint);
-            if let Some(answer) = self.store.answer(&duplicate, now) {
+        } else if let Some((duplicate, window)) = self.duplicate_key(req) {
+            if let Some(answer) = self.local.answer(&duplicate, now) {
                 return Ok(Decision::Replay(answer));
             }
             ticket.duplicate = Some((duplicate, window));
         }
         if let Some(order) = req.order.filter(|_| self.one_payment_per_order) {
             // Refused: dropping the ticket releases the key just claimed.
-            ticket._order = Some(self.orders.enter(order).ok_or(ApiError::OrderInFlight)?);
+            let guard = self.orders.enter(order).ok_or(ApiError::OrderInFlight)?;
+            ticket.order = Some(HeldOrder::Local { _guard: guard });
         }
         Ok(Decision::Proceed(ticket))
     }
 
-    /// The implicit key of a payment without `Idempotency-Key`: same client, same request.
-    fn duplicate_key(&self, client: &str, fingerprint: &Digest) -> Digest {
-        let client_len = (client.len() as u32).to_le_bytes();
-        self.hasher.mac(&[
+    /// The same check against Redis; `Err` when Redis could not answer.
+    async fn check_shared(
+        &self,
+        shared: &Arc<RedisIdempotency>,
+        req: &TicketRequest<'_>,
+    ) -> Result<Result<Decision, ApiError>, Unavailable> {
+        let mut ticket = self.ticket(req, Some(shared.clone()));
+        if let Some(key) = req.key {
+            let value = codec::in_flight(&token(), &req.fingerprint);
+            match shared.claim(&key_name(&key), &value, self.ttl).await? {
+                None => ticket.key = Some(HeldKey::Shared { key, value }),
+                Some(existing) => return Ok(refusal(&existing, &req.fingerprint)),
+            }
+        } else if let Some((duplicate, window)) = self.duplicate_key(req) {
+            let existing = shared.get(&duplicate_name(&duplicate)).await?;
+            if let Some((_, Decoded::Done(answer))) = existing.as_deref().and_then(codec::decode) {
+                return Ok(Ok(Decision::Replay(Arc::new(answer))));
+            }
+            ticket.duplicate = Some((duplicate, window));
+        }
+        if let Some(order) = req.order.filter(|_| self.one_payment_per_order) {
+            let token = token();
+            let name = order_name(&order);
+            if shared
+                .claim(&name, &token, self.order_hold)
+                .await?
+                .is_some()
+            {
+                return Ok(Err(ApiError::OrderInFlight));
+            }
+            ticket.order = Some(HeldOrder::Shared { order, token });
+        }
+        Ok(Ok(Decision::Proceed(ticket)))
+    }
+
+    /// The implicit key of a payment without `Idempotency-Key` (same client, same
+    /// request) and the window, when the duplicate window applies.
+    fn duplicate_key(&self, req: &TicketRequest<'_>) -> Option<(Digest, Duration)> {
+        let window = self.window?;
+        req.order?;
+        let client_len = (req.client.len() as u32).to_le_bytes();
+        let key = self.hasher.mac(&[
             b"duplicate-window\0",
             &client_len,
-            client.as_bytes(),
-            fingerprint,
-        ])
+            req.client.as_bytes(),
+            &req.fingerprint,
+        ]);
+        Some((key, window))
     }
 }
 
-impl Ticket {
-    /// Records the outcome: the answer is kept for the key (and, for a successful payment
-    /// without a key, for the duplicate window); an unknown outcome keeps the key claimed,
-    /// so a retry cannot charge again; nothing sent frees the key.
-    pub(crate) fn finish(mut self, settled: Settled) {
-        let now = Instant::now();
-        let (settle, approved) = match settled {
-            Settled::NotSent => (Settle::Release, None),
-            Settled::Unknown => (Settle::Unknown, None),
-            Settled::Answered {
-                status,
-                content_type,
-                body,
-                outcome,
-                request_id,
-            } => match StoredAnswer::storable(status, content_type, body, outcome, request_id) {
-                Some(answer) => {
-                    let answer = Arc::new(answer);
-                    let approved = (outcome == Outcome::Approved).then(|| answer.clone());
-                    (Settle::Done(answer), approved)
-                }
-                None => {
-                    tracing::warn!("answer not kept for replay: it looks like it holds card data");
-                    (Settle::Release, None)
-                }
-            },
-        };
-        if let (Some((key, window)), Some(answer)) = (self.duplicate.take(), approved) {
-            self.store.put(&key, answer, now, now + window);
-        }
-        if let Some((key, claim)) = self.claim.take() {
-            self.store.settle(&key, claim, settle, now + self.ttl);
-        }
+/// What a key already claimed in the shared store means for this request: its replay
+/// (`Ok`), or a refusal. An entry that cannot be read counts as in flight.
+fn refusal(existing: &str, fingerprint: &Digest) -> Result<Decision, ApiError> {
+    match codec::decode(existing) {
+        Some((fp, _)) if fp != *fingerprint => Err(ApiError::IdempotencyMismatch),
+        Some((_, Decoded::Done(answer))) => Ok(Decision::Replay(Arc::new(answer))),
+        _ => Err(ApiError::IdempotencyInFlight),
     }
 }
 
-impl Drop for Ticket {
-    fn drop(&mut self) {
-        if let Some((key, claim)) = self.claim.take() {
-            self.store
-                .settle(&key, claim, Settle::Release, Instant::now());
-        }
-    }
+/// A random claim token: tells this claim from any other replica's.
+fn token() -> String {
+    uuid::Uuid::now_v7().simple().to_string()
 }
 
 /// Drops expired keys every [`PRUNE_EVERY`] until the store goes away.
@@ -190,7 +216,12 @@ async fn prune(store: Weak<LocalStore>) {
 
 #[cfg(test)]
 mod tests {
+    use bytes::Bytes;
+    use http::StatusCode;
+
     use super::*;
+    use crate::idempotency::Settled;
+    use crate::outcome::Outcome;
 
     fn config(window: Option<Duration>) -> IdempotencyConfig {
         IdempotencyConfig {
@@ -220,8 +251,8 @@ mod tests {
         }
     }
 
-    fn proceed(d: Result<Decision, ApiError>) -> Ticket {
-        match d {
+    async fn proceed(idem: &Idempotency, req: TicketRequest<'_>) -> Ticket {
+        match idem.check(&req).await {
             Ok(Decision::Proceed(t)) => t,
             Ok(Decision::Replay(_)) => panic!("replayed"),
             Err(e) => panic!("refused: {e:?}"),
@@ -230,53 +261,61 @@ mod tests {
 
     #[tokio::test]
     async fn key_in_flight_then_replayed_other_request_refused() {
-        let idem = Idempotency::start(&config(None), b"k");
-        let ticket = proceed(idem.check(&request(Some([9; 32]), 1)));
-        assert!(matches!(
-            idem.check(&request(Some([9; 32]), 1)),
-            Err(ApiError::IdempotencyInFlight)
-        ));
-        ticket.finish(answered(Outcome::Approved));
-        assert!(matches!(
-            idem.check(&request(Some([9; 32]), 1)),
-            Ok(Decision::Replay(_))
-        ));
-        assert!(matches!(
-            idem.check(&request(Some([9; 32]), 2)),
-            Err(ApiError::IdempotencyMismatch)
-        ));
+        let idem = Idempotency::local(&config(None), b"k");
+        let ticket = proceed(&idem, request(Some([9; 32]), 1)).await;
+        let again = idem.check(&request(Some([9; 32]), 1)).await;
+        assert!(matches!(again, Err(ApiError::IdempotencyInFlight)));
+        ticket.finish(answered(Outcome::Approved)).await;
+        let again = idem.check(&request(Some([9; 32]), 1)).await;
+        assert!(matches!(again, Ok(Decision::Replay(_))));
+        let other = idem.check(&request(Some([9; 32]), 2)).await;
+        assert!(matches!(other, Err(ApiError::IdempotencyMismatch)));
     }
 
     #[tokio::test]
     async fn one_payment_per_order_and_a_refusal_frees_the_key() {
-        let idem = Idempotency::start(&config(None), b"k");
-        let first = proceed(idem.check(&request(None, 1)));
-        assert!(matches!(
-            idem.check(&request(Some([9; 32]), 1)),
-            Err(ApiError::OrderInFlight)
-        ));
+        let idem = Idempotency::local(&config(None), b"k");
+        let first = proceed(&idem, request(None, 1)).await;
+        let second = idem.check(&request(Some([9; 32]), 1)).await;
+        assert!(matches!(second, Err(ApiError::OrderInFlight)));
         drop(first);
-        proceed(idem.check(&request(Some([9; 32]), 1)));
+        proceed(&idem, request(Some([9; 32]), 1)).await;
     }
 
     #[tokio::test]
     async fn duplicate_window_keeps_only_approved_payments() {
-        let idem = Idempotency::start(&config(Some(Duration::from_secs(600))), b"k");
-        proceed(idem.check(&request(None, 1))).finish(answered(Outcome::Declined));
-        proceed(idem.check(&request(None, 1))).finish(answered(Outcome::Approved));
-        assert!(matches!(
-            idem.check(&request(None, 1)),
-            Ok(Decision::Replay(_))
-        ));
-        proceed(idem.check(&request(None, 2)));
+        let idem = Idempotency::local(&config(Some(Duration::from_secs(600))), b"k");
+        let t = proceed(&idem, request(None, 1)).await;
+        t.finish(answered(Outcome::Declined)).await;
+        let t = proceed(&idem, request(None, 1)).await;
+        t.finish(answered(Outcome::Approved)).await;
+        let again = idem.check(&request(None, 1)).await;
+        assert!(matches!(again, Ok(Decision::Replay(_))));
+        proceed(&idem, request(None, 2)).await;
     }
 
     #[tokio::test]
     async fn unknown_outcome_holds_the_key() {
-        let idem = Idempotency::start(&config(None), b"k");
-        proceed(idem.check(&request(Some([9; 32]), 1))).finish(Settled::Unknown);
+        let idem = Idempotency::local(&config(None), b"k");
+        let t = proceed(&idem, request(Some([9; 32]), 1)).await;
+        t.finish(Settled::Unknown).await;
+        let again = idem.check(&request(Some([9; 32]), 1)).await;
+        assert!(matches!(again, Err(ApiError::IdempotencyInFlight)));
+    }
+
+    #[test]
+    fn a_shared_entry_decides_replay_or_refusal() {
+        let fp = [1; 32];
         assert!(matches!(
-            idem.check(&request(Some([9; 32]), 1)),
+            refusal(&codec::in_flight("t", &fp), &fp),
+            Err(ApiError::IdempotencyInFlight)
+        ));
+        assert!(matches!(
+            refusal(&codec::unknown(&[2; 32]), &fp),
+            Err(ApiError::IdempotencyMismatch)
+        ));
+        assert!(matches!(
+            refusal("", &fp),
             Err(ApiError::IdempotencyInFlight)
         ));
     }

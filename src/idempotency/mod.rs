@@ -10,21 +10,27 @@
 //! One concept per file: `key.rs` validates the header and scopes the key to its client,
 //! `fingerprint.rs` hashes the canonical request (the card only as its keyed fingerprint),
 //! `answer.rs` is the stored answer and its replay, `store.rs` the bounded local store,
-//! `orders.rs` the orders in flight and `claim.rs` the claim/complete API on top of them.
+//! `orders.rs` the orders in flight, `redis.rs` the shared store (with `limits.redis_url`)
+//! and `codec.rs` its entries, `claim.rs` the check and `ticket.rs` the claims a request
+//! holds until its outcome is recorded.
 //! Nothing stored holds a client's key, a PAN or a CVV: keys and requests are keyed
 //! hashes, answers are refused when the scrubber finds a card number in them.
 
 mod answer;
 mod claim;
+mod codec;
 mod fingerprint;
 mod key;
 mod orders;
+mod redis;
 mod store;
+mod ticket;
 
 pub(crate) use answer::StoredAnswer;
-pub(crate) use claim::{Decision, Idempotency, Settled, Ticket, TicketRequest};
+pub(crate) use claim::{Decision, Idempotency, TicketRequest};
 pub(crate) use fingerprint::{payment_fingerprint, transaction_fingerprint};
 pub(crate) use key::scoped_key;
+pub(crate) use ticket::{Settled, Ticket};
 
 /// A keyed hash: a scoped key, a request's fingerprint.
 pub(crate) type Digest = [u8; 32];

@@ -67,6 +67,10 @@ pub(crate) struct Audited {
     /// The fingerprint of the validated request (payments always, transaction actions
     /// when they carry a key): what "the same request" means for replays.
     pub fingerprint: Option<Digest>,
+    /// For a replayed answer: the request it was first given to.
+    pub replay_of: Option<String>,
+    /// Forwarded under an idempotency claim, and no answer came: the key stays claimed.
+    pub unknown_outcome: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -94,6 +98,8 @@ impl Audited {
             limit_keys: None,
             idempotency_key: None,
             fingerprint: None,
+            replay_of: None,
+            unknown_outcome: false,
         }
     }
 }

@@ -66,7 +66,7 @@ pub(crate) async fn audited(
         if let Err(e) = fwd.auditor.durable(forwarded.clone()).await {
             tracing::error!(error = %e, "audit log unavailable: request refused");
             if let Some(ticket) = ticket {
-                ticket.finish(Settled::NotSent);
+                ticket.finish(Settled::NotSent).await;
             }
             return Completed {
                 response: Err(ApiError::NotReady("audit log not writable")),
@@ -80,7 +80,7 @@ pub(crate) async fn audited(
         let sent = sent.map(|c| c.response);
         let done = complete(forwarded, sent, latency).await;
         if let Some(ticket) = ticket {
-            ticket.finish(settled(&done));
+            ticket.finish(settled(&done)).await;
         }
         if let (Some(declined), Some(client)) = (done.declined, breaker_client) {
             fwd.limiter.record_outcome(&client, declined);

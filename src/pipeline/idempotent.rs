@@ -23,7 +23,7 @@ pub(crate) enum Claimed {
 }
 
 /// Checks an audited request against the keys and orders in flight and the stored answers.
-pub(crate) fn claim(
+pub(crate) async fn claim(
     idempotency: &Idempotency,
     auditor: &Auditor,
     ctx: &mut RequestCtx<'_>,
@@ -46,11 +46,11 @@ pub(crate) fn claim(
         fingerprint,
         order,
     };
-    match idempotency.check(&request)? {
+    match idempotency.check(&request).await? {
         Decision::Proceed(ticket) => Ok(Claimed::Forward(Some(ticket))),
         Decision::Replay(answer) => {
             auditor.later(auditor::replayed(ctx, client_id, &answer));
-            ctx.reason = Some("idempotent_replay");
+            ctx.audited().replay_of = Some(answer.request_id.clone());
             Ok(Claimed::Replayed(answer.replay()))
         }
     }

@@ -122,7 +122,7 @@ impl Pipeline {
                 limiter: limiter.clone(),
             }),
             limiter,
-            idempotency: Idempotency::start(&config.idempotency, config.audit.key.expose_secret()),
+            idempotency: Idempotency::start(config),
             hasher: KeyedHash::new(config.audit.key.expose_secret()),
             metrics: Metrics::new(),
         })
@@ -179,7 +179,9 @@ impl Pipeline {
             let client = ctx.client.map(|c| self.clients.get(c).id.as_str());
             let auditor = &self.forwarder.auditor;
             let client = client.unwrap_or("unauthenticated");
-            let ticket = match idempotent::claim(&self.idempotency, auditor, ctx, client)? {
+            // Boxed, as the forward below: with Redis, the check's future is large.
+            let claim = idempotent::claim(&self.idempotency, auditor, ctx, client);
+            let ticket = match Box::pin(claim).await? {
                 Claimed::Replayed(response) => return Ok(response),
                 Claimed::Forward(ticket) => ticket,
             };
@@ -277,11 +279,13 @@ impl Pipeline {
         let record = auditor::forwarded(ctx, client_id.as_deref().unwrap_or("unauthenticated"));
         let payment = ctx.audited().action == AuditedAction::Payment;
         let breaker_client = if payment { client_id } else { None };
+        let tracked = ticket.is_some();
         let done = forward::audited(&self.forwarder, out, record, breaker_client, ticket).await;
         ctx.upstream_latency = done.latency;
         let audited = ctx.audited();
         audited.outcome = done.outcome;
         audited.upstream_status = done.upstream_status;
+        audited.unknown_outcome = tracked && done.response.is_err() && done.outcome.was_forwarded();
         done.response
     }
 

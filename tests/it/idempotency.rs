@@ -2,7 +2,8 @@
 //! duplicate window, through a real payshim (in process, TLS) to the upstream double.
 //!
 //! Every case counts what reached the upstream: a replay or a refusal forwards nothing.
-//! The card-data case scans every answer and the audit file for the PAN and the CVV.
+//! The card-data checks scan the answers, the audit files, the real binary's logs and
+//! every Redis entry (`SCAN` + `GET`) for the PAN and the CVV.
 
 use crate::support;
 
@@ -13,9 +14,12 @@ use bytes::Bytes;
 use http::{HeaderValue, Method, Request};
 use serde_json::{Value, json};
 
-use support::cards::{audit_verify, find_cvvs, find_pans};
-use support::payshim::{ORDER, Payshim, STOREFRONT_KEY, payment_body, set_key};
-use support::{HttpVersion, Reply, TestResponse, World, handler};
+use support::cards::{Binary, audit_verify, find_cvvs, find_pans};
+use support::payshim::{
+    ORDER, Payshim, STOREFRONT_KEY, admin_get, payment_body, set_key, toml_path,
+};
+use support::redis::RedisServer;
+use support::{HttpVersion, Reply, TestClient, TestResponse, World, handler};
 
 const PAN: &str = "4111111111111111";
 const CVV: &str = "123";
@@ -102,6 +106,14 @@ fn assert_no_card_data(what: &str, hay: &[u8]) {
     assert!(find_cvvs(hay, &cvvs).is_empty(), "{what} holds the CVV");
 }
 
+/// `payshim_idempotency_total{event}` is `n`.
+async fn assert_metric(payshim: &Payshim, event: &str, n: u64) {
+    let (status, text) = admin_get(payshim.admin, "/metrics").await;
+    assert_eq!(status, 200);
+    let line = format!("payshim_idempotency_total{{event=\"{event}\"}} {n}");
+    assert!(text.lines().any(|l| l == line), "no {line:?} in\n{text}");
+}
+
 #[tokio::test]
 async fn sequential_reuse_replays_the_stored_answer() {
     let (world, payshim) = start(Duration::ZERO, "off").await;
@@ -120,6 +132,7 @@ async fn sequential_reuse_replays_the_stored_answer() {
     let first_id = first.header("x-request-id").expect("request id");
     let again_id = again.header("x-request-id").expect("request id");
     assert_ne!(first_id, again_id);
+    assert_metric(&payshim, "replayed", 1).await;
     payshim.stop().await;
     let events = audit_events(&world);
     let replayed: Vec<_> = events
@@ -182,6 +195,7 @@ async fn same_key_other_request_is_422_and_malformed_keys_are_400() {
     assert_eq!(other.status, 422, "{}", other.text());
     assert_eq!(other.json()["errors"][0]["status"], 422);
     assert_eq!(world.upstream.count(), 1, "the 422 forwarded nothing");
+    assert_metric(&payshim, "mismatch", 1).await;
     let long = vec![b'k'; 256];
     for key in [&b""[..], &long, "caf\u{e9}".as_bytes()] {
         let resp = pay(&payshim, PAN, Some(key)).await;
@@ -208,6 +222,7 @@ async fn two_payments_for_one_order_at_once_forward_one() {
     statuses.sort();
     assert_eq!(statuses, [201, 409], "{} / {}", a.text(), b.text());
     assert_eq!(world.upstream.count(), 1);
+    assert_metric(&payshim, "order_in_flight", 1).await;
     // Once the first is done, the order takes payments again.
     assert_eq!(pay(&payshim, "5555555555554444", None).await.status, 201);
     assert_eq!(world.upstream.count(), 2);
@@ -292,4 +307,138 @@ async fn idempotency_config_errors_name_the_key() {
     );
     let err = payshim::config::from_toml(&bad, &Default::default()).unwrap_err();
     assert_eq!(err.key, "idempotency.ttl");
+}
+
+/// Every key payshim wrote to Redis and its value (all are strings).
+fn redis_entries(url: &str) -> Vec<(String, String)> {
+    let client = redis::Client::open(url).expect("redis client");
+    let mut con = client.get_connection().expect("redis connection");
+    let mut keys = Vec::new();
+    let mut cursor = 0u64;
+    loop {
+        let (next, batch): (u64, Vec<String>) = redis::cmd("SCAN")
+            .arg(cursor)
+            .arg("COUNT")
+            .arg(1000)
+            .query(&mut con)
+            .expect("SCAN");
+        keys.extend(batch);
+        if next == 0 {
+            break;
+        }
+        cursor = next;
+    }
+    keys.into_iter()
+        .map(|k| {
+            let v: Option<String> = redis::cmd("GET").arg(&k).query(&mut con).expect("GET");
+            (k, v.unwrap_or_default())
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_processes_sharing_redis_replay_each_others_keys() {
+    let redis = RedisServer::start();
+    let world = World::new(handler(|_| answer("complete"))).await;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let redis_url = format!("\"{}\"", redis.url());
+    let config = set_key(
+        &world.base_config(),
+        "limits",
+        "redis_url",
+        Some(&redis_url),
+    );
+    let config = set_key(&config, "log", "level", Some("\"info\""));
+    let config = set_key(
+        &config,
+        "idempotency",
+        "one_payment_per_order",
+        Some("true"),
+    );
+    let audit_b = dir.path().join("b.jsonl");
+    let config_b = set_key(&config, "audit", "path", Some(&toml_path(&audit_b)));
+    let mut a = Binary::start(dir.path(), "a", &config).await;
+    let mut b = Binary::start(dir.path(), "b", &config_b).await;
+    let client = TestClient::new(&world.pki.ca_pem, HttpVersion::Http1);
+    let request = |url: &str, pan: &str, key: &str| {
+        Request::post(format!("{url}/v2/orders/{ORDER}/payments"))
+            .header("content-type", "application/json")
+            .header("authorization", format!("Bearer {STOREFRONT_KEY}"))
+            .header("idempotency-key", key)
+            .body(Bytes::from(payment_body().replace(PAN, pan)))
+            .expect("request")
+    };
+    let first = client
+        .send(request(&a.url(""), PAN, "shared-key-1"))
+        .await
+        .expect("payment on a");
+    assert_eq!(first.status, 201, "{}\n{}", first.text(), a.output());
+    let again = client
+        .send(request(&b.url(""), PAN, "shared-key-1"))
+        .await
+        .expect("payment on b");
+    assert_eq!(again.status, 201, "{}\n{}", again.text(), b.output());
+    assert_eq!(again.header("idempotent-replayed").as_deref(), Some("true"));
+    assert_eq!(again.body, first.body);
+    let other = client
+        .send(request(&b.url(""), "5555555555554444", "shared-key-1"))
+        .await
+        .expect("other payment on b");
+    assert_eq!(other.status, 422, "{}", other.text());
+    assert_eq!(
+        world.upstream.count(),
+        1,
+        "one charge across both processes"
+    );
+
+    let entries = redis_entries(&redis.url());
+    assert!(
+        entries
+            .iter()
+            .any(|(k, _)| k.starts_with("payshim:idem:key:")),
+        "{entries:?}"
+    );
+    for (key, value) in &entries {
+        assert_no_card_data(key, key.as_bytes());
+        assert_no_card_data(key, value.as_bytes());
+    }
+    a.stop().await;
+    b.stop().await;
+    for (name, body) in [("first", &first.body), ("replay", &again.body)] {
+        assert_no_card_data(name, body);
+    }
+    for file in [&a.stdout, &a.stderr, &b.stdout, &b.stderr] {
+        let text = std::fs::read(file).unwrap_or_default();
+        assert_no_card_data(&file.display().to_string(), &text);
+    }
+    let audit_b_text = std::fs::read(&audit_b).unwrap_or_default();
+    assert_no_card_data("audit of b", &audit_b_text);
+    assert_no_card_data("audit of a", audit_text(&world).as_bytes());
+    assert!(String::from_utf8_lossy(&audit_b_text).contains("payment.replayed"));
+    // b's log line for the replay names the request it replayed.
+    let first_id = first.header("x-request-id").expect("request id");
+    let log_b = std::fs::read_to_string(&b.stdout).unwrap_or_default();
+    assert!(
+        log_b.contains(&format!("\"replay_of\":\"{first_id}\"")),
+        "{log_b}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_down_with_deny_is_503_and_nothing_forwarded() {
+    let mut redis = RedisServer::start();
+    let world = World::new(handler(|_| answer("complete"))).await;
+    let redis_url = format!("\"{}\"", redis.url());
+    let config = set_key(
+        &world.base_config(),
+        "limits",
+        "redis_url",
+        Some(&redis_url),
+    );
+    let config = set_key(&config, "limits", "on_store_error", Some("\"deny\""));
+    redis.stop();
+    let payshim = Payshim::start(&config).await;
+    let resp = pay(&payshim, PAN, Some(b"key-while-down")).await;
+    assert_eq!(resp.status, 503, "{}", resp.text());
+    assert_eq!(world.upstream.count(), 0);
 }

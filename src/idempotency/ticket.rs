@@ -1,0 +1,179 @@
+//! [`Ticket`]: a request's claims (its key, its order) from the check until its outcome
+//! is recorded, in the local store or in Redis, wherever the check made them.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http::{HeaderValue, StatusCode};
+
+use super::Digest;
+use super::answer::StoredAnswer;
+use super::codec;
+use super::orders::OrderGuard;
+use super::redis::{RedisIdempotency, duplicate_name, key_name, order_name};
+use super::store::{LocalStore, Settle};
+use crate::outcome::Outcome;
+
+/// A claimed key.
+pub(super) enum HeldKey {
+    Local {
+        key: Digest,
+        claim: u64,
+    },
+    /// `value` is the in-flight entry written, which settling compares against.
+    Shared {
+        key: Digest,
+        value: String,
+    },
+}
+
+/// A held order.
+pub(super) enum HeldOrder {
+    /// Released when dropped.
+    Local {
+        _guard: OrderGuard,
+    },
+    Shared {
+        order: uuid::Uuid,
+        token: String,
+    },
+}
+
+/// A request's claims until its outcome is recorded. Dropped without [`Ticket::finish`],
+/// it releases them: nothing was forwarded.
+pub(crate) struct Ticket {
+    pub(super) local: Arc<LocalStore>,
+    pub(super) shared: Option<Arc<RedisIdempotency>>,
+    pub(super) fingerprint: Digest,
+    pub(super) key: Option<HeldKey>,
+    pub(super) order: Option<HeldOrder>,
+    /// Where a successful payment without a key is kept for the duplicate window.
+    pub(super) duplicate: Option<(Digest, Duration)>,
+    pub(super) ttl: Duration,
+}
+
+/// How a forwarded request ended.
+pub(crate) enum Settled {
+    /// Nothing was sent upstream.
+    NotSent,
+    /// Sent, but no answer came: it may still complete upstream.
+    Unknown,
+    /// The upstream answered.
+    Answered {
+        status: StatusCode,
+        content_type: Option<HeaderValue>,
+        body: Bytes,
+        outcome: Outcome,
+        request_id: String,
+    },
+}
+
+impl Ticket {
+    /// Records the outcome: the answer is kept for the key (and, for a successful payment
+    /// without a key, for the duplicate window); an unknown outcome keeps the key claimed,
+    /// so a retry cannot charge again; nothing sent frees the key. Then frees the order.
+    pub(crate) async fn finish(mut self, settled: Settled) {
+        let (settle, approved) = settlement(settled);
+        if let (Some((key, window)), Some(answer)) = (self.duplicate.take(), approved) {
+            self.keep_duplicate(&key, answer, window).await;
+        }
+        if let Some(held) = self.key.take() {
+            self.settle_key(held, settle).await;
+        }
+        if let Some(HeldOrder::Shared { order, token }) = self.order.take()
+            && let Some(shared) = &self.shared
+        {
+            let _ = shared
+                .settle(&order_name(&order), &token, "", Duration::ZERO)
+                .await;
+        }
+    }
+
+    async fn keep_duplicate(&self, key: &Digest, answer: Arc<StoredAnswer>, window: Duration) {
+        let now = Instant::now();
+        match &self.shared {
+            Some(shared) => {
+                let value = codec::done(key, &answer);
+                let _ = shared.put(&duplicate_name(key), &value, window).await;
+            }
+            None => self.local.put(key, answer, now, now + window),
+        }
+    }
+
+    async fn settle_key(&self, held: HeldKey, settle: Settle) {
+        match held {
+            HeldKey::Local { key, claim } => {
+                self.local
+                    .settle(&key, claim, settle, Instant::now() + self.ttl)
+            }
+            HeldKey::Shared { key, value } => {
+                let Some(shared) = &self.shared else { return };
+                let new = match &settle {
+                    Settle::Release => String::new(),
+                    Settle::Unknown => codec::unknown(&self.fingerprint),
+                    Settle::Done(answer) => codec::done(&self.fingerprint, answer),
+                };
+                let _ = shared.settle(&key_name(&key), &value, &new, self.ttl).await;
+            }
+        }
+    }
+}
+
+/// What to do with the key, and the answer to keep for the duplicate window if approved.
+fn settlement(settled: Settled) -> (Settle, Option<Arc<StoredAnswer>>) {
+    match settled {
+        Settled::NotSent => (Settle::Release, None),
+        Settled::Unknown => (Settle::Unknown, None),
+        Settled::Answered {
+            status,
+            content_type,
+            body,
+            outcome,
+            request_id,
+        } => match StoredAnswer::storable(status, content_type, body, outcome, request_id) {
+            Some(answer) => {
+                let answer = Arc::new(answer);
+                let approved = (outcome == Outcome::Approved).then(|| answer.clone());
+                (Settle::Done(answer), approved)
+            }
+            None => {
+                tracing::warn!("answer not kept for replay: it looks like it holds card data");
+                (Settle::Release, None)
+            }
+        },
+    }
+}
+
+impl Drop for Ticket {
+    fn drop(&mut self) {
+        let key = self.key.take();
+        let order = self.order.take();
+        if let Some(HeldKey::Local { key, claim }) = &key {
+            self.local
+                .settle(key, *claim, Settle::Release, Instant::now());
+        }
+        // Shared claims are released by a task of their own: Drop cannot wait.
+        let (Some(shared), Ok(runtime)) =
+            (self.shared.clone(), tokio::runtime::Handle::try_current())
+        else {
+            return;
+        };
+        let key = match key {
+            Some(HeldKey::Shared { key, value }) => Some((key_name(&key), value)),
+            _ => None,
+        };
+        let order = match order {
+            Some(HeldOrder::Shared { order, token }) => Some((order_name(&order), token)),
+            _ => None,
+        };
+        if key.is_none() && order.is_none() {
+            return;
+        }
+        runtime.spawn(async move {
+            for (name, held) in key.into_iter().chain(order) {
+                let _ = shared.settle(&name, &held, "", Duration::ZERO).await;
+            }
+        });
+    }
+}
