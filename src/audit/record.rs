@@ -45,6 +45,11 @@ pub enum AuditEvent {
     /// `Idempotency-Key`, or a duplicate within the window): nothing was sent upstream.
     #[serde(rename = "payment.replayed")]
     PaymentReplayed,
+    /// A payment whose earlier attempt was forwarded without an answer, answered with that
+    /// attempt's transaction as found among the order's transactions: nothing was sent
+    /// upstream again.
+    #[serde(rename = "payment.resolved")]
+    PaymentResolved,
     /// A transaction action answered with the stored answer of an earlier one.
     #[serde(rename = "transaction.replayed")]
     TransactionReplayed,
@@ -61,6 +66,7 @@ impl AuditEvent {
             Self::TransactionForwarded => "transaction.forwarded",
             Self::TransactionCompleted => "transaction.completed",
             Self::PaymentReplayed => "payment.replayed",
+            Self::PaymentResolved => "payment.resolved",
             Self::TransactionReplayed => "transaction.replayed",
         }
     }

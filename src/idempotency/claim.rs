@@ -9,6 +9,7 @@ use super::answer::StoredAnswer;
 use super::codec::{self, Decoded};
 use super::orders::OrdersInFlight;
 use super::redis::{RedisIdempotency, Unavailable, duplicate_name, key_name, order_name};
+use super::resolve::{Probe, Unresolved, now_ms};
 use super::store::{LocalStore, Lookup};
 use super::ticket::{HeldKey, HeldOrder, Ticket};
 use crate::config::{Config, IdempotencyConfig, OnStoreError};
@@ -33,6 +34,9 @@ pub(crate) struct Idempotency {
     /// How long a shared order claim may outlive a replica that crashed holding it: longer
     /// than any payment can run.
     order_hold: Duration,
+    /// How long after it was sent a request without an answer could still complete
+    /// upstream: twice `upstream.timeout`.
+    unknown_hold: Duration,
 }
 
 /// What the check needs to know of a request.
@@ -43,6 +47,9 @@ pub(crate) struct TicketRequest<'a> {
     pub fingerprint: Digest,
     /// For payments: their order, of which only one payment may be in flight.
     pub order: Option<uuid::Uuid>,
+    /// For payments: their gateway and method, to find their transaction if the outcome
+    /// turns out unknown.
+    pub probe: Option<Probe>,
 }
 
 pub(crate) enum Decision {
@@ -50,6 +57,18 @@ pub(crate) enum Decision {
     Replay(Arc<StoredAnswer>),
     /// Forward, and finish the ticket with the outcome.
     Proceed(Ticket),
+    /// The same request was forwarded before and its outcome is unknown: look for its
+    /// transaction, then [`Idempotency::resolve`].
+    Resolve(Unresolved),
+}
+
+/// How an unknown outcome was resolved.
+pub(crate) enum Resolution {
+    /// The first attempt's transaction, as the answer (now kept for the key).
+    Found(Arc<StoredAnswer>),
+    /// No transaction, and the first attempt can no longer complete: the retry has taken
+    /// the key over; forward it.
+    Retry(Box<Ticket>),
 }
 
 impl Idempotency {
@@ -65,6 +84,7 @@ impl Idempotency {
         idem.shared = shared;
         idem.deny_when_down = limits.on_store_error == OnStoreError::Deny;
         idem.order_hold = config.upstream.timeout * 2 + Duration::from_secs(60);
+        idem.unknown_hold = config.upstream.timeout * 2;
         idem
     }
 
@@ -82,6 +102,7 @@ impl Idempotency {
             window: config.duplicate_window,
             one_payment_per_order: config.one_payment_per_order,
             order_hold: Duration::from_secs(60),
+            unknown_hold: Duration::from_secs(80),
         }
     }
 
@@ -109,6 +130,7 @@ impl Idempotency {
             order: None,
             duplicate: None,
             ttl: self.ttl,
+            probe: req.probe.clone(),
         }
     }
 
@@ -120,6 +142,13 @@ impl Idempotency {
                 Lookup::Claimed(claim) => ticket.key = Some(HeldKey::Local { key, claim }),
                 Lookup::Done(answer) => return Ok(Decision::Replay(answer)),
                 Lookup::InFlight => return Err(ApiError::IdempotencyInFlight),
+                Lookup::Unknown(unknown) => {
+                    return Ok(Decision::Resolve(Unresolved {
+                        key,
+                        unknown,
+                        shared_value: None,
+                    }));
+                }
                 Lookup::Mismatch => return Err(ApiError::IdempotencyMismatch),
                 Lookup::Full => return Err(ApiError::NotReady("idempotency store full")),
             }
@@ -129,12 +158,107 @@ impl Idempotency {
             }
             ticket.duplicate = Some((duplicate, window));
         }
+        self.lock_local_order(&mut ticket, req)?;
+        Ok(Decision::Proceed(ticket))
+    }
+
+    /// Holds the payment's order in this replica. Refused: dropping the ticket releases
+    /// the key it holds.
+    fn lock_local_order(
+        &self,
+        ticket: &mut Ticket,
+        req: &TicketRequest<'_>,
+    ) -> Result<(), ApiError> {
         if let Some(order) = req.order.filter(|_| self.one_payment_per_order) {
-            // Refused: dropping the ticket releases the key just claimed.
             let guard = self.orders.enter(order).ok_or(ApiError::OrderInFlight)?;
             ticket.order = Some(HeldOrder::Local { _guard: guard });
         }
-        Ok(Decision::Proceed(ticket))
+        Ok(())
+    }
+
+    /// Holds the payment's order in Redis.
+    async fn lock_shared_order(
+        &self,
+        shared: &RedisIdempotency,
+        ticket: &mut Ticket,
+        req: &TicketRequest<'_>,
+    ) -> Result<Result<(), ApiError>, Unavailable> {
+        if let Some(order) = req.order.filter(|_| self.one_payment_per_order) {
+            let token = token();
+            if shared
+                .claim(&order_name(&order), &token, self.order_hold)
+                .await?
+                .is_some()
+            {
+                return Ok(Err(ApiError::OrderInFlight));
+            }
+            ticket.order = Some(HeldOrder::Shared { order, token });
+        }
+        Ok(Ok(()))
+    }
+
+    /// Resolves an unknown outcome with what the order's transactions showed (`found`):
+    /// see `resolve.rs` for the rule.
+    pub(crate) async fn resolve(
+        &self,
+        req: &TicketRequest<'_>,
+        unresolved: Unresolved,
+        found: Option<StoredAnswer>,
+    ) -> Result<Resolution, ApiError> {
+        let shared = self
+            .shared
+            .as_ref()
+            .filter(|_| unresolved.shared_value.is_some());
+        if let Some(answer) = found {
+            let answer = Arc::new(answer);
+            match (shared, &unresolved.shared_value) {
+                (Some(shared), Some(held)) => {
+                    let value = codec::done(&req.fingerprint, &answer);
+                    let name = key_name(&unresolved.key);
+                    let _ = shared.settle(&name, held, &value, self.ttl).await;
+                }
+                _ => {
+                    let expires = Instant::now() + self.ttl;
+                    let (key, unknown) = (&unresolved.key, &unresolved.unknown);
+                    self.local
+                        .resolve(key, unknown, Some(answer.clone()), expires);
+                }
+            }
+            return Ok(Resolution::Found(answer));
+        }
+        let hold = u64::try_from(self.unknown_hold.as_millis()).unwrap_or(u64::MAX);
+        let hold_until = unresolved.unknown.sent_at_ms.saturating_add(hold);
+        if !unresolved.can_probe() || now_ms() < hold_until {
+            return Err(ApiError::IdempotencyInFlight);
+        }
+        let mut ticket = self.ticket(req, shared.cloned());
+        match (shared, unresolved.shared_value) {
+            (Some(shared), Some(held)) => {
+                let value = codec::in_flight(&token(), &req.fingerprint);
+                let name = key_name(&unresolved.key);
+                if shared.settle(&name, &held, &value, self.ttl).await != Ok(true) {
+                    return Err(ApiError::IdempotencyInFlight);
+                }
+                ticket.key = Some(HeldKey::Shared {
+                    key: unresolved.key,
+                    value,
+                });
+                match self.lock_shared_order(shared, &mut ticket, req).await {
+                    Ok(locked) => locked?,
+                    Err(Unavailable) => return Err(ApiError::IdempotencyInFlight),
+                }
+            }
+            _ => {
+                let (key, unknown) = (unresolved.key, &unresolved.unknown);
+                let claim = self
+                    .local
+                    .resolve(&key, unknown, None, Instant::now())
+                    .ok_or(ApiError::IdempotencyInFlight)?;
+                ticket.key = Some(HeldKey::Local { key, claim });
+                self.lock_local_order(&mut ticket, req)?;
+            }
+        }
+        Ok(Resolution::Retry(Box::new(ticket)))
     }
 
     /// The same check against Redis; `Err` when Redis could not answer.
@@ -148,7 +272,7 @@ impl Idempotency {
             let value = codec::in_flight(&token(), &req.fingerprint);
             match shared.claim(&key_name(&key), &value, self.ttl).await? {
                 None => ticket.key = Some(HeldKey::Shared { key, value }),
-                Some(existing) => return Ok(refusal(&existing, &req.fingerprint)),
+                Some(existing) => return Ok(existing_entry(key, existing, &req.fingerprint)),
             }
         } else if let Some((duplicate, window)) = self.duplicate_key(req) {
             let existing = shared.get(&duplicate_name(&duplicate)).await?;
@@ -157,17 +281,8 @@ impl Idempotency {
             }
             ticket.duplicate = Some((duplicate, window));
         }
-        if let Some(order) = req.order.filter(|_| self.one_payment_per_order) {
-            let token = token();
-            let name = order_name(&order);
-            if shared
-                .claim(&name, &token, self.order_hold)
-                .await?
-                .is_some()
-            {
-                return Ok(Err(ApiError::OrderInFlight));
-            }
-            ticket.order = Some(HeldOrder::Shared { order, token });
+        if let Err(refused) = self.lock_shared_order(shared, &mut ticket, req).await? {
+            return Ok(Err(refused));
         }
         Ok(Ok(Decision::Proceed(ticket)))
     }
@@ -188,12 +303,22 @@ impl Idempotency {
     }
 }
 
-/// What a key already claimed in the shared store means for this request: its replay
-/// (`Ok`), or a refusal. An entry that cannot be read counts as in flight.
-fn refusal(existing: &str, fingerprint: &Digest) -> Result<Decision, ApiError> {
-    match codec::decode(existing) {
+/// What a key already claimed in the shared store means for this request: its replay,
+/// its unknown outcome to resolve, or a refusal. An entry that cannot be read counts as
+/// in flight.
+fn existing_entry(
+    key: Digest,
+    existing: String,
+    fingerprint: &Digest,
+) -> Result<Decision, ApiError> {
+    match codec::decode(&existing) {
         Some((fp, _)) if fp != *fingerprint => Err(ApiError::IdempotencyMismatch),
         Some((_, Decoded::Done(answer))) => Ok(Decision::Replay(Arc::new(answer))),
+        Some((_, Decoded::Unknown(unknown))) => Ok(Decision::Resolve(Unresolved {
+            key,
+            unknown: Arc::new(unknown),
+            shared_value: Some(existing),
+        })),
         _ => Err(ApiError::IdempotencyInFlight),
     }
 }
@@ -248,6 +373,10 @@ mod tests {
             key,
             fingerprint: [fingerprint; 32],
             order: Some(uuid::Uuid::from_u128(1)),
+            probe: Some(Probe {
+                gateway: "card_connect".into(),
+                method: "purchase".into(),
+            }),
         }
     }
 
@@ -255,6 +384,7 @@ mod tests {
         match idem.check(&req).await {
             Ok(Decision::Proceed(t)) => t,
             Ok(Decision::Replay(_)) => panic!("replayed"),
+            Ok(Decision::Resolve(_)) => panic!("unknown outcome"),
             Err(e) => panic!("refused: {e:?}"),
         }
     }
@@ -295,27 +425,69 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn unknown_outcome_holds_the_key() {
-        let idem = Idempotency::local(&config(None), b"k");
-        let t = proceed(&idem, request(Some([9; 32]), 1)).await;
-        t.finish(Settled::Unknown).await;
-        let again = idem.check(&request(Some([9; 32]), 1)).await;
+    async fn unknown_outcome_is_held_then_resolved_or_taken_over() {
+        let mut idem = Idempotency::local(&config(None), b"k");
+        let resolve = async |idem: &Idempotency, key, found| {
+            let Ok(Decision::Resolve(u)) = idem.check(&request(key, 1)).await else {
+                panic!("not unknown")
+            };
+            idem.resolve(&request(key, 1), u, found).await
+        };
+        // Just sent: could still complete, so a retry without a transaction is held.
+        let key = Some([9; 32]);
+        let t = proceed(&idem, request(key, 1)).await;
+        let request_id = "r1".to_string();
+        t.finish(Settled::Unknown {
+            sent_at_ms: now_ms(),
+            request_id: request_id.clone(),
+        })
+        .await;
+        let held = resolve(&idem, key, None).await;
+        assert!(matches!(held, Err(ApiError::IdempotencyInFlight)));
+        // Its transaction shows up: that is the answer, kept for the key.
+        let answer = StoredAnswer {
+            status: StatusCode::CREATED,
+            content_type: None,
+            body: Bytes::from_static(b"{}"),
+            outcome: Outcome::Approved,
+            request_id: "r2".into(),
+        };
+        let found = resolve(&idem, key, Some(answer)).await;
+        assert!(matches!(found, Ok(Resolution::Found(_))));
+        let again = idem.check(&request(key, 1)).await;
+        assert!(matches!(again, Ok(Decision::Replay(_))));
+        // Long past, no transaction: the retry takes the key over, once.
+        idem.unknown_hold = Duration::from_millis(1);
+        let key = Some([8; 32]);
+        let t = proceed(&idem, request(key, 1)).await;
+        t.finish(Settled::Unknown {
+            sent_at_ms: 0,
+            request_id,
+        })
+        .await;
+        let taken = resolve(&idem, key, None).await;
+        assert!(matches!(taken, Ok(Resolution::Retry(_))));
+        let again = idem.check(&request(key, 1)).await;
         assert!(matches!(again, Err(ApiError::IdempotencyInFlight)));
     }
 
     #[test]
-    fn a_shared_entry_decides_replay_or_refusal() {
+    fn a_shared_entry_decides_replay_resolution_or_refusal() {
         let fp = [1; 32];
+        let entry = |value: String| existing_entry([0; 32], value, &fp);
+        let unknown = crate::idempotency::resolve::UnknownOutcome {
+            sent_at_ms: 1,
+            request_id: "r".into(),
+            probe: None,
+        };
+        let in_flight = entry(codec::in_flight("t", &fp));
+        assert!(matches!(in_flight, Err(ApiError::IdempotencyInFlight)));
+        let other = entry(codec::unknown(&[2; 32], &unknown));
+        assert!(matches!(other, Err(ApiError::IdempotencyMismatch)));
+        let unknown = entry(codec::unknown(&fp, &unknown));
+        assert!(matches!(unknown, Ok(Decision::Resolve(_))));
         assert!(matches!(
-            refusal(&codec::in_flight("t", &fp), &fp),
-            Err(ApiError::IdempotencyInFlight)
-        ));
-        assert!(matches!(
-            refusal(&codec::unknown(&[2; 32]), &fp),
-            Err(ApiError::IdempotencyMismatch)
-        ));
-        assert!(matches!(
-            refusal("", &fp),
+            entry(String::new()),
             Err(ApiError::IdempotencyInFlight)
         ));
     }

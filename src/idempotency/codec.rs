@@ -1,7 +1,8 @@
 //! The text form of a key's entry in the shared store (Redis), one string per key:
 //!
 //! - `F|<claim token>|<fingerprint>`: claimed, the request is in flight;
-//! - `U|<fingerprint>`: forwarded, outcome unknown;
+//! - `U|<fingerprint>|<sent at, Unix ms>|<request id>|<gateway>|<method>`: forwarded,
+//!   outcome unknown (gateway and method in base64, both empty for transaction actions);
 //! - `D|<fingerprint>|<status>|<outcome>|<request id>|<content type>|<body>`: completed,
 //!   with the content type and the body in base64 (so no byte of them can end a field).
 //!
@@ -15,13 +16,14 @@ use http::{HeaderValue, StatusCode};
 
 use super::Digest;
 use super::answer::StoredAnswer;
+use super::resolve::{Probe, UnknownOutcome};
 use crate::audit::hex32;
 use crate::outcome::Outcome;
 
 /// A decoded entry.
 pub(crate) enum Decoded {
     InFlight,
-    Unknown,
+    Unknown(UnknownOutcome),
     Done(StoredAnswer),
 }
 
@@ -29,8 +31,17 @@ pub(crate) fn in_flight(token: &str, fingerprint: &Digest) -> String {
     format!("F|{token}|{}", hex32(fingerprint))
 }
 
-pub(crate) fn unknown(fingerprint: &Digest) -> String {
-    format!("U|{}", hex32(fingerprint))
+pub(crate) fn unknown(fingerprint: &Digest, unknown: &UnknownOutcome) -> String {
+    let (gateway, method) = match &unknown.probe {
+        Some(p) => (STANDARD.encode(&p.gateway), STANDARD.encode(&p.method)),
+        None => (String::new(), String::new()),
+    };
+    format!(
+        "U|{}|{}|{}|{gateway}|{method}",
+        hex32(fingerprint),
+        unknown.sent_at_ms,
+        unknown.request_id
+    )
 }
 
 pub(crate) fn done(fingerprint: &Digest, answer: &StoredAnswer) -> String {
@@ -62,7 +73,7 @@ pub(crate) fn decode(value: &str) -> Option<(Digest, Decoded)> {
     hex::decode_to_slice(fields.next()?, &mut fingerprint).ok()?;
     let decoded = match kind {
         "F" => Decoded::InFlight,
-        "U" => Decoded::Unknown,
+        "U" => Decoded::Unknown(unknown_outcome(&mut fields)?),
         "D" => Decoded::Done(answer(&mut fields)?),
         _ => return None,
     };
@@ -84,6 +95,24 @@ fn answer<'a>(fields: &mut impl Iterator<Item = &'a str>) -> Option<StoredAnswer
         body,
         outcome,
         request_id,
+    })
+}
+
+fn unknown_outcome<'a>(fields: &mut impl Iterator<Item = &'a str>) -> Option<UnknownOutcome> {
+    let sent_at_ms = fields.next()?.parse().ok()?;
+    let request_id = fields.next()?.to_string();
+    let text = |b64: &str| String::from_utf8(STANDARD.decode(b64).ok()?).ok();
+    let probe = match (fields.next()?, fields.next()?) {
+        ("", "") => None,
+        (gateway, method) => Some(Probe {
+            gateway: text(gateway)?,
+            method: text(method)?,
+        }),
+    };
+    Some(UnknownOutcome {
+        sent_at_ms,
+        request_id,
+        probe,
     })
 }
 
@@ -125,7 +154,19 @@ mod tests {
         assert_eq!(got.outcome, Outcome::Approved);
         assert_eq!(got.request_id, "r-1");
         assert!(matches!(decode(&in_flight("t", &fp)), Some((f, Decoded::InFlight)) if f == fp));
-        assert!(matches!(decode(&unknown(&fp)), Some((f, Decoded::Unknown)) if f == fp));
+        let u = UnknownOutcome {
+            sent_at_ms: 42,
+            request_id: "r-2".into(),
+            probe: Some(Probe {
+                gateway: "card_connect".into(),
+                method: "purchase".into(),
+            }),
+        };
+        assert!(
+            matches!(decode(&unknown(&fp, &u)), Some((f, Decoded::Unknown(got))) if f == fp && got == u)
+        );
+        let u = UnknownOutcome { probe: None, ..u };
+        assert!(matches!(decode(&unknown(&fp, &u)), Some((_, Decoded::Unknown(got))) if got == u));
         assert!(decode("garbage").is_none());
         assert!(decode("D|zz").is_none());
     }

@@ -11,8 +11,8 @@
 //! `fingerprint.rs` hashes the canonical request (the card only as its keyed fingerprint),
 //! `answer.rs` is the stored answer and its replay, `store.rs` the bounded local store,
 //! `orders.rs` the orders in flight, `redis.rs` the shared store (with `limits.redis_url`)
-//! and `codec.rs` its entries, `claim.rs` the check and `ticket.rs` the claims a request
-//! holds until its outcome is recorded.
+//! and `codec.rs` its entries, `claim.rs` the check, `ticket.rs` the claims a request
+//! holds until its outcome is recorded and `resolve.rs` the rule for unknown outcomes.
 //! Nothing stored holds a client's key, a PAN or a CVV: keys and requests are keyed
 //! hashes, answers are refused when the scrubber finds a card number in them.
 
@@ -23,13 +23,15 @@ mod fingerprint;
 mod key;
 mod orders;
 mod redis;
+mod resolve;
 mod store;
 mod ticket;
 
 pub(crate) use answer::StoredAnswer;
-pub(crate) use claim::{Decision, Idempotency, TicketRequest};
+pub(crate) use claim::{Decision, Idempotency, Resolution, TicketRequest};
 pub(crate) use fingerprint::{payment_fingerprint, transaction_fingerprint};
 pub(crate) use key::scoped_key;
+pub(crate) use resolve::{Probe, Unresolved, matching_transaction, now_ms};
 pub(crate) use ticket::{Settled, Ticket};
 
 /// A keyed hash: a scoped key, a request's fingerprint.

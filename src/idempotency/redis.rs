@@ -44,7 +44,7 @@ return 1
 "#;
 
 /// Redis could not answer in time (down, timed out, or an error reply).
-#[derive(Debug)]
+#[derive(Debug, PartialEq, Eq)]
 pub(crate) struct Unavailable;
 
 pub(crate) struct RedisIdempotency {
@@ -127,18 +127,19 @@ impl RedisIdempotency {
         Ok((claimed != 1).then_some(existing))
     }
 
-    /// Replaces our claim `held` on `name` with `value` for `ttl` (`""`: deletes it).
+    /// Replaces our claim `held` on `name` with `value` for `ttl` (`""`: deletes it);
+    /// `false` when `name` no longer holds `held`.
     pub(crate) async fn settle(
         &self,
         name: &str,
         held: &str,
         value: &str,
         ttl: Duration,
-    ) -> Result<(), Unavailable> {
+    ) -> Result<bool, Unavailable> {
         let mut inv = self.settle.prepare_invoke();
         inv.key(name).arg(held).arg(value).arg(millis(ttl));
-        let _: i64 = self.run(async |c| inv.invoke_async(c).await).await?;
-        Ok(())
+        let done: i64 = self.run(async |c| inv.invoke_async(c).await).await?;
+        Ok(done == 1)
     }
 
     pub(crate) async fn get(&self, name: &str) -> Result<Option<String>, Unavailable> {

@@ -15,6 +15,7 @@ use std::time::Instant;
 
 use super::Digest;
 use super::answer::StoredAnswer;
+use super::resolve::UnknownOutcome;
 
 const SHARDS: usize = 16;
 
@@ -23,7 +24,7 @@ enum State {
     /// Claimed by a request still running; `claim` tells its holder apart.
     InFlight { claim: u64 },
     /// Forwarded, but the answer never came: it may still have been charged.
-    Unknown,
+    Unknown(Arc<UnknownOutcome>),
     /// Completed; replayed to the same request.
     Done(Arc<StoredAnswer>),
 }
@@ -45,8 +46,10 @@ impl Entry {
 pub(crate) enum Lookup {
     /// First use: claimed under this id.
     Claimed(u64),
-    /// The same request is in flight, or its outcome is unknown.
+    /// The same request is in flight.
     InFlight,
+    /// The same request was forwarded and its outcome is unknown.
+    Unknown(Arc<UnknownOutcome>),
     /// The key was used for another request.
     Mismatch,
     /// The same request completed: its answer.
@@ -59,7 +62,7 @@ pub(crate) enum Lookup {
 pub(crate) enum Settle {
     /// Nothing was forwarded (or the answer cannot be kept): the key is free again.
     Release,
-    Unknown,
+    Unknown(Arc<UnknownOutcome>),
     Done(Arc<StoredAnswer>),
 }
 
@@ -94,7 +97,8 @@ impl LocalStore {
                 return Lookup::Mismatch;
             }
             return match &entry.state {
-                State::InFlight { .. } | State::Unknown => Lookup::InFlight,
+                State::InFlight { .. } => Lookup::InFlight,
+                State::Unknown(unknown) => Lookup::Unknown(unknown.clone()),
                 State::Done(answer) => Lookup::Done(answer.clone()),
             };
         }
@@ -132,13 +136,42 @@ impl LocalStore {
             Settle::Release => {
                 shard.remove(key);
             }
-            Settle::Unknown => {
-                entry.state = State::Unknown;
+            Settle::Unknown(unknown) => {
+                entry.state = State::Unknown(unknown);
                 entry.expires = Some(expires);
             }
             Settle::Done(answer) => {
                 entry.state = State::Done(answer);
                 entry.expires = Some(expires);
+            }
+        }
+    }
+
+    /// Replaces the unknown outcome `unknown` under `key` (if it is still there) by a new
+    /// claim (`None`: the retry takes the key over) or by its resolved answer.
+    pub(crate) fn resolve(
+        &self,
+        key: &Digest,
+        unknown: &UnknownOutcome,
+        answer: Option<Arc<StoredAnswer>>,
+        expires: Instant,
+    ) -> Option<u64> {
+        let mut shard = self.shard(key);
+        let entry = shard.get_mut(key)?;
+        if !matches!(&entry.state, State::Unknown(u) if **u == *unknown) {
+            return None;
+        }
+        match answer {
+            Some(answer) => {
+                entry.state = State::Done(answer);
+                entry.expires = Some(expires);
+                Some(0)
+            }
+            None => {
+                let claim = self.next_claim.fetch_add(1, Ordering::Relaxed);
+                entry.state = State::InFlight { claim };
+                entry.expires = None;
+                Some(claim)
             }
         }
     }
@@ -263,10 +296,25 @@ mod tests {
         let Lookup::Claimed(c) = s.claim(&[1; 32], &[2; 32], now) else {
             panic!()
         };
-        s.settle(&[1; 32], c, Settle::Unknown, now + HOUR);
-        assert!(matches!(s.claim(&[1; 32], &[2; 32], now), Lookup::InFlight));
+        let unknown = Arc::new(UnknownOutcome {
+            sent_at_ms: 1,
+            request_id: "r1".into(),
+            probe: None,
+        });
+        s.settle(&[1; 32], c, Settle::Unknown(unknown.clone()), now + HOUR);
+        assert!(matches!(
+            s.claim(&[1; 32], &[2; 32], now),
+            Lookup::Unknown(_)
+        ));
         // A stale claim id does not touch the entry.
         s.settle(&[1; 32], c, Settle::Release, now);
+        assert!(matches!(
+            s.claim(&[1; 32], &[2; 32], now),
+            Lookup::Unknown(_)
+        ));
+        // Taken over once: a second retry finds it in flight.
+        assert!(s.resolve(&[1; 32], &unknown, None, now).is_some());
+        assert!(s.resolve(&[1; 32], &unknown, None, now).is_none());
         assert!(matches!(s.claim(&[1; 32], &[2; 32], now), Lookup::InFlight));
     }
 
@@ -289,7 +337,12 @@ mod tests {
             s.claim(&in_shard_7(1), &[0; 32], now),
             Lookup::Full
         ));
-        s.settle(&in_shard_7(0), c, Settle::Unknown, now + HOUR);
+        let unknown = Arc::new(UnknownOutcome {
+            sent_at_ms: 1,
+            request_id: "r1".into(),
+            probe: None,
+        });
+        s.settle(&in_shard_7(0), c, Settle::Unknown(unknown), now + HOUR);
         assert!(matches!(
             s.claim(&in_shard_7(1), &[0; 32], now),
             Lookup::Full

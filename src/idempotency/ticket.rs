@@ -12,6 +12,7 @@ use super::answer::StoredAnswer;
 use super::codec;
 use super::orders::OrderGuard;
 use super::redis::{RedisIdempotency, duplicate_name, key_name, order_name};
+use super::resolve::{Probe, UnknownOutcome};
 use super::store::{LocalStore, Settle};
 use crate::outcome::Outcome;
 
@@ -51,14 +52,17 @@ pub(crate) struct Ticket {
     /// Where a successful payment without a key is kept for the duplicate window.
     pub(super) duplicate: Option<(Digest, Duration)>,
     pub(super) ttl: Duration,
+    /// For payments: what tells their transaction apart, should the outcome be unknown.
+    pub(super) probe: Option<Probe>,
 }
 
 /// How a forwarded request ended.
 pub(crate) enum Settled {
     /// Nothing was sent upstream.
     NotSent,
-    /// Sent, but no answer came: it may still complete upstream.
-    Unknown,
+    /// Sent (at `sent_at_ms`, Unix time) as `request_id`, but no answer came: it may
+    /// still complete upstream.
+    Unknown { sent_at_ms: u64, request_id: String },
     /// The upstream answered.
     Answered {
         status: StatusCode,
@@ -74,7 +78,7 @@ impl Ticket {
     /// without a key, for the duplicate window); an unknown outcome keeps the key claimed,
     /// so a retry cannot charge again; nothing sent frees the key. Then frees the order.
     pub(crate) async fn finish(mut self, settled: Settled) {
-        let (settle, approved) = settlement(settled);
+        let (settle, approved) = settlement(settled, self.probe.take());
         if let (Some((key, window)), Some(answer)) = (self.duplicate.take(), approved) {
             self.keep_duplicate(&key, answer, window).await;
         }
@@ -111,7 +115,7 @@ impl Ticket {
                 let Some(shared) = &self.shared else { return };
                 let new = match &settle {
                     Settle::Release => String::new(),
-                    Settle::Unknown => codec::unknown(&self.fingerprint),
+                    Settle::Unknown(unknown) => codec::unknown(&self.fingerprint, unknown),
                     Settle::Done(answer) => codec::done(&self.fingerprint, answer),
                 };
                 let _ = shared.settle(&key_name(&key), &value, &new, self.ttl).await;
@@ -121,10 +125,20 @@ impl Ticket {
 }
 
 /// What to do with the key, and the answer to keep for the duplicate window if approved.
-fn settlement(settled: Settled) -> (Settle, Option<Arc<StoredAnswer>>) {
+fn settlement(settled: Settled, probe: Option<Probe>) -> (Settle, Option<Arc<StoredAnswer>>) {
     match settled {
         Settled::NotSent => (Settle::Release, None),
-        Settled::Unknown => (Settle::Unknown, None),
+        Settled::Unknown {
+            sent_at_ms,
+            request_id,
+        } => {
+            let unknown = UnknownOutcome {
+                sent_at_ms,
+                request_id,
+                probe,
+            };
+            (Settle::Unknown(Arc::new(unknown)), None)
+        }
         Settled::Answered {
             status,
             content_type,

@@ -128,17 +128,20 @@ pub(crate) fn forwarded(ctx: &RequestCtx<'_>, client_id: &str) -> AuditRecord {
     record
 }
 
-/// The `replayed` record of an audited request answered with a stored answer: the
-/// original request's id and outcome, the status it was answered with.
+/// The `replayed` record of an audited request answered with a stored answer, or the
+/// `resolved` record of a payment whose unknown outcome was found among the order's
+/// transactions: the original request's id and outcome, the status it was answered with.
 pub(crate) fn replayed(
     ctx: &RequestCtx<'_>,
     client_id: &str,
     answer: &StoredAnswer,
+    resolved: bool,
 ) -> AuditRecord {
     let audited = ctx.audit.as_ref().expect("only audited requests are");
-    let event = match audited.action {
-        AuditedAction::Payment => AuditEvent::PaymentReplayed,
-        AuditedAction::Transaction(_) => AuditEvent::TransactionReplayed,
+    let event = match (audited.action, resolved) {
+        (AuditedAction::Payment, false) => AuditEvent::PaymentReplayed,
+        (AuditedAction::Payment, true) => AuditEvent::PaymentResolved,
+        (AuditedAction::Transaction(_), _) => AuditEvent::TransactionReplayed,
     };
     let mut record = record(ctx, audited, client_id, event, answer.outcome);
     record.gateway = audited.gateway.clone();

@@ -71,6 +71,9 @@ pub(crate) struct Audited {
     pub replay_of: Option<String>,
     /// Forwarded under an idempotency claim, and no answer came: the key stays claimed.
     pub unknown_outcome: bool,
+    /// A retry of an unknown outcome: whether its transaction was `resolved` (found) or
+    /// `not_found`.
+    pub resolution: Option<&'static str>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -100,6 +103,7 @@ impl Audited {
             fingerprint: None,
             replay_of: None,
             unknown_outcome: false,
+            resolution: None,
         }
     }
 }

@@ -18,7 +18,7 @@ use super::call::Caller;
 use crate::audit::{AuditEvent, AuditRecord};
 use crate::body::{ProxyBody, full_body, read_limited};
 use crate::error::ApiError;
-use crate::idempotency::{Settled, Ticket};
+use crate::idempotency::{Settled, Ticket, now_ms};
 use crate::limit::Limiter;
 use crate::outcome::Outcome;
 use crate::upstream::Outgoing;
@@ -75,12 +75,13 @@ pub(crate) async fn audited(
                 latency: None,
             };
         }
+        let sent_at_ms = now_ms();
         let sent = fwd.caller.send(out).await;
         let latency = sent.as_ref().ok().map(|c| c.latency);
         let sent = sent.map(|c| c.response);
         let done = complete(forwarded, sent, latency).await;
         if let Some(ticket) = ticket {
-            ticket.finish(settled(&done)).await;
+            ticket.finish(settled(&done, sent_at_ms)).await;
         }
         if let (Some(declined), Some(client)) = (done.declined, breaker_client) {
             fwd.limiter.record_outcome(&client, declined);
@@ -107,8 +108,8 @@ struct Done {
 }
 
 /// What the idempotency ticket records: the answer, or an unknown outcome (the request
-/// was written, the answer never came).
-fn settled(done: &Done) -> Settled {
+/// was sent at `sent_at_ms`, the answer never came).
+fn settled(done: &Done, sent_at_ms: u64) -> Settled {
     match (&done.completed.response, &done.body) {
         (Ok(response), Some(body)) => Settled::Answered {
             status: response.status(),
@@ -117,7 +118,10 @@ fn settled(done: &Done) -> Settled {
             outcome: done.completed.outcome,
             request_id: done.record.request_id.clone(),
         },
-        _ => Settled::Unknown,
+        _ => Settled::Unknown {
+            sent_at_ms,
+            request_id: done.record.request_id.clone(),
+        },
     }
 }
 

@@ -179,8 +179,13 @@ impl Pipeline {
             let client = ctx.client.map(|c| self.clients.get(c).id.as_str());
             let auditor = &self.forwarder.auditor;
             let client = client.unwrap_or("unauthenticated");
+            let phase = idempotent::Phase {
+                idempotency: &self.idempotency,
+                auditor,
+                caller: &self.forwarder.caller,
+            };
             // Boxed, as the forward below: with Redis, the check's future is large.
-            let claim = idempotent::claim(&self.idempotency, auditor, ctx, client);
+            let claim = phase.claim(ctx, client);
             let ticket = match Box::pin(claim).await? {
                 Claimed::Replayed(response) => return Ok(response),
                 Claimed::Forward(ticket) => ticket,

@@ -35,6 +35,7 @@ pub(crate) fn record(
         idempotency_key = audited.and_then(|a| a.idempotency_key.map(|_| true)),
         replay_of = audited.and_then(|a| a.replay_of.as_deref()),
         unknown_outcome = audited.and_then(|a| a.unknown_outcome.then_some(true)),
+        resolution = audited.and_then(|a| a.resolution),
         request_id = ctx.id.as_str(),
         client,
         route = route.as_str(),
@@ -66,6 +67,11 @@ pub(crate) fn record(
 
 /// The idempotency phase's decision for the metric, if it made one worth counting.
 fn idempotency_event(audited: &Audited, reason: Option<&'static str>) -> Option<&'static str> {
+    match audited.resolution {
+        Some("resolved") => return Some("unknown_resolved"),
+        Some(_) => return Some("unknown_not_found"),
+        None => {}
+    }
     if audited.replay_of.is_some() {
         return Some("replayed");
     }

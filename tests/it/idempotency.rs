@@ -8,6 +8,8 @@
 use crate::support;
 
 use std::collections::HashSet;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -19,6 +21,7 @@ use support::payshim::{
     ORDER, Payshim, STOREFRONT_KEY, admin_get, payment_body, set_key, toml_path,
 };
 use support::redis::RedisServer;
+use support::upstream::transaction;
 use support::{HttpVersion, Reply, TestClient, TestResponse, World, handler};
 
 const PAN: &str = "4111111111111111";
@@ -441,4 +444,96 @@ async fn redis_down_with_deny_is_503_and_nothing_forwarded() {
     let resp = pay(&payshim, PAN, Some(b"key-while-down")).await;
     assert_eq!(resp.status, 503, "{}", resp.text());
     assert_eq!(world.upstream.count(), 0);
+}
+
+/// POSTs (payments) the double received; its GETs are payshim reading transactions.
+fn posts(world: &World) -> usize {
+    world
+        .upstream
+        .requests()
+        .iter()
+        .filter(|r| r.method == Method::POST)
+        .count()
+}
+
+/// A world whose double stalls the first payment past `upstream.timeout` (2 s) and answers
+/// later ones at once; the order's transaction list shows a purchase once `charged` is set.
+async fn stalling_world(charged: Arc<AtomicBool>) -> (World, Payshim) {
+    let stalled = Arc::new(AtomicBool::new(false));
+    let world = World::new(handler(move |req| {
+        if req.method == Method::GET {
+            let data = if charged.load(Ordering::SeqCst) {
+                json!([transaction(ORDER, "purchase")])
+            } else {
+                json!([])
+            };
+            return Reply::json(200, json!({ "data": data }));
+        }
+        if !stalled.swap(true, Ordering::SeqCst) {
+            return answer("complete").delayed(Duration::from_secs(6));
+        }
+        answer("complete")
+    }))
+    .await;
+    let payshim = Payshim::start(&world.base_config()).await;
+    (world, payshim)
+}
+
+#[tokio::test]
+async fn unknown_outcome_is_not_charged_twice_and_resolves_from_the_transactions() {
+    let charged = Arc::new(AtomicBool::new(false));
+    let (world, payshim) = stalling_world(charged.clone()).await;
+    let key = Some(&b"stalled-1"[..]);
+    let first = pay(&payshim, PAN, key).await;
+    assert_eq!(first.status, 504, "{}", first.text());
+    // The stalled payment may still complete: a retry is not forwarded.
+    let retry = pay(&payshim, PAN, key).await;
+    assert_eq!(retry.status, 409, "{}", retry.text());
+    assert!(retry.header("retry-after").is_some());
+    assert_eq!(posts(&world), 1);
+    // The order's transactions now show the charge: the retry gets it.
+    charged.store(true, Ordering::SeqCst);
+    let resolved = pay(&payshim, PAN, key).await;
+    assert_eq!(resolved.status, 201, "{}", resolved.text());
+    assert_eq!(
+        resolved.header("idempotent-replayed").as_deref(),
+        Some("true")
+    );
+    assert_eq!(resolved.json()["data"]["transaction-type"], "purchase");
+    let again = pay(&payshim, PAN, key).await;
+    assert_eq!(again.body, resolved.body, "kept for the key");
+    assert_eq!(posts(&world), 1, "charged once");
+    assert_metric(&payshim, "unknown_outcome", 1).await;
+    assert_metric(&payshim, "unknown_resolved", 1).await;
+    payshim.stop().await;
+    let events = audit_events(&world);
+    let resolved_record = events
+        .iter()
+        .find(|e| e["event"] == "payment.resolved")
+        .unwrap_or_else(|| panic!("no payment.resolved in {events:?}"));
+    assert_eq!(
+        resolved_record["original_request_id"].as_str(),
+        first.header("x-request-id").as_deref()
+    );
+    assert_no_card_data("audit file", audit_text(&world).as_bytes());
+}
+
+#[tokio::test]
+async fn unknown_outcome_without_a_transaction_lets_one_retry_through_after_the_timeout() {
+    let (world, payshim) = stalling_world(Arc::new(AtomicBool::new(false))).await;
+    let key = Some(&b"stalled-2"[..]);
+    let sent = std::time::Instant::now();
+    assert_eq!(pay(&payshim, PAN, key).await.status, 504);
+    assert_eq!(pay(&payshim, PAN, key).await.status, 409);
+    assert_eq!(posts(&world), 1);
+    // Twice upstream.timeout after the first was sent, with no transaction: it did not
+    // happen, so the retry goes through, once.
+    tokio::time::sleep(Duration::from_millis(4300).saturating_sub(sent.elapsed())).await;
+    let retry = pay(&payshim, PAN, key).await;
+    assert_eq!(retry.status, 201, "{}", retry.text());
+    assert_eq!(retry.header("idempotent-replayed"), None);
+    assert_eq!(posts(&world), 2);
+    let again = pay(&payshim, PAN, key).await;
+    assert_eq!(again.header("idempotent-replayed").as_deref(), Some("true"));
+    assert_eq!(posts(&world), 2);
 }
