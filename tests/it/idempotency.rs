@@ -458,7 +458,8 @@ fn posts(world: &World) -> usize {
 
 /// A world whose double stalls the first payment past `upstream.timeout` (2 s) and answers
 /// later ones at once; the order's transaction list shows a purchase once `charged` is set.
-async fn stalling_world(charged: Arc<AtomicBool>) -> (World, Payshim) {
+/// With `redis`, payshim keeps its keys there.
+async fn stalling_world(charged: Arc<AtomicBool>, redis: Option<&RedisServer>) -> (World, Payshim) {
     let stalled = Arc::new(AtomicBool::new(false));
     let world = World::new(handler(move |req| {
         if req.method == Method::GET {
@@ -475,14 +476,39 @@ async fn stalling_world(charged: Arc<AtomicBool>) -> (World, Payshim) {
         answer("complete")
     }))
     .await;
-    let payshim = Payshim::start(&world.base_config()).await;
+    let mut config = world.base_config();
+    if let Some(redis) = redis {
+        let url = format!("\"{}\"", redis.url());
+        config = set_key(&config, "limits", "redis_url", Some(&url));
+    }
+    let payshim = Payshim::start(&config).await;
     (world, payshim)
 }
 
 #[tokio::test]
 async fn unknown_outcome_is_not_charged_twice_and_resolves_from_the_transactions() {
+    unknown_outcome_resolves(None).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unknown_outcome_resolves_with_the_keys_in_redis() {
+    let redis = RedisServer::start();
+    unknown_outcome_resolves(Some(&redis)).await;
+    let entries = redis_entries(&redis.url());
+    assert!(
+        entries
+            .iter()
+            .any(|(k, v)| k.starts_with("payshim:idem:key:") && v.starts_with("D|")),
+        "{entries:?}"
+    );
+    for (key, value) in &entries {
+        assert_no_card_data(key, value.as_bytes());
+    }
+}
+
+async fn unknown_outcome_resolves(redis: Option<&RedisServer>) {
     let charged = Arc::new(AtomicBool::new(false));
-    let (world, payshim) = stalling_world(charged.clone()).await;
+    let (world, payshim) = stalling_world(charged.clone(), redis).await;
     let key = Some(&b"stalled-1"[..]);
     let first = pay(&payshim, PAN, key).await;
     assert_eq!(first.status, 504, "{}", first.text());
@@ -520,7 +546,7 @@ async fn unknown_outcome_is_not_charged_twice_and_resolves_from_the_transactions
 
 #[tokio::test]
 async fn unknown_outcome_without_a_transaction_lets_one_retry_through_after_the_timeout() {
-    let (world, payshim) = stalling_world(Arc::new(AtomicBool::new(false))).await;
+    let (world, payshim) = stalling_world(Arc::new(AtomicBool::new(false)), None).await;
     let key = Some(&b"stalled-2"[..]);
     let sent = std::time::Instant::now();
     assert_eq!(pay(&payshim, PAN, key).await.status, 504);
