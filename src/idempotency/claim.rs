@@ -8,7 +8,7 @@ use super::Digest;
 use super::answer::StoredAnswer;
 use super::codec::{self, Decoded};
 use super::orders::OrdersInFlight;
-use super::redis::{RedisIdempotency, Unavailable, duplicate_name, key_name, order_name};
+use super::redis::{RedisIdempotency, Unavailable, key_name, order_name};
 use super::resolve::{Probe, Unresolved, now_ms};
 use super::store::{LocalStore, Lookup};
 use super::ticket::{HeldKey, HeldOrder, Ticket};
@@ -128,7 +128,7 @@ impl Idempotency {
             fingerprint: req.fingerprint,
             key: None,
             order: None,
-            duplicate: None,
+            window: None,
             ttl: self.ttl,
             probe: req.probe.clone(),
         }
@@ -137,11 +137,11 @@ impl Idempotency {
     fn check_local(&self, req: &TicketRequest<'_>) -> Result<Decision, ApiError> {
         let now = Instant::now();
         let mut ticket = self.ticket(req, None);
-        if let Some(key) = req.key {
+        if let Some(key) = self.key_of(req, &mut ticket) {
             match self.local.claim(&key, &req.fingerprint, now) {
                 Lookup::Claimed(claim) => ticket.key = Some(HeldKey::Local { key, claim }),
                 Lookup::Done(answer) => return Ok(Decision::Replay(answer)),
-                Lookup::InFlight => return Err(ApiError::IdempotencyInFlight),
+                Lookup::InFlight => return Err(in_flight(req)),
                 Lookup::Unknown(unknown) => {
                     return Ok(Decision::Resolve(Unresolved {
                         key,
@@ -152,11 +152,6 @@ impl Idempotency {
                 Lookup::Mismatch => return Err(ApiError::IdempotencyMismatch),
                 Lookup::Full => return Err(ApiError::NotReady("idempotency store full")),
             }
-        } else if let Some((duplicate, window)) = self.duplicate_key(req) {
-            if let Some(answer) = self.local.answer(&duplicate, now) {
-                return Ok(Decision::Replay(answer));
-            }
-            ticket.duplicate = Some((duplicate, window));
         }
         self.lock_local_order(&mut ticket, req)?;
         Ok(Decision::Proceed(ticket))
@@ -209,16 +204,19 @@ impl Idempotency {
             .shared
             .as_ref()
             .filter(|_| unresolved.shared_value.is_some());
+        // A payment without a key: its implicit key keeps answers for the window only.
+        let window = self.window.filter(|_| req.key.is_none());
+        let keep = window.unwrap_or(self.ttl);
         if let Some(answer) = found {
             let answer = Arc::new(answer);
             match (shared, &unresolved.shared_value) {
                 (Some(shared), Some(held)) => {
                     let value = codec::done(&req.fingerprint, &answer);
                     let name = key_name(&unresolved.key);
-                    let _ = shared.settle(&name, held, &value, self.ttl).await;
+                    let _ = shared.settle(&name, held, &value, keep).await;
                 }
                 _ => {
-                    let expires = Instant::now() + self.ttl;
+                    let expires = Instant::now() + keep;
                     let (key, unknown) = (&unresolved.key, &unresolved.unknown);
                     self.local
                         .resolve(key, unknown, Some(answer.clone()), expires);
@@ -229,15 +227,16 @@ impl Idempotency {
         let hold = u64::try_from(self.unknown_hold.as_millis()).unwrap_or(u64::MAX);
         let hold_until = unresolved.unknown.sent_at_ms.saturating_add(hold);
         if !unresolved.can_probe() || now_ms() < hold_until {
-            return Err(ApiError::IdempotencyInFlight);
+            return Err(in_flight(req));
         }
         let mut ticket = self.ticket(req, shared.cloned());
+        ticket.window = window;
         match (shared, unresolved.shared_value) {
             (Some(shared), Some(held)) => {
                 let value = codec::in_flight(&token(), &req.fingerprint);
                 let name = key_name(&unresolved.key);
                 if shared.settle(&name, &held, &value, self.ttl).await != Ok(true) {
-                    return Err(ApiError::IdempotencyInFlight);
+                    return Err(in_flight(req));
                 }
                 ticket.key = Some(HeldKey::Shared {
                     key: unresolved.key,
@@ -245,7 +244,7 @@ impl Idempotency {
                 });
                 match self.lock_shared_order(shared, &mut ticket, req).await {
                     Ok(locked) => locked?,
-                    Err(Unavailable) => return Err(ApiError::IdempotencyInFlight),
+                    Err(Unavailable) => return Err(in_flight(req)),
                 }
             }
             _ => {
@@ -253,7 +252,7 @@ impl Idempotency {
                 let claim = self
                     .local
                     .resolve(&key, unknown, None, Instant::now())
-                    .ok_or(ApiError::IdempotencyInFlight)?;
+                    .ok_or_else(|| in_flight(req))?;
                 ticket.key = Some(HeldKey::Local { key, claim });
                 self.lock_local_order(&mut ticket, req)?;
             }
@@ -268,23 +267,29 @@ impl Idempotency {
         req: &TicketRequest<'_>,
     ) -> Result<Result<Decision, ApiError>, Unavailable> {
         let mut ticket = self.ticket(req, Some(shared.clone()));
-        if let Some(key) = req.key {
+        if let Some(key) = self.key_of(req, &mut ticket) {
             let value = codec::in_flight(&token(), &req.fingerprint);
             match shared.claim(&key_name(&key), &value, self.ttl).await? {
                 None => ticket.key = Some(HeldKey::Shared { key, value }),
-                Some(existing) => return Ok(existing_entry(key, existing, &req.fingerprint)),
+                Some(existing) => return Ok(existing_entry(req, key, existing)),
             }
-        } else if let Some((duplicate, window)) = self.duplicate_key(req) {
-            let existing = shared.get(&duplicate_name(&duplicate)).await?;
-            if let Some((_, Decoded::Done(answer))) = existing.as_deref().and_then(codec::decode) {
-                return Ok(Ok(Decision::Replay(Arc::new(answer))));
-            }
-            ticket.duplicate = Some((duplicate, window));
         }
         if let Err(refused) = self.lock_shared_order(shared, &mut ticket, req).await? {
             return Ok(Err(refused));
         }
         Ok(Ok(Decision::Proceed(ticket)))
+    }
+
+    /// The key the request is tracked under: its `Idempotency-Key`, or for a payment
+    /// without one its implicit key (same client, same request), kept for the duplicate
+    /// window when approved (set on the ticket).
+    fn key_of(&self, req: &TicketRequest<'_>, ticket: &mut Ticket) -> Option<Digest> {
+        if req.key.is_some() {
+            return req.key;
+        }
+        let (key, window) = self.duplicate_key(req)?;
+        ticket.window = Some(window);
+        Some(key)
     }
 
     /// The implicit key of a payment without `Idempotency-Key` (same client, same
@@ -307,19 +312,29 @@ impl Idempotency {
 /// its unknown outcome to resolve, or a refusal. An entry that cannot be read counts as
 /// in flight.
 fn existing_entry(
+    req: &TicketRequest<'_>,
     key: Digest,
     existing: String,
-    fingerprint: &Digest,
 ) -> Result<Decision, ApiError> {
     match codec::decode(&existing) {
-        Some((fp, _)) if fp != *fingerprint => Err(ApiError::IdempotencyMismatch),
+        Some((fp, _)) if fp != req.fingerprint => Err(ApiError::IdempotencyMismatch),
         Some((_, Decoded::Done(answer))) => Ok(Decision::Replay(Arc::new(answer))),
         Some((_, Decoded::Unknown(unknown))) => Ok(Decision::Resolve(Unresolved {
             key,
             unknown: Arc::new(unknown),
             shared_value: Some(existing),
         })),
-        _ => Err(ApiError::IdempotencyInFlight),
+        _ => Err(in_flight(req)),
+    }
+}
+
+/// The 409 for a request whose key is in flight: for a payment without a key, its
+/// order is (the same payment is being processed).
+fn in_flight(req: &TicketRequest<'_>) -> ApiError {
+    if req.key.is_some() {
+        ApiError::IdempotencyInFlight
+    } else {
+        ApiError::OrderInFlight
     }
 }
 
@@ -474,7 +489,8 @@ mod tests {
     #[test]
     fn a_shared_entry_decides_replay_resolution_or_refusal() {
         let fp = [1; 32];
-        let entry = |value: String| existing_entry([0; 32], value, &fp);
+        let req = request(Some([0; 32]), 1);
+        let entry = |value: String| existing_entry(&req, [0; 32], value);
         let unknown = crate::idempotency::resolve::UnknownOutcome {
             sent_at_ms: 1,
             request_id: "r".into(),

@@ -1,8 +1,8 @@
 //! The shared store in Redis, when `limits.redis_url` is set: every replica sees every key,
 //! every order in flight and every answer kept for the duplicate window.
 //!
-//! Keys: `payshim:idem:key:<hex>` and `payshim:idem:dup:<hex>` (keyed hashes, never a
-//! client's key or card data), `payshim:idem:order:<uuid>`; values as in `codec.rs`. A
+//! Keys: `payshim:idem:key:<hex>` (keyed hashes of explicit and implicit keys, never a
+//! client's key or card data) and `payshim:idem:order:<uuid>`; values as in `codec.rs`. A
 //! claim is one `SET NX PX` in a script that returns the entry already there, so two
 //! replicas cannot both claim a key. Settling is compare-and-set on the claim's own value,
 //! so a replica never overwrites a claim it does not hold. Every entry expires in Redis
@@ -56,10 +56,6 @@ pub(crate) struct RedisIdempotency {
 
 pub(crate) fn key_name(key: &Digest) -> String {
     format!("payshim:idem:key:{}", hex32(key))
-}
-
-pub(crate) fn duplicate_name(key: &Digest) -> String {
-    format!("payshim:idem:dup:{}", hex32(key))
 }
 
 pub(crate) fn order_name(order: &uuid::Uuid) -> String {
@@ -140,29 +136,6 @@ impl RedisIdempotency {
         inv.key(name).arg(held).arg(value).arg(millis(ttl));
         let done: i64 = self.run(async |c| inv.invoke_async(c).await).await?;
         Ok(done == 1)
-    }
-
-    pub(crate) async fn get(&self, name: &str) -> Result<Option<String>, Unavailable> {
-        self.run(async |c| ::redis::cmd("GET").arg(name).query_async(c).await)
-            .await
-    }
-
-    pub(crate) async fn put(
-        &self,
-        name: &str,
-        value: &str,
-        ttl: Duration,
-    ) -> Result<(), Unavailable> {
-        self.run(async |c| {
-            ::redis::cmd("SET")
-                .arg(name)
-                .arg(value)
-                .arg("PX")
-                .arg(millis(ttl))
-                .query_async::<()>(c)
-                .await
-        })
-        .await
     }
 }
 

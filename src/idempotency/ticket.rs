@@ -11,7 +11,7 @@ use super::Digest;
 use super::answer::StoredAnswer;
 use super::codec;
 use super::orders::OrderGuard;
-use super::redis::{RedisIdempotency, duplicate_name, key_name, order_name};
+use super::redis::{RedisIdempotency, key_name, order_name};
 use super::resolve::{Probe, UnknownOutcome};
 use super::store::{LocalStore, Settle};
 use crate::outcome::Outcome;
@@ -49,8 +49,9 @@ pub(crate) struct Ticket {
     pub(super) fingerprint: Digest,
     pub(super) key: Option<HeldKey>,
     pub(super) order: Option<HeldOrder>,
-    /// Where a successful payment without a key is kept for the duplicate window.
-    pub(super) duplicate: Option<(Digest, Duration)>,
+    /// For a payment without a key (its key is implicit): how long an approved answer is
+    /// kept (the duplicate window); a declined one is not kept, so a retry goes through.
+    pub(super) window: Option<Duration>,
     pub(super) ttl: Duration,
     /// For payments: what tells their transaction apart, should the outcome be unknown.
     pub(super) probe: Option<Probe>,
@@ -79,11 +80,13 @@ impl Ticket {
     /// so a retry cannot charge again; nothing sent frees the key. Then frees the order.
     pub(crate) async fn finish(mut self, settled: Settled) {
         let (settle, approved) = settlement(settled, self.probe.take());
-        if let (Some((key, window)), Some(answer)) = (self.duplicate.take(), approved) {
-            self.keep_duplicate(&key, answer, window).await;
-        }
+        let (settle, keep) = match (self.window, settle) {
+            (Some(window), Settle::Done(answer)) if approved => (Settle::Done(answer), window),
+            (Some(_), Settle::Done(_)) => (Settle::Release, self.ttl),
+            (_, settle) => (settle, self.ttl),
+        };
         if let Some(held) = self.key.take() {
-            self.settle_key(held, settle).await;
+            self.settle_key(held, settle, keep).await;
         }
         if let Some(HeldOrder::Shared { order, token }) = self.order.take()
             && let Some(shared) = &self.shared
@@ -94,22 +97,11 @@ impl Ticket {
         }
     }
 
-    async fn keep_duplicate(&self, key: &Digest, answer: Arc<StoredAnswer>, window: Duration) {
-        let now = Instant::now();
-        match &self.shared {
-            Some(shared) => {
-                let value = codec::done(key, &answer);
-                let _ = shared.put(&duplicate_name(key), &value, window).await;
-            }
-            None => self.local.put(key, answer, now, now + window),
-        }
-    }
-
-    async fn settle_key(&self, held: HeldKey, settle: Settle) {
+    async fn settle_key(&self, held: HeldKey, settle: Settle, keep: Duration) {
         match held {
             HeldKey::Local { key, claim } => {
                 self.local
-                    .settle(&key, claim, settle, Instant::now() + self.ttl)
+                    .settle(&key, claim, settle, Instant::now() + keep)
             }
             HeldKey::Shared { key, value } => {
                 let Some(shared) = &self.shared else { return };
@@ -118,16 +110,16 @@ impl Ticket {
                     Settle::Unknown(unknown) => codec::unknown(&self.fingerprint, unknown),
                     Settle::Done(answer) => codec::done(&self.fingerprint, answer),
                 };
-                let _ = shared.settle(&key_name(&key), &value, &new, self.ttl).await;
+                let _ = shared.settle(&key_name(&key), &value, &new, keep).await;
             }
         }
     }
 }
 
-/// What to do with the key, and the answer to keep for the duplicate window if approved.
-fn settlement(settled: Settled, probe: Option<Probe>) -> (Settle, Option<Arc<StoredAnswer>>) {
+/// What to do with the key, and whether the answer was an approval.
+fn settlement(settled: Settled, probe: Option<Probe>) -> (Settle, bool) {
     match settled {
-        Settled::NotSent => (Settle::Release, None),
+        Settled::NotSent => (Settle::Release, false),
         Settled::Unknown {
             sent_at_ms,
             request_id,
@@ -137,7 +129,7 @@ fn settlement(settled: Settled, probe: Option<Probe>) -> (Settle, Option<Arc<Sto
                 request_id,
                 probe,
             };
-            (Settle::Unknown(Arc::new(unknown)), None)
+            (Settle::Unknown(Arc::new(unknown)), false)
         }
         Settled::Answered {
             status,
@@ -146,14 +138,10 @@ fn settlement(settled: Settled, probe: Option<Probe>) -> (Settle, Option<Arc<Sto
             outcome,
             request_id,
         } => match StoredAnswer::storable(status, content_type, body, outcome, request_id) {
-            Some(answer) => {
-                let answer = Arc::new(answer);
-                let approved = (outcome == Outcome::Approved).then(|| answer.clone());
-                (Settle::Done(answer), approved)
-            }
+            Some(answer) => (Settle::Done(Arc::new(answer)), outcome == Outcome::Approved),
             None => {
                 tracing::warn!("answer not kept for replay: it looks like it holds card data");
-                (Settle::Release, None)
+                (Settle::Release, false)
             }
         },
     }

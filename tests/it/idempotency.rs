@@ -476,7 +476,14 @@ async fn stalling_world(charged: Arc<AtomicBool>, redis: Option<&RedisServer>) -
         answer("complete")
     }))
     .await;
-    let mut config = world.base_config();
+    // The duplicate window on: it is what tracks a payment sent without a key.
+    let window = Some("\"10min\"");
+    let mut config = set_key(
+        &world.base_config(),
+        "idempotency",
+        "duplicate_window",
+        window,
+    );
     if let Some(redis) = redis {
         let url = format!("\"{}\"", redis.url());
         config = set_key(&config, "limits", "redis_url", Some(&url));
@@ -487,13 +494,18 @@ async fn stalling_world(charged: Arc<AtomicBool>, redis: Option<&RedisServer>) -
 
 #[tokio::test]
 async fn unknown_outcome_is_not_charged_twice_and_resolves_from_the_transactions() {
-    unknown_outcome_resolves(None).await;
+    unknown_outcome_resolves(None, Some(b"stalled-1")).await;
+}
+
+#[tokio::test]
+async fn unknown_outcome_of_a_payment_without_a_key_resolves_the_same_way() {
+    unknown_outcome_resolves(None, None).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unknown_outcome_resolves_with_the_keys_in_redis() {
     let redis = RedisServer::start();
-    unknown_outcome_resolves(Some(&redis)).await;
+    unknown_outcome_resolves(Some(&redis), Some(b"stalled-1")).await;
     let entries = redis_entries(&redis.url());
     assert!(
         entries
@@ -506,10 +518,11 @@ async fn unknown_outcome_resolves_with_the_keys_in_redis() {
     }
 }
 
-async fn unknown_outcome_resolves(redis: Option<&RedisServer>) {
+/// A payment (with `key`, or without one) stalls past the timeout: a retry is held while
+/// it may complete, then gets its transaction once the order's list shows it.
+async fn unknown_outcome_resolves(redis: Option<&RedisServer>, key: Option<&[u8]>) {
     let charged = Arc::new(AtomicBool::new(false));
     let (world, payshim) = stalling_world(charged.clone(), redis).await;
-    let key = Some(&b"stalled-1"[..]);
     let first = pay(&payshim, PAN, key).await;
     assert_eq!(first.status, 504, "{}", first.text());
     // The stalled payment may still complete: a retry is not forwarded.
