@@ -31,7 +31,7 @@ pub(crate) use answer::StoredAnswer;
 pub(crate) use claim::{Decision, Idempotency, Resolution, TicketRequest};
 pub(crate) use fingerprint::{payment_fingerprint, transaction_fingerprint};
 pub(crate) use key::scoped_key;
-pub(crate) use resolve::{Probe, Unresolved, matching_transaction, now_ms};
+pub(crate) use resolve::{NotAList, Probe, Unresolved, matching_transaction, now_ms};
 pub(crate) use ticket::{Settled, Ticket};
 
 /// A keyed hash: a scoped key, a request's fingerprint.

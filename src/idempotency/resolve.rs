@@ -69,16 +69,22 @@ pub(crate) fn now_ms() -> u64 {
 }
 
 /// The newest transaction in an order's transaction list (`{"data":[...]}`) that matches
-/// `unknown`: same gateway, same method, created after it was sent.
-pub(crate) fn matching_transaction(list: &[u8], unknown: &UnknownOutcome) -> Option<Value> {
-    let probe = unknown.probe.as_ref()?;
-    let mut list: Value = serde_json::from_slice(list).ok()?;
+/// `unknown`: same gateway, same method, created after it was sent. `Err` when the list is
+/// not one: then nothing can be concluded (and a retry must not go through).
+pub(crate) fn matching_transaction(
+    list: &[u8],
+    unknown: &UnknownOutcome,
+) -> Result<Option<Value>, NotAList> {
+    let Some(probe) = unknown.probe.as_ref() else {
+        return Ok(None);
+    };
+    let mut list: Value = serde_json::from_slice(list).map_err(|_| NotAList)?;
     let since = UNIX_EPOCH + Duration::from_millis(unknown.sent_at_ms);
     let since = since.checked_sub(CLOCK_SLACK).unwrap_or(UNIX_EPOCH);
-    let Value::Array(transactions) = list.get_mut("data")?.take() else {
-        return None;
+    let Some(Value::Array(transactions)) = list.get_mut("data").map(Value::take) else {
+        return Err(NotAList);
     };
-    transactions
+    Ok(transactions
         .into_iter()
         .filter(|t| t["gateway"].as_str() == Some(probe.gateway.as_str()))
         .filter(|t| t["transaction-type"].as_str() == Some(probe.method.as_str()))
@@ -88,8 +94,12 @@ pub(crate) fn matching_transaction(list: &[u8], unknown: &UnknownOutcome) -> Opt
             (created >= since).then_some((created, t))
         })
         .max_by_key(|(created, _)| *created)
-        .map(|(_, t)| t)
+        .map(|(_, t)| t))
 }
+
+/// The answer to a transaction list request was not a transaction list.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) struct NotAList;
 
 #[cfg(test)]
 mod tests {
@@ -124,11 +134,17 @@ mod tests {
             txn("slack", "purchase", "2026-01-01T00:00:09Z"),
         ]});
         let body = serde_json::to_vec(&list).unwrap();
-        let found = matching_transaction(&body, &unknown(sent)).unwrap();
+        let found = matching_transaction(&body, &unknown(sent))
+            .unwrap()
+            .unwrap();
         assert_eq!(found["id"], "new");
-        let none =
-            serde_json::to_vec(&json!({"data": [txn("old", "purchase", "2026-01-01T00:00:00Z")]}));
-        assert!(matching_transaction(&none.unwrap(), &unknown(sent)).is_none());
-        assert!(matching_transaction(b"not json", &unknown(sent)).is_none());
+        let old = txn("old", "purchase", "2026-01-01T00:00:00Z");
+        let none = serde_json::to_vec(&json!({ "data": [old] })).unwrap();
+        assert_eq!(matching_transaction(&none, &unknown(sent)), Ok(None));
+        assert_eq!(
+            matching_transaction(b"not json", &unknown(sent)),
+            Err(NotAList)
+        );
+        assert_eq!(matching_transaction(b"{}", &unknown(sent)), Err(NotAList));
     }
 }

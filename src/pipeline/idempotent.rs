@@ -20,8 +20,8 @@ use super::context::{AuditedAction, RequestCtx};
 use crate::body::{ProxyBody, read_limited};
 use crate::error::ApiError;
 use crate::idempotency::{
-    Decision, Idempotency, Probe, Resolution, StoredAnswer, Ticket, TicketRequest, Unresolved,
-    matching_transaction,
+    Decision, Idempotency, NotAList, Probe, Resolution, StoredAnswer, Ticket, TicketRequest,
+    Unresolved, matching_transaction,
 };
 use crate::outcome::Outcome;
 use crate::upstream::Outgoing;
@@ -110,7 +110,16 @@ impl Phase<'_> {
     ) -> Result<Claimed, ApiError> {
         let found = match ctx.order_id().filter(|_| unresolved.can_probe()) {
             Some(order) => self.transaction_of(order, &unresolved).await,
-            None => None,
+            None => Ok(None),
+        };
+        // The list could not be read: nothing can be concluded, so nothing goes through.
+        let Ok(found) = found else {
+            ctx.audited().resolution = Some("lookup_failed");
+            return Err(if request.key.is_some() {
+                ApiError::IdempotencyInFlight
+            } else {
+                ApiError::OrderInFlight
+            });
         };
         ctx.audited().resolution = Some(if found.is_some() {
             "resolved"
@@ -128,33 +137,40 @@ impl Phase<'_> {
         }
     }
 
-    /// The first attempt's transaction in the order's transaction list, as its answer.
-    async fn transaction_of(&self, order: &str, unresolved: &Unresolved) -> Option<StoredAnswer> {
+    /// The first attempt's transaction in the order's transaction list, as its answer;
+    /// `Err` when the list could not be read.
+    async fn transaction_of(
+        &self,
+        order: &str,
+        unresolved: &Unresolved,
+    ) -> Result<Option<StoredAnswer>, NotAList> {
+        let path = format!("/v2/orders/{order}/transactions");
         let out = Outgoing {
             method: Method::GET,
-            path_and_query: PathAndQuery::try_from(format!("/v2/orders/{order}/transactions"))
-                .ok()?,
+            path_and_query: PathAndQuery::try_from(path).map_err(|_| NotAList)?,
             headers: HeaderMap::new(),
             body: Bytes::new(),
         };
-        let called = self.caller.send(out).await.ok()?;
+        let called = self.caller.send(out).await.map_err(|_| NotAList)?;
         if !called.response.status().is_success() {
-            return None;
+            return Err(NotAList);
         }
         let body = called.response.into_body();
         let list = tokio::time::timeout(LIST_BODY_TIMEOUT, read_limited(body, MAX_LIST))
             .await
-            .ok()?
-            .ok()?;
-        let transaction = matching_transaction(&list, unresolved.unknown())?;
+            .map_err(|_| NotAList)?
+            .map_err(|_| NotAList)?;
+        let Some(transaction) = matching_transaction(&list, unresolved.unknown())? else {
+            return Ok(None);
+        };
         let outcome = Outcome::of_answer(201, transaction["status"].as_str());
-        let body = serde_json::to_vec(&serde_json::json!({ "data": transaction })).ok()?;
-        StoredAnswer::storable(
+        let body = serde_json::json!({ "data": transaction }).to_string();
+        Ok(StoredAnswer::storable(
             StatusCode::CREATED,
             Some(http::HeaderValue::from_static("application/json")),
             Bytes::from(body),
             outcome,
             unresolved.original_request_id().to_string(),
-        )
+        ))
     }
 }

@@ -69,6 +69,7 @@ pub(crate) fn record(
 fn idempotency_event(audited: &Audited, reason: Option<&'static str>) -> Option<&'static str> {
     match audited.resolution {
         Some("resolved") => return Some("unknown_resolved"),
+        Some("lookup_failed") => return Some("unknown_lookup_failed"),
         Some(_) => return Some("unknown_not_found"),
         None => {}
     }

@@ -9,7 +9,7 @@ use crate::support;
 
 use std::collections::HashSet;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -456,19 +456,25 @@ fn posts(world: &World) -> usize {
         .count()
 }
 
+/// What the double's transaction list of the order says.
+const LIST_EMPTY: u8 = 0;
+const LIST_CHARGED: u8 = 1;
+const LIST_FAILS: u8 = 2;
+
 /// A world whose double stalls the first payment past `upstream.timeout` (2 s) and answers
-/// later ones at once; the order's transaction list shows a purchase once `charged` is set.
-/// With `redis`, payshim keeps its keys there.
-async fn stalling_world(charged: Arc<AtomicBool>, redis: Option<&RedisServer>) -> (World, Payshim) {
+/// later ones at once; the order's transaction list is as `list` says (`LIST_*`). With
+/// `redis`, payshim keeps its keys there.
+async fn stalling_world(list: Arc<AtomicU8>, redis: Option<&RedisServer>) -> (World, Payshim) {
     let stalled = Arc::new(AtomicBool::new(false));
     let world = World::new(handler(move |req| {
         if req.method == Method::GET {
-            let data = if charged.load(Ordering::SeqCst) {
-                json!([transaction(ORDER, "purchase")])
-            } else {
-                json!([])
+            return match list.load(Ordering::SeqCst) {
+                LIST_CHARGED => {
+                    Reply::json(200, json!({ "data": [transaction(ORDER, "purchase")] }))
+                }
+                LIST_FAILS => Reply::status(500),
+                _ => Reply::json(200, json!({ "data": [] })),
             };
-            return Reply::json(200, json!({ "data": data }));
         }
         if !stalled.swap(true, Ordering::SeqCst) {
             return answer("complete").delayed(Duration::from_secs(6));
@@ -521,8 +527,8 @@ async fn unknown_outcome_resolves_with_the_keys_in_redis() {
 /// A payment (with `key`, or without one) stalls past the timeout: a retry is held while
 /// it may complete, then gets its transaction once the order's list shows it.
 async fn unknown_outcome_resolves(redis: Option<&RedisServer>, key: Option<&[u8]>) {
-    let charged = Arc::new(AtomicBool::new(false));
-    let (world, payshim) = stalling_world(charged.clone(), redis).await;
+    let list = Arc::new(AtomicU8::new(LIST_EMPTY));
+    let (world, payshim) = stalling_world(list.clone(), redis).await;
     let first = pay(&payshim, PAN, key).await;
     assert_eq!(first.status, 504, "{}", first.text());
     // The stalled payment may still complete: a retry is not forwarded.
@@ -531,7 +537,7 @@ async fn unknown_outcome_resolves(redis: Option<&RedisServer>, key: Option<&[u8]
     assert!(retry.header("retry-after").is_some());
     assert_eq!(posts(&world), 1);
     // The order's transactions now show the charge: the retry gets it.
-    charged.store(true, Ordering::SeqCst);
+    list.store(LIST_CHARGED, Ordering::SeqCst);
     let resolved = pay(&payshim, PAN, key).await;
     assert_eq!(resolved.status, 201, "{}", resolved.text());
     assert_eq!(
@@ -559,7 +565,7 @@ async fn unknown_outcome_resolves(redis: Option<&RedisServer>, key: Option<&[u8]
 
 #[tokio::test]
 async fn unknown_outcome_without_a_transaction_lets_one_retry_through_after_the_timeout() {
-    let (world, payshim) = stalling_world(Arc::new(AtomicBool::new(false)), None).await;
+    let (world, payshim) = stalling_world(Arc::new(AtomicU8::new(LIST_EMPTY)), None).await;
     let key = Some(&b"stalled-2"[..]);
     let sent = std::time::Instant::now();
     assert_eq!(pay(&payshim, PAN, key).await.status, 504);
@@ -575,4 +581,19 @@ async fn unknown_outcome_without_a_transaction_lets_one_retry_through_after_the_
     let again = pay(&payshim, PAN, key).await;
     assert_eq!(again.header("idempotent-replayed").as_deref(), Some("true"));
     assert_eq!(posts(&world), 2);
+}
+
+#[tokio::test]
+async fn unknown_outcome_is_held_while_the_transaction_list_cannot_be_read() {
+    let list = Arc::new(AtomicU8::new(LIST_FAILS));
+    let (world, payshim) = stalling_world(list, None).await;
+    let key = Some(&b"stalled-3"[..]);
+    let sent = std::time::Instant::now();
+    assert_eq!(pay(&payshim, PAN, key).await.status, 504);
+    // Past the hold, but the list fails: nothing can be concluded, nothing goes through.
+    tokio::time::sleep(Duration::from_millis(4300).saturating_sub(sent.elapsed())).await;
+    let retry = pay(&payshim, PAN, key).await;
+    assert_eq!(retry.status, 409, "{}", retry.text());
+    assert_eq!(posts(&world), 1);
+    assert_metric(&payshim, "unknown_lookup_failed", 1).await;
 }
