@@ -1,9 +1,11 @@
 //! The stored answer of a completed request, and its replay.
 //!
 //! Only what the storefront needs to see the same answer again: the status, the body and
-//! the allowed headers (the content type). Never stored when the scrubber finds card data
-//! in the body: API answers do not echo a PAN or a CVV, and if one ever did, keeping it
-//! for a day would put the store in card-data scope.
+//! the allowed headers (the content type). Stored only as the log scrubber would write it:
+//! API answers do not echo a PAN or a CVV, and if one ever did, keeping it for a day would
+//! put the store in card-data scope. Not storing it instead would free the key and let a
+//! retry charge again; and the scrubber also masks a 12-digit gateway reference that
+//! happens to pass the Luhn check, which is not rare.
 
 use std::borrow::Cow;
 
@@ -28,24 +30,28 @@ pub(crate) struct StoredAnswer {
 }
 
 impl StoredAnswer {
-    /// The answer to keep, unless its body holds something that looks like card data.
+    /// The answer to keep, with anything that looks like card data masked.
     pub(crate) fn storable(
         status: StatusCode,
         content_type: Option<HeaderValue>,
         body: Bytes,
         outcome: Outcome,
         request_id: String,
-    ) -> Option<StoredAnswer> {
-        if let Cow::Owned(_) = crate::redact::scrub_bytes(&body) {
-            return None;
-        }
-        Some(StoredAnswer {
+    ) -> StoredAnswer {
+        let body = match crate::redact::scrub_bytes(&body) {
+            Cow::Borrowed(_) => body,
+            Cow::Owned(masked) => {
+                tracing::warn!("answer kept for replay with card-like digits masked");
+                Bytes::from(masked)
+            }
+        };
+        StoredAnswer {
             status,
             content_type,
             body,
             outcome,
             request_id,
-        })
+        }
     }
 
     /// The stored answer again, marked `Idempotent-Replayed: true`.
@@ -65,7 +71,7 @@ impl StoredAnswer {
 mod tests {
     use super::*;
 
-    fn answer(body: &'static str) -> Option<StoredAnswer> {
+    fn answer(body: &'static str) -> StoredAnswer {
         StoredAnswer::storable(
             StatusCode::CREATED,
             Some(HeaderValue::from_static("application/json")),
@@ -76,14 +82,16 @@ mod tests {
     }
 
     #[test]
-    fn refuses_a_body_with_a_card_number() {
-        assert!(answer(r#"{"data":{"number":"4111111111111111"}}"#).is_none());
-        assert!(answer(r#"{"data":{"id":"abc","status":"complete"}}"#).is_some());
+    fn masks_a_card_number_and_keeps_the_rest() {
+        let kept = answer(r#"{"data":{"number":"4111111111111111"}}"#);
+        assert!(!String::from_utf8_lossy(&kept.body).contains("4111111111111111"));
+        let plain = r#"{"data":{"id":"abc","status":"complete"}}"#;
+        assert_eq!(answer(plain).body, plain.as_bytes());
     }
 
     #[test]
     fn replay_has_status_type_body_and_the_header() {
-        let a = answer(r#"{"data":{"id":"abc"}}"#).unwrap();
+        let a = answer(r#"{"data":{"id":"abc"}}"#);
         let r = a.replay();
         assert_eq!(r.status(), StatusCode::CREATED);
         assert_eq!(r.headers()["content-type"], "application/json");

@@ -14,7 +14,7 @@
 //! and `codec.rs` its entries, `claim.rs` the check, `ticket.rs` the claims a request
 //! holds until its outcome is recorded and `resolve.rs` the rule for unknown outcomes.
 //! Nothing stored holds a client's key, a PAN or a CVV: keys and requests are keyed
-//! hashes, answers are refused when the scrubber finds a card number in them.
+//! hashes, answers are kept as the log scrubber would write them.
 
 mod answer;
 mod claim;

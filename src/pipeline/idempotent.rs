@@ -165,12 +165,12 @@ impl Phase<'_> {
         };
         let outcome = Outcome::of_answer(201, transaction["status"].as_str());
         let body = serde_json::json!({ "data": transaction }).to_string();
-        Ok(StoredAnswer::storable(
+        Ok(Some(StoredAnswer::storable(
             StatusCode::CREATED,
             Some(http::HeaderValue::from_static("application/json")),
             Bytes::from(body),
             outcome,
             unresolved.original_request_id().to_string(),
-        ))
+        )))
     }
 }
