@@ -52,6 +52,16 @@ pub enum ApiError {
     NotReady(&'static str),
     #[error("request read failed")]
     ClientBody,
+    /// The request with this `Idempotency-Key` is still being processed (or its outcome is
+    /// not known yet): nothing was forwarded; retry later.
+    #[error("idempotency key in flight")]
+    IdempotencyInFlight,
+    /// The `Idempotency-Key` was used before for a different request.
+    #[error("idempotency key reused for another request")]
+    IdempotencyMismatch,
+    /// Another payment for the same order is in flight.
+    #[error("payment for this order in flight")]
+    OrderInFlight,
 }
 
 impl From<AuthError> for ApiError {
@@ -113,6 +123,8 @@ impl ApiError {
             }
             ApiError::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
             ApiError::NotReady(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::IdempotencyInFlight | ApiError::OrderInFlight => StatusCode::CONFLICT,
+            ApiError::IdempotencyMismatch => StatusCode::UNPROCESSABLE_ENTITY,
         }
     }
 
@@ -135,6 +147,9 @@ impl ApiError {
             ApiError::UpstreamTimeout => "upstream_timeout",
             ApiError::NotReady(_) => "not_ready",
             ApiError::ClientBody => "client_body",
+            ApiError::IdempotencyInFlight => "idempotency_in_flight",
+            ApiError::IdempotencyMismatch => "idempotency_mismatch",
+            ApiError::OrderInFlight => "order_in_flight",
         }
     }
 
@@ -191,6 +206,24 @@ impl ApiError {
                 format!("payshim cannot serve this request now: {what}"),
             ),
             ApiError::ClientBody => ("Bad Request", "The request body could not be read".into()),
+            ApiError::IdempotencyInFlight => (
+                "Conflict",
+                "A request with this Idempotency-Key is still being processed; \
+                 retry after the Retry-After delay"
+                    .into(),
+            ),
+            ApiError::IdempotencyMismatch => (
+                "Unprocessable Entity",
+                "This Idempotency-Key was already used for a different request; \
+                 use a new key for a new request"
+                    .into(),
+            ),
+            ApiError::OrderInFlight => (
+                "Conflict",
+                "A payment for this order is still being processed; \
+                 retry after the Retry-After delay"
+                    .into(),
+            ),
         }
     }
 
@@ -237,9 +270,15 @@ impl ApiError {
             header::CONTENT_TYPE,
             HeaderValue::from_static("application/json"),
         );
-        if let ApiError::RateLimited { retry_after, .. } = self {
-            let secs = retry_after.as_secs() + u64::from(retry_after.subsec_nanos() > 0);
-            h.insert(header::RETRY_AFTER, HeaderValue::from(secs.max(1)));
+        match self {
+            ApiError::RateLimited { retry_after, .. } => {
+                let secs = retry_after.as_secs() + u64::from(retry_after.subsec_nanos() > 0);
+                h.insert(header::RETRY_AFTER, HeaderValue::from(secs.max(1)));
+            }
+            ApiError::IdempotencyInFlight | ApiError::OrderInFlight => {
+                h.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+            }
+            _ => {}
         }
         resp
     }
@@ -267,6 +306,9 @@ mod tests {
             (ApiError::UpstreamUnreachable, 502),
             (ApiError::UpstreamTimeout, 504),
             (ApiError::NotReady("audit"), 503),
+            (ApiError::IdempotencyInFlight, 409),
+            (ApiError::OrderInFlight, 409),
+            (ApiError::IdempotencyMismatch, 422),
             (
                 ApiError::RateLimited {
                     retry_after: Duration::from_millis(1500),
@@ -293,6 +335,9 @@ mod tests {
             scope: "per_card",
         };
         assert_eq!(e.to_response("r").headers()["retry-after"], "2");
+        for e in [ApiError::IdempotencyInFlight, ApiError::OrderInFlight] {
+            assert_eq!(e.to_response("r").headers()["retry-after"], "1", "{e:?}");
+        }
     }
 
     #[test]

@@ -17,6 +17,7 @@ pub mod body;
 pub mod config;
 pub mod conn;
 pub mod error;
+mod idempotency;
 mod keyed;
 pub mod limit;
 pub mod logging;

@@ -35,6 +35,13 @@ pub struct OutcomeLabels {
     pub outcome: &'static str,
 }
 
+/// What the idempotency phase decided: `replayed`, `in_flight`, `mismatch`,
+/// `order_in_flight`, `unknown_outcome` (payshim's own names, never a client's key).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct IdempotencyLabel {
+    pub event: &'static str,
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ReasonLabel {
     pub reason: &'static str,
@@ -58,6 +65,8 @@ pub struct Metrics {
     pub rejections: Family<ReasonLabel, Counter>,
     /// Audited requests (payments, transaction actions) by their [`Outcome`].
     pub outcomes: Family<OutcomeLabels, Counter>,
+    /// Replays, conflicts and unknown outcomes of the idempotency phase.
+    pub idempotency: Family<IdempotencyLabel, Counter>,
     pub connections: ConnMetrics,
     /// Set from the audit writer's own counters at each scrape.
     pub audit_records: Gauge,
@@ -82,6 +91,7 @@ impl Metrics {
             Family::<RouteLabel, Histogram>::new_with_constructor(latency_histogram as fn() -> _);
         let rejections = Family::<ReasonLabel, Counter>::default();
         let outcomes = Family::<OutcomeLabels, Counter>::default();
+        let idempotency = Family::<IdempotencyLabel, Counter>::default();
         let connections = Gauge::default();
         let connections_refused = Counter::default();
         let audit_records = Gauge::default();
@@ -107,6 +117,12 @@ impl Metrics {
             "outcomes",
             "Payments and transaction actions by outcome (the audit log's outcome)",
             outcomes.clone(),
+        );
+        registry.register(
+            "idempotency",
+            "Idempotency decisions: stored answers replayed, 409s (key or order in flight), \
+             422s (key reused for another request), forwarded requests left without an answer",
+            idempotency.clone(),
         );
         registry.register(
             "open_connections",
@@ -140,6 +156,7 @@ impl Metrics {
             upstream_seconds,
             rejections,
             outcomes,
+            idempotency,
             connections: ConnMetrics {
                 open: connections,
                 refused: connections_refused,
@@ -189,6 +206,13 @@ impl Metrics {
                 kind,
                 outcome: outcome.as_str(),
             })
+            .inc();
+    }
+
+    /// Counts one decision of the idempotency phase.
+    pub fn observe_idempotency(&self, event: &'static str) {
+        self.idempotency
+            .get_or_create(&IdempotencyLabel { event })
             .inc();
     }
 

@@ -229,6 +229,25 @@ mod tests {
         v.to_string()
     }
 
+    #[test]
+    fn replayed_records_are_neither_pending_nor_unreadable() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = write(
+            dir.path(),
+            "a",
+            &[
+                line(1, "payment.forwarded", "r1"),
+                line(2, "payment.completed", "r1"),
+                line(3, "payment.replayed", "r2"),
+                line(4, "transaction.replayed", "r3"),
+            ],
+        );
+        let report = pending_in(&[file]).unwrap();
+        assert!(report.pending.is_empty());
+        assert_eq!(report.records, 4);
+        assert_eq!(report.unreadable, 0);
+    }
+
     fn write(dir: &Path, name: &str, lines: &[String]) -> PathBuf {
         let path = dir.join(name);
         std::fs::write(&path, lines.join("\n") + "\n").unwrap();

@@ -41,6 +41,18 @@ pub enum AuditEvent {
     /// The upstream answer (or failure) for a forwarded transaction action.
     #[serde(rename = "transaction.completed")]
     TransactionCompleted,
+    /// A payment answered with the stored answer of an earlier one (same
+    /// `Idempotency-Key`, or a duplicate within the window): nothing was sent upstream.
+    #[serde(rename = "payment.replayed")]
+    PaymentReplayed,
+    /// A payment whose earlier attempt was forwarded without an answer, answered with that
+    /// attempt's transaction as found among the order's transactions: nothing was sent
+    /// upstream again.
+    #[serde(rename = "payment.resolved")]
+    PaymentResolved,
+    /// A transaction action answered with the stored answer of an earlier one.
+    #[serde(rename = "transaction.replayed")]
+    TransactionReplayed,
 }
 
 impl AuditEvent {
@@ -53,6 +65,9 @@ impl AuditEvent {
             Self::TransactionRejected => "transaction.rejected",
             Self::TransactionForwarded => "transaction.forwarded",
             Self::TransactionCompleted => "transaction.completed",
+            Self::PaymentReplayed => "payment.replayed",
+            Self::PaymentResolved => "payment.resolved",
+            Self::TransactionReplayed => "transaction.replayed",
         }
     }
 }
@@ -107,6 +122,9 @@ pub struct AuditRecord {
     pub upstream_status: Option<u16>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub latency_ms: Option<f64>,
+    /// For a replay: the request whose answer was replayed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub original_request_id: Option<String>,
 }
 
 impl AuditRecord {
@@ -133,6 +151,7 @@ impl AuditRecord {
             reason: None,
             upstream_status: None,
             latency_ms: None,
+            original_request_id: None,
         }
     }
 }

@@ -9,13 +9,14 @@
 //! One file per stage or section: `load.rs` reads the file and the environment, `raw.rs` holds
 //! the serde structs, `validated.rs` the whole validated [`Config`] and its conversion, which
 //! delegates to one file per section (`server.rs`, `upstream.rs`, `auth.rs`, `clients.rs`,
-//! `limits.rs`, `audit.rs`, `log.rs`); `parse.rs` holds the value parsers they share,
+//! `limits.rs`, `idempotency.rs`, `audit.rs`, `log.rs`); `parse.rs` holds the value parsers they share,
 //! `quota.rs` the rate quota and its parser, and `print.rs` the masked printer of
 //! `check-config`.
 
 mod audit;
 mod auth;
 mod clients;
+mod idempotency;
 mod limits;
 mod load;
 mod log;
@@ -30,6 +31,7 @@ mod validated;
 pub use self::audit::AuditConfig;
 pub use self::auth::AuthConfig;
 pub use self::clients::ClientConfig;
+pub use self::idempotency::IdempotencyConfig;
 pub use self::limits::{LimitsConfig, OnStoreError};
 pub use self::load::{from_toml, load};
 pub use self::log::{LogConfig, LogFormat};

@@ -140,6 +140,18 @@ impl fmt::Display for Config {
             writeln!(f, "redis_url = \"{}\"", mask_url_password(url))?;
         }
         writeln!(f, "on_store_error = \"{}\"", l.on_store_error.as_str())?;
+        let i = &self.idempotency;
+        writeln!(
+            f,
+            "\n[idempotency]\nttl = \"{}\"\nmax_keys = {}\none_payment_per_order = {}",
+            d(i.ttl),
+            i.max_keys,
+            i.one_payment_per_order
+        )?;
+        match i.duplicate_window {
+            Some(w) => writeln!(f, "duplicate_window = \"{}\"", d(w))?,
+            None => writeln!(f, "duplicate_window = \"off\"")?,
+        }
         writeln!(f, "\n[audit]\npath = {:?}\nkey = \"****\"", self.audit.path)?;
         writeln!(f, "max_file_size = {}", self.audit.max_file_size)?;
         writeln!(

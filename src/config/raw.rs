@@ -20,6 +20,7 @@ pub(super) struct RawConfig {
     pub(super) audit: RawAudit,
     pub(super) log: RawLog,
     pub(super) payments: RawPayments,
+    pub(super) idempotency: RawIdempotency,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -106,6 +107,15 @@ pub(super) struct RawLimits {
     pub(super) redis_url: Option<String>,
     pub(super) redis_timeout: Option<String>,
     pub(super) on_store_error: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(super) struct RawIdempotency {
+    pub(super) ttl: Option<String>,
+    pub(super) max_keys: Option<usize>,
+    pub(super) duplicate_window: Option<String>,
+    pub(super) one_payment_per_order: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -6,6 +6,7 @@ use crate::route::RoutePattern;
 use super::audit::{AuditConfig, audit_config};
 use super::auth::{AuthConfig, auth_config};
 use super::clients::{ClientConfig, clients_config};
+use super::idempotency::{IdempotencyConfig, idempotency_config};
 use super::limits::{LimitsConfig, limits_config};
 use super::log::{LogConfig, log_config};
 use super::parse::socket_addr;
@@ -27,6 +28,7 @@ pub struct Config {
     pub audit: AuditConfig,
     pub log: LogConfig,
     pub payments: PaymentsConfig,
+    pub idempotency: IdempotencyConfig,
 }
 
 #[derive(Debug)]
@@ -73,6 +75,7 @@ impl TryFrom<RawConfig> for Config {
             })
             .collect::<Result<Vec<_>>>()?;
         let limits = limits_config(raw.limits)?;
+        let idempotency = idempotency_config(raw.idempotency)?;
         let audit = audit_config(raw.audit)?;
         let mut log = log_config(raw.log)?;
         log.sandbox = matches!(upstream.target, UpstreamTarget::Sandbox);
@@ -97,6 +100,7 @@ impl TryFrom<RawConfig> for Config {
             audit,
             log,
             payments: PaymentsConfig { gateways },
+            idempotency,
         })
     }
 }

@@ -12,6 +12,7 @@ use std::time::Duration;
 use super::context::{Audited, AuditedAction, RequestCtx};
 use crate::audit::{AuditError, AuditEvent, AuditLog, AuditRecord, Submit};
 use crate::error::ApiError;
+use crate::idempotency::StoredAnswer;
 use crate::outcome::Outcome;
 
 /// The audit log and the count of audit work still running.
@@ -125,6 +126,28 @@ pub(crate) fn forwarded(ctx: &RequestCtx<'_>, client_id: &str) -> AuditRecord {
     };
     let mut record = record(ctx, audited, client_id, event, Outcome::Forwarded);
     record.gateway = audited.gateway.clone();
+    record
+}
+
+/// The `replayed` record of an audited request answered with a stored answer, or the
+/// `resolved` record of a payment whose unknown outcome was found among the order's
+/// transactions: the original request's id and outcome, the status it was answered with.
+pub(crate) fn replayed(
+    ctx: &RequestCtx<'_>,
+    client_id: &str,
+    answer: &StoredAnswer,
+    resolved: bool,
+) -> AuditRecord {
+    let audited = ctx.audit.as_ref().expect("only audited requests are");
+    let event = match (audited.action, resolved) {
+        (AuditedAction::Payment, false) => AuditEvent::PaymentReplayed,
+        (AuditedAction::Payment, true) => AuditEvent::PaymentResolved,
+        (AuditedAction::Transaction(_), _) => AuditEvent::TransactionReplayed,
+    };
+    let mut record = record(ctx, audited, client_id, event, answer.outcome);
+    record.gateway = audited.gateway.clone();
+    record.upstream_status = Some(answer.status.as_u16());
+    record.original_request_id = Some(answer.request_id.clone());
     record
 }
 

@@ -11,6 +11,7 @@ use http::{HeaderValue, Method, Request};
 use crate::audit::CardSummary;
 use crate::auth::ClientId;
 use crate::conn::ConnInfo;
+use crate::idempotency::Digest;
 use crate::outcome::Outcome;
 use crate::route::{Route, RoutePattern, TransactionAction};
 
@@ -61,6 +62,18 @@ pub(crate) struct Audited {
     pub upstream_status: Option<u16>,
     /// The keys of the pre-forward limits, for payments.
     pub limit_keys: Option<LimitKeys>,
+    /// The `Idempotency-Key`, scoped to the client (a keyed hash).
+    pub idempotency_key: Option<Digest>,
+    /// The fingerprint of the validated request (payments always, transaction actions
+    /// when they carry a key): what "the same request" means for replays.
+    pub fingerprint: Option<Digest>,
+    /// For a replayed answer: the request it was first given to.
+    pub replay_of: Option<String>,
+    /// Forwarded under an idempotency claim, and no answer came: the key stays claimed.
+    pub unknown_outcome: bool,
+    /// A retry of an unknown outcome: whether its transaction was `resolved` (found) or
+    /// `not_found`.
+    pub resolution: Option<&'static str>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -86,6 +99,11 @@ impl Audited {
             card: None,
             upstream_status: None,
             limit_keys: None,
+            idempotency_key: None,
+            fingerprint: None,
+            replay_of: None,
+            unknown_outcome: false,
+            resolution: None,
         }
     }
 }

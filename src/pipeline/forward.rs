@@ -9,6 +9,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use bytes::Bytes;
 use http::Response;
 use serde::Deserialize;
 
@@ -17,6 +18,7 @@ use super::call::Caller;
 use crate::audit::{AuditEvent, AuditRecord};
 use crate::body::{ProxyBody, full_body, read_limited};
 use crate::error::ApiError;
+use crate::idempotency::{Settled, Ticket, now_ms};
 use crate::limit::Limiter;
 use crate::outcome::Outcome;
 use crate::upstream::Outgoing;
@@ -49,18 +51,23 @@ pub(crate) struct Completed {
 /// as its `completed` counterpart before the answer is returned, all independent of the
 /// storefront connection: a disconnect at any point after this starts cannot leave a
 /// durable `forwarded` record behind without the call it announces. `client_id` feeds
-/// the decline breaker (payments).
+/// the decline breaker (payments). The idempotency `ticket` is settled here too, so a
+/// disconnect cannot leave a key claimed or a charge that a retry would repeat.
 pub(crate) async fn audited(
     fwd: &Arc<Forwarder>,
     out: Outgoing,
     forwarded: AuditRecord,
     breaker_client: Option<String>,
+    ticket: Option<Ticket>,
 ) -> Completed {
     let fwd = fwd.clone();
     let task = tokio::spawn(async move {
         let _work = fwd.auditor.work();
         if let Err(e) = fwd.auditor.durable(forwarded.clone()).await {
             tracing::error!(error = %e, "audit log unavailable: request refused");
+            if let Some(ticket) = ticket {
+                ticket.finish(Settled::NotSent).await;
+            }
             return Completed {
                 response: Err(ApiError::NotReady("audit log not writable")),
                 outcome: Outcome::Rejected,
@@ -68,10 +75,14 @@ pub(crate) async fn audited(
                 latency: None,
             };
         }
+        let sent_at_ms = now_ms();
         let sent = fwd.caller.send(out).await;
         let latency = sent.as_ref().ok().map(|c| c.latency);
         let sent = sent.map(|c| c.response);
         let done = complete(forwarded, sent, latency).await;
+        if let Some(ticket) = ticket {
+            ticket.finish(settled(&done, sent_at_ms)).await;
+        }
         if let (Some(declined), Some(client)) = (done.declined, breaker_client) {
             fwd.limiter.record_outcome(&client, declined);
         }
@@ -100,6 +111,26 @@ struct Done {
     completed: Completed,
     /// For a payment the API answered: whether it was declined.
     declined: Option<bool>,
+    /// The answer's body, when the API answered.
+    body: Option<Bytes>,
+}
+
+/// What the idempotency ticket records: the answer, or an unknown outcome (the request
+/// was sent at `sent_at_ms`, the answer never came).
+fn settled(done: &Done, sent_at_ms: u64) -> Settled {
+    match (&done.completed.response, &done.body) {
+        (Ok(response), Some(body)) => Settled::Answered {
+            status: response.status(),
+            content_type: response.headers().get(http::header::CONTENT_TYPE).cloned(),
+            body: body.clone(),
+            outcome: done.completed.outcome,
+            request_id: done.record.request_id.clone(),
+        },
+        _ => Settled::Unknown {
+            sent_at_ms,
+            request_id: done.record.request_id.clone(),
+        },
+    }
 }
 
 /// Buffers the (small) answer to read its transaction id and status, builds the
@@ -131,6 +162,7 @@ async fn complete(
                 latency,
             },
             declined,
+            body: None,
         }
     };
     let response = match sent {
@@ -159,8 +191,10 @@ async fn complete(
         record.transaction_id = transaction_id;
     }
     let declined = payment.then_some(outcome == Outcome::Declined);
-    let response = Response::from_parts(parts, full_body(bytes));
-    finish(record, outcome, Ok(response), declined)
+    let response = Response::from_parts(parts, full_body(bytes.clone()));
+    let mut done = finish(record, outcome, Ok(response), declined);
+    done.body = Some(bytes);
+    done
 }
 
 /// The parts of an API answer the audit needs; everything else is skipped unparsed.

@@ -1,7 +1,7 @@
 //! The request pipeline: one request, phase by phase, in the order it happens.
 //!
 //! ```text
-//! accept -> admit -> read body -> validate -> pre-forward checks
+//! accept -> admit -> read body -> validate -> pre-forward checks -> idempotency
 //!        -> audit `forwarded` -> upstream -> audit `completed` -> respond -> observe
 //! ```
 //!
@@ -18,6 +18,7 @@ mod call;
 mod context;
 mod cors;
 mod forward;
+mod idempotent;
 mod linger;
 mod observe;
 mod passthrough;
@@ -40,9 +41,11 @@ use crate::body::ProxyBody;
 use crate::config::{Config, OnStoreError};
 use crate::conn::ConnInfo;
 use crate::error::ApiError;
+use crate::idempotency::{self, Idempotency, Ticket, transaction_fingerprint};
+use crate::keyed::KeyedHash;
 use crate::limit::Limiter;
 use crate::metrics::Metrics;
-use crate::route::{Route, RoutePattern};
+use crate::route::{self, Route, RoutePattern};
 use crate::tls::TlsError;
 use crate::upstream::{Outgoing, Upstream};
 use admit::{Admission, Admitted};
@@ -50,9 +53,11 @@ use auditor::Auditor;
 use call::Caller;
 use context::{AuditedAction, RequestCtx};
 use forward::Forwarder;
+use idempotent::Claimed;
 use linger::Linger;
 use payment::PaymentRules;
 use read::BodyLimits;
+use secrecy::ExposeSecret;
 
 /// Everything the phases need, built once from the validated config.
 pub struct Pipeline {
@@ -64,6 +69,9 @@ pub struct Pipeline {
     linger: Linger,
     payments: PaymentRules,
     forwarder: Arc<Forwarder>,
+    idempotency: Idempotency,
+    /// Keys the scoped idempotency keys and transaction fingerprints (the audit key).
+    hasher: KeyedHash,
     metrics: Metrics,
 }
 
@@ -114,6 +122,8 @@ impl Pipeline {
                 limiter: limiter.clone(),
             }),
             limiter,
+            idempotency: Idempotency::start(config),
+            hasher: KeyedHash::new(config.audit.key.expose_secret()),
             metrics: Metrics::new(),
         })
     }
@@ -166,9 +176,23 @@ impl Pipeline {
             Box::pin(self.pre_forward_checks(ctx)).await?;
         }
         if ctx.audit.is_some() {
+            let client = ctx.client.map(|c| self.clients.get(c).id.as_str());
+            let auditor = &self.forwarder.auditor;
+            let client = client.unwrap_or("unauthenticated");
+            let phase = idempotent::Phase {
+                idempotency: &self.idempotency,
+                auditor,
+                caller: &self.forwarder.caller,
+            };
+            // Boxed, as the forward below: with Redis, the check's future is large.
+            let claim = phase.claim(ctx, client);
+            let ticket = match Box::pin(claim).await? {
+                Claimed::Replayed(response) => return Ok(response),
+                Claimed::Forward(ticket) => ticket,
+            };
             // Boxed: the audited forward's future is large, and unboxed it would make
             // every request's future (the plain forward's too) that large.
-            Box::pin(self.forward_audited(ctx, out)).await
+            Box::pin(self.forward_audited(ctx, out, ticket)).await
         } else {
             let called = self.forwarder.caller.send(out).await?;
             ctx.upstream_latency = Some(called.latency);
@@ -184,11 +208,17 @@ impl Pipeline {
     ) -> Result<(), ApiError> {
         let audit = &self.forwarder.auditor.log;
         match ctx.route {
-            Route::Payment { .. } => self.payments.before_body(ctx, audit, head),
-            Route::Transaction { action, .. } => transaction::before_body(ctx, action, audit),
-            Route::TokenExchange => token::before_body(&head.headers),
-            _ => Ok(()),
+            Route::Payment { .. } => self.payments.before_body(ctx, audit, head)?,
+            Route::Transaction { action, .. } => transaction::before_body(ctx, action, audit)?,
+            Route::TokenExchange => token::before_body(&head.headers)?,
+            _ => {}
         }
+        if ctx.audit.is_some() {
+            let client = ctx.client.map(|c| self.clients.get(c).id.as_str());
+            let key = idempotency::scoped_key(&self.hasher, client.unwrap_or(""), &head.headers)?;
+            ctx.audited().idempotency_key = key;
+        }
+        Ok(())
     }
 
     /// The route's validation of the whole request.
@@ -200,12 +230,37 @@ impl Pipeline {
     ) -> Result<Prepared, ApiError> {
         Ok(match ctx.route {
             Route::Payment { .. } => Prepared::Forward(self.payments.validate(ctx, head, body)?),
-            Route::Transaction { .. } => Prepared::Forward(transaction::validate(head, body)?),
+            Route::Transaction { action, .. } => {
+                let out = transaction::validate(head, body)?;
+                self.fingerprint_transaction(ctx, action, &out.body);
+                Prepared::Forward(out)
+            }
             Route::TokenExchange => {
                 Prepared::Answered(token::answer(&self.clients, ctx, &head.headers, &body)?)
             }
             _ => Prepared::Forward(passthrough::prepare(head, body)),
         })
+    }
+
+    /// A transaction action with an `Idempotency-Key` gets its fingerprint; without one
+    /// it is not tracked, so costs nothing.
+    fn fingerprint_transaction(
+        &self,
+        ctx: &mut RequestCtx<'_>,
+        action: route::TransactionAction,
+        body: &[u8],
+    ) {
+        if ctx
+            .audit
+            .as_ref()
+            .is_none_or(|a| a.idempotency_key.is_none())
+        {
+            return;
+        }
+        let order = ctx.order_id().unwrap_or("");
+        let transaction = ctx.transaction_id().unwrap_or("");
+        let fingerprint = transaction_fingerprint(&self.hasher, order, transaction, action, body);
+        ctx.audited().fingerprint = Some(fingerprint);
     }
 
     /// The limits that need a validated payment: per order, per card, card attempts.
@@ -223,16 +278,19 @@ impl Pipeline {
         &self,
         ctx: &mut RequestCtx<'_>,
         out: Outgoing,
+        ticket: Option<Ticket>,
     ) -> Result<Response<ProxyBody>, ApiError> {
         let client_id = ctx.client.map(|c| self.clients.get(c).id.clone());
         let record = auditor::forwarded(ctx, client_id.as_deref().unwrap_or("unauthenticated"));
         let payment = ctx.audited().action == AuditedAction::Payment;
         let breaker_client = if payment { client_id } else { None };
-        let done = forward::audited(&self.forwarder, out, record, breaker_client).await;
+        let tracked = ticket.is_some();
+        let done = forward::audited(&self.forwarder, out, record, breaker_client, ticket).await;
         ctx.upstream_latency = done.latency;
         let audited = ctx.audited();
         audited.outcome = done.outcome;
         audited.upstream_status = done.upstream_status;
+        audited.unknown_outcome = tracked && done.response.is_err() && done.outcome.was_forwarded();
         done.response
     }
 

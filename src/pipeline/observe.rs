@@ -6,7 +6,7 @@
 
 use http::{Method, Response};
 
-use super::context::{AuditedAction, RequestCtx};
+use super::context::{Audited, AuditedAction, RequestCtx};
 use crate::body::ProxyBody;
 use crate::metrics::Metrics;
 
@@ -31,6 +31,11 @@ pub(crate) fn record(
         last4 = card.map(|c| c.last4.as_str()),
         outcome = audited.map(|a| a.outcome.as_str()),
         upstream_status = audited.and_then(|a| a.upstream_status),
+        // Only when set: most payments have none of these.
+        idempotency_key = audited.and_then(|a| a.idempotency_key.map(|_| true)),
+        replay_of = audited.and_then(|a| a.replay_of.as_deref()),
+        unknown_outcome = audited.and_then(|a| a.unknown_outcome.then_some(true)),
+        resolution = audited.and_then(|a| a.resolution),
         request_id = ctx.id.as_str(),
         client,
         route = route.as_str(),
@@ -54,6 +59,31 @@ pub(crate) fn record(
             AuditedAction::Transaction(_) => "transaction",
         };
         metrics.observe_outcome(kind, a.outcome);
+        if let Some(event) = idempotency_event(a, ctx.reason) {
+            metrics.observe_idempotency(event);
+        }
+    }
+}
+
+/// The idempotency phase's decision for the metric, if it made one worth counting.
+fn idempotency_event(audited: &Audited, reason: Option<&'static str>) -> Option<&'static str> {
+    match audited.resolution {
+        Some("resolved") => return Some("unknown_resolved"),
+        Some("lookup_failed") => return Some("unknown_lookup_failed"),
+        Some(_) => return Some("unknown_not_found"),
+        None => {}
+    }
+    if audited.replay_of.is_some() {
+        return Some("replayed");
+    }
+    if audited.unknown_outcome {
+        return Some("unknown_outcome");
+    }
+    match reason? {
+        "idempotency_in_flight" => Some("in_flight"),
+        "idempotency_mismatch" => Some("mismatch"),
+        "order_in_flight" => Some("order_in_flight"),
+        _ => None,
     }
 }
 

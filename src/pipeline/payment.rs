@@ -16,6 +16,8 @@ use super::context::{LimitKeys, RequestCtx};
 use crate::audit::{AuditLog, CardSummary};
 use crate::config::Config;
 use crate::error::{ApiError, FieldError};
+use crate::idempotency::payment_fingerprint;
+use crate::keyed::KeyedHash;
 use crate::payment::{PaymentRequest, YearMonth};
 use crate::upstream::{self, Outgoing};
 
@@ -24,6 +26,8 @@ pub(crate) struct PaymentRules {
     gateways: Vec<String>,
     /// Keys the card fingerprints.
     fingerprint_key: SecretSlice<u8>,
+    /// The same key, absorbed once: the request fingerprint for idempotency.
+    hasher: KeyedHash,
 }
 
 /// A buffer that held card data: wiped when the last reference goes.
@@ -40,6 +44,7 @@ impl PaymentRules {
         PaymentRules {
             gateways: config.payments.gateways.clone(),
             fingerprint_key: config.audit.key.clone(),
+            hasher: KeyedHash::new(config.audit.key.expose_secret()),
         }
     }
 
@@ -75,13 +80,18 @@ impl PaymentRules {
         let request = PaymentRequest::parse(raw.as_ref(), &self.gateways, YearMonth::now_utc())
             .map_err(ApiError::Validation)?;
         drop(raw);
+        let card_fingerprint = request
+            .card()
+            .map(|c| c.number.fingerprint(self.fingerprint_key.expose_secret()));
+        let fingerprint =
+            payment_fingerprint(&self.hasher, &order, &request, card_fingerprint.as_ref());
         let audited = ctx.audited();
+        audited.fingerprint = Some(fingerprint);
         audited.method = Some(request.method.as_str());
         audited.gateway = Some(request.gateway.clone());
         let mut card_keys = None;
-        if let Some(c) = request.card() {
+        if let (Some(c), Some(fingerprint)) = (request.card(), card_fingerprint) {
             let key = self.fingerprint_key.expose_secret();
-            let fingerprint = c.number.fingerprint(key);
             audited.card = Some(CardSummary {
                 brand: c.number.brand().as_str().to_string(),
                 bin: c.number.bin().to_string(),

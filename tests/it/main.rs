@@ -17,6 +17,7 @@ mod cors;
 mod early_refusals;
 mod h2_abuse;
 mod h2_abuse_bench;
+mod idempotency;
 mod limits_e2e;
 mod limits_redis;
 mod mtls;

@@ -309,6 +309,8 @@ async fn shipped_config_serves_a_sandbox_payment_with_the_dev_certificate() {
                 "PAYSHIM__SERVER__DEV_CERT_DIR",
                 certs.to_str().unwrap().to_string(),
             ),
+            // The same payment is sent twice below: each must reach the sandbox.
+            ("PAYSHIM__IDEMPOTENCY__DUPLICATE_WINDOW", "off".to_string()),
         ],
     );
     let Bound { public, .. } = process.wait_bound().await;

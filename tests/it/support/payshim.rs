@@ -53,7 +53,9 @@ pub fn toml_path(p: &Path) -> String {
 /// A complete, valid config: listeners on 127.0.0.1:0 (tests bind their own ports), the
 /// server certificate from `pki.server_cert()`, upstream `upstream_url` trusted through
 /// `pki.ca_path` with `UPSTREAM_TOKEN`, one client `web-eu` with `STOREFRONT_KEY`, every
-/// rate limit off, `upstream.timeout = "2s"`, the audit log in `audit_dir`.
+/// rate limit off, the duplicate window and the one-payment-per-order check off (tests send
+/// the same payment again, and at once, on purpose),
+/// `upstream.timeout = "2s"`, the audit log in `audit_dir`.
 pub fn base_config(pki: &TestPki, upstream_url: &str, audit_dir: &Path) -> String {
     let (cert, key) = pki.server_cert();
     format!(
@@ -88,6 +90,10 @@ per_order = "off"
 per_card = "off"
 card_attempts = "off"
 max_body = "16KiB"
+
+[idempotency]
+duplicate_window = "off"
+one_payment_per_order = false
 
 [audit]
 path = {audit_path}

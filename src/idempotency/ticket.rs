@@ -1,0 +1,178 @@
+//! [`Ticket`]: a request's claims (its key, its order) from the check until its outcome
+//! is recorded, in the local store or in Redis, wherever the check made them.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http::{HeaderValue, StatusCode};
+
+use super::Digest;
+use super::answer::StoredAnswer;
+use super::codec;
+use super::orders::OrderGuard;
+use super::redis::{RedisIdempotency, key_name, order_name};
+use super::resolve::{Probe, UnknownOutcome};
+use super::store::{LocalStore, Settle};
+use crate::outcome::Outcome;
+
+/// A claimed key.
+pub(super) enum HeldKey {
+    Local {
+        key: Digest,
+        claim: u64,
+    },
+    /// `value` is the in-flight entry written, which settling compares against.
+    Shared {
+        key: Digest,
+        value: String,
+    },
+}
+
+/// A held order.
+pub(super) enum HeldOrder {
+    /// Released when dropped.
+    Local {
+        _guard: OrderGuard,
+    },
+    Shared {
+        order: uuid::Uuid,
+        token: String,
+    },
+}
+
+/// A request's claims until its outcome is recorded. Dropped without [`Ticket::finish`],
+/// it releases them: nothing was forwarded.
+pub(crate) struct Ticket {
+    pub(super) local: Arc<LocalStore>,
+    pub(super) shared: Option<Arc<RedisIdempotency>>,
+    pub(super) fingerprint: Digest,
+    pub(super) key: Option<HeldKey>,
+    pub(super) order: Option<HeldOrder>,
+    /// For a payment without a key (its key is implicit): how long an approved answer is
+    /// kept (the duplicate window); a declined one is not kept, so a retry goes through.
+    pub(super) window: Option<Duration>,
+    pub(super) ttl: Duration,
+    /// For payments: what tells their transaction apart, should the outcome be unknown.
+    pub(super) probe: Option<Probe>,
+}
+
+/// How a forwarded request ended.
+pub(crate) enum Settled {
+    /// Nothing was sent upstream.
+    NotSent,
+    /// Sent (at `sent_at_ms`, Unix time) as `request_id`, but no answer came: it may
+    /// still complete upstream.
+    Unknown { sent_at_ms: u64, request_id: String },
+    /// The upstream answered.
+    Answered {
+        status: StatusCode,
+        content_type: Option<HeaderValue>,
+        body: Bytes,
+        outcome: Outcome,
+        request_id: String,
+    },
+}
+
+impl Ticket {
+    /// Records the outcome: the answer is kept for the key (and, for a successful payment
+    /// without a key, for the duplicate window); an unknown outcome keeps the key claimed,
+    /// so a retry cannot charge again; nothing sent frees the key. Then frees the order.
+    pub(crate) async fn finish(mut self, settled: Settled) {
+        let (settle, approved) = settlement(settled, self.probe.take());
+        let (settle, keep) = match (self.window, settle) {
+            (Some(window), Settle::Done(answer)) if approved => (Settle::Done(answer), window),
+            (Some(_), Settle::Done(_)) => (Settle::Release, self.ttl),
+            (_, settle) => (settle, self.ttl),
+        };
+        if let Some(held) = self.key.take() {
+            self.settle_key(held, settle, keep).await;
+        }
+        if let Some(HeldOrder::Shared { order, token }) = self.order.take()
+            && let Some(shared) = &self.shared
+        {
+            let _ = shared
+                .settle(&order_name(&order), &token, "", Duration::ZERO)
+                .await;
+        }
+    }
+
+    async fn settle_key(&self, held: HeldKey, settle: Settle, keep: Duration) {
+        match held {
+            HeldKey::Local { key, claim } => {
+                self.local
+                    .settle(&key, claim, settle, Instant::now() + keep)
+            }
+            HeldKey::Shared { key, value } => {
+                let Some(shared) = &self.shared else { return };
+                let new = match &settle {
+                    Settle::Release => String::new(),
+                    Settle::Unknown(unknown) => codec::unknown(&self.fingerprint, unknown),
+                    Settle::Done(answer) => codec::done(&self.fingerprint, answer),
+                };
+                let _ = shared.settle(&key_name(&key), &value, &new, keep).await;
+            }
+        }
+    }
+}
+
+/// What to do with the key, and whether the answer was an approval.
+fn settlement(settled: Settled, probe: Option<Probe>) -> (Settle, bool) {
+    match settled {
+        Settled::NotSent => (Settle::Release, false),
+        Settled::Unknown {
+            sent_at_ms,
+            request_id,
+        } => {
+            let unknown = UnknownOutcome {
+                sent_at_ms,
+                request_id,
+                probe,
+            };
+            (Settle::Unknown(Arc::new(unknown)), false)
+        }
+        Settled::Answered {
+            status,
+            content_type,
+            body,
+            outcome,
+            request_id,
+        } => {
+            let answer = StoredAnswer::storable(status, content_type, body, outcome, request_id);
+            (Settle::Done(Arc::new(answer)), outcome == Outcome::Approved)
+        }
+    }
+}
+
+impl Drop for Ticket {
+    fn drop(&mut self) {
+        let key = self.key.take();
+        let order = self.order.take();
+        if let Some(HeldKey::Local { key, claim }) = &key {
+            self.local
+                .settle(key, *claim, Settle::Release, Instant::now());
+        }
+        // Shared claims are released by a task of their own: Drop cannot wait.
+        let (Some(shared), Ok(runtime)) =
+            (self.shared.clone(), tokio::runtime::Handle::try_current())
+        else {
+            return;
+        };
+        let key = match key {
+            Some(HeldKey::Shared { key, value }) => Some((key_name(&key), value)),
+            _ => None,
+        };
+        let order = match order {
+            Some(HeldOrder::Shared { order, token }) => Some((order_name(&order), token)),
+            _ => None,
+        };
+        if key.is_none() && order.is_none() {
+            return;
+        }
+        runtime.spawn(async move {
+            for (name, held) in key.into_iter().chain(order) {
+                let _ = shared.settle(&name, &held, "", Duration::ZERO).await;
+            }
+        });
+    }
+}

@@ -1,0 +1,176 @@
+//! The idempotency phase, between the pre-forward checks and the `forwarded` audit
+//! record: replay a completed request's answer, refuse one still in flight (or reusing a
+//! key for another request), resolve an unknown outcome from the order's transactions, or
+//! claim the key and the order for the forward.
+//!
+//! Nothing is forwarded on a replay, a resolution or a refusal. A replay is audited as
+//! `payment.replayed` / `transaction.replayed` with the original request's id, a
+//! resolution as `payment.resolved` with the transaction found; a refusal gets its
+//! `*.rejected` record like any other (see README.md, "Idempotency and retries").
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::uri::PathAndQuery;
+use http::{HeaderMap, Method, Response, StatusCode};
+
+use super::auditor::{self, Auditor};
+use super::call::Caller;
+use super::context::{AuditedAction, RequestCtx};
+use crate::body::{ProxyBody, read_limited};
+use crate::error::ApiError;
+use crate::idempotency::{
+    Decision, Idempotency, NotAList, Probe, Resolution, StoredAnswer, Ticket, TicketRequest,
+    Unresolved, matching_transaction,
+};
+use crate::outcome::Outcome;
+use crate::upstream::Outgoing;
+
+/// An order's transaction list is small; anything bigger is not one.
+const MAX_LIST: usize = 1 << 20;
+const LIST_BODY_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// What the phase decided.
+pub(crate) enum Claimed {
+    /// The stored answer of the same request, to send as it is.
+    Replayed(Response<ProxyBody>),
+    /// Forward; the ticket (if the request is tracked) records the outcome.
+    Forward(Option<Ticket>),
+}
+
+/// What the phase needs besides the request.
+pub(crate) struct Phase<'a> {
+    pub idempotency: &'a Idempotency,
+    pub auditor: &'a Auditor,
+    /// Reads an order's transactions, to resolve an unknown outcome.
+    pub caller: &'a Caller,
+}
+
+impl Phase<'_> {
+    /// Checks an audited request against the keys and orders in flight, the stored answers
+    /// and the unknown outcomes.
+    pub(crate) async fn claim(
+        &self,
+        ctx: &mut RequestCtx<'_>,
+        client_id: &str,
+    ) -> Result<Claimed, ApiError> {
+        let Some(audited) = ctx.audit.as_ref() else {
+            return Ok(Claimed::Forward(None));
+        };
+        // A transaction action without a key has no fingerprint: nothing to track.
+        let Some(fingerprint) = audited.fingerprint else {
+            return Ok(Claimed::Forward(None));
+        };
+        let (order, probe) = match audited.action {
+            AuditedAction::Payment => (
+                audited.limit_keys.as_ref().map(|k| k.order),
+                audited
+                    .gateway
+                    .clone()
+                    .zip(audited.method)
+                    .map(|(gateway, method)| Probe {
+                        gateway,
+                        method: method.to_string(),
+                    }),
+            ),
+            AuditedAction::Transaction(_) => (None, None),
+        };
+        let request = TicketRequest {
+            client: client_id,
+            key: audited.idempotency_key,
+            fingerprint,
+            order,
+            probe,
+        };
+        match self.idempotency.check(&request).await? {
+            Decision::Proceed(ticket) => Ok(Claimed::Forward(Some(ticket))),
+            Decision::Replay(answer) => Ok(self.replay(ctx, client_id, &answer)),
+            Decision::Resolve(unresolved) => {
+                self.resolve(ctx, client_id, &request, unresolved).await
+            }
+        }
+    }
+
+    fn replay(&self, ctx: &mut RequestCtx<'_>, client_id: &str, answer: &StoredAnswer) -> Claimed {
+        let record = auditor::replayed(ctx, client_id, answer, false);
+        self.auditor.later(record);
+        ctx.audited().replay_of = Some(answer.request_id.clone());
+        Claimed::Replayed(answer.replay())
+    }
+
+    /// An unknown outcome: its transaction, if the order's transactions show it, is the
+    /// answer (audited as `payment.resolved`); otherwise the rule in the idempotency
+    /// module decides between 409 and forwarding this retry.
+    async fn resolve(
+        &self,
+        ctx: &mut RequestCtx<'_>,
+        client_id: &str,
+        request: &TicketRequest<'_>,
+        unresolved: Unresolved,
+    ) -> Result<Claimed, ApiError> {
+        let found = match ctx.order_id().filter(|_| unresolved.can_probe()) {
+            Some(order) => self.transaction_of(order, &unresolved).await,
+            None => Ok(None),
+        };
+        // The list could not be read: nothing can be concluded, so nothing goes through.
+        let Ok(found) = found else {
+            ctx.audited().resolution = Some("lookup_failed");
+            return Err(if request.key.is_some() {
+                ApiError::IdempotencyInFlight
+            } else {
+                ApiError::OrderInFlight
+            });
+        };
+        ctx.audited().resolution = Some(if found.is_some() {
+            "resolved"
+        } else {
+            "not_found"
+        });
+        match self.idempotency.resolve(request, unresolved, found).await? {
+            Resolution::Found(answer) => {
+                let record = auditor::replayed(ctx, client_id, &answer, true);
+                self.auditor.later(record);
+                ctx.audited().replay_of = Some(answer.request_id.clone());
+                Ok(Claimed::Replayed(answer.replay()))
+            }
+            Resolution::Retry(ticket) => Ok(Claimed::Forward(Some(*ticket))),
+        }
+    }
+
+    /// The first attempt's transaction in the order's transaction list, as its answer;
+    /// `Err` when the list could not be read.
+    async fn transaction_of(
+        &self,
+        order: &str,
+        unresolved: &Unresolved,
+    ) -> Result<Option<StoredAnswer>, NotAList> {
+        let path = format!("/v2/orders/{order}/transactions");
+        let out = Outgoing {
+            method: Method::GET,
+            path_and_query: PathAndQuery::try_from(path).map_err(|_| NotAList)?,
+            headers: HeaderMap::new(),
+            body: Bytes::new(),
+        };
+        let called = self.caller.send(out).await.map_err(|_| NotAList)?;
+        if !called.response.status().is_success() {
+            return Err(NotAList);
+        }
+        let body = called.response.into_body();
+        let list = tokio::time::timeout(LIST_BODY_TIMEOUT, read_limited(body, MAX_LIST))
+            .await
+            .map_err(|_| NotAList)?
+            .map_err(|_| NotAList)?;
+        let Some(transaction) = matching_transaction(&list, unresolved.unknown())? else {
+            return Ok(None);
+        };
+        let outcome = Outcome::of_answer(201, transaction["status"].as_str());
+        let body = serde_json::json!({ "data": transaction }).to_string();
+        Ok(Some(StoredAnswer::storable(
+            StatusCode::CREATED,
+            Some(http::HeaderValue::from_static("application/json")),
+            Bytes::from(body),
+            outcome,
+            unresolved.original_request_id().to_string(),
+        )))
+    }
+}
