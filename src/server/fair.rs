@@ -15,6 +15,8 @@ use std::task::{Context, Poll};
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
+use super::flood::FrameCounter;
+
 /// An I/O stream whose reader gives way after every `quantum` bytes.
 pub(super) struct Fair<T> {
     inner: T,
@@ -23,6 +25,8 @@ pub(super) struct Fair<T> {
     quantum: Option<usize>,
     /// Bytes read since the task last gave way.
     since_yield: usize,
+    /// HTTP/2: the frames read, to end a SETTINGS or PING flood (`flood.rs`).
+    frames: Option<FrameCounter>,
 }
 
 impl<T> Fair<T> {
@@ -31,7 +35,14 @@ impl<T> Fair<T> {
             inner,
             quantum,
             since_yield: 0,
+            frames: None,
         }
+    }
+
+    /// Also ends the connection when the peer floods SETTINGS or PING frames.
+    pub(super) fn with_flood_limit(mut self, per_second: u32) -> Fair<T> {
+        self.frames = Some(FrameCounter::new(per_second));
+        self
     }
 }
 
@@ -53,6 +64,12 @@ impl<T: AsyncRead + Unpin> AsyncRead for Fair<T> {
         let polled = Pin::new(&mut this.inner).poll_read(cx, buf);
         if polled.is_ready() {
             this.since_yield += buf.filled().len() - before;
+            if let Some(frames) = &mut this.frames
+                && !frames.feed(&buf.filled()[before..])
+            {
+                tracing::debug!("HTTP/2 peer flooded SETTINGS or PING frames: connection ended");
+                return Poll::Ready(Err(io::Error::other("HTTP/2 control frame flood")));
+            }
         }
         polled
     }

@@ -8,6 +8,7 @@
 //! in protocol detection without a timer.
 
 mod fair;
+mod flood;
 mod watch;
 
 use std::collections::HashMap;
@@ -193,6 +194,11 @@ async fn serve_connection<H: Handler>(
     });
     let builder = if h2 { &protocols.h2 } else { &protocols.h1 };
     let io = Fair::new(tls, h2.then_some(H2_READ_QUANTUM));
+    let io = if h2 {
+        io.with_flood_limit(flood::MAX_PER_SECOND)
+    } else {
+        io
+    };
     let conn = builder.serve_connection(TokioIo::new(io), svc);
     tokio::pin!(conn);
     let mut closing = false;

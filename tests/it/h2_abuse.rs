@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 use support::abuse_scene::{Scene, keep_paying};
 use support::cards::BIN;
 use support::h2abuse::{ATTACK_ORDER, Attack, Outcome};
-use support::h2raw::{Attacker, FloodEnd, HEADERS, RST_STREAM, SETTINGS, Seen};
+use support::h2raw::{Attacker, FloodEnd, HEADERS, PING, RST_STREAM, SETTINGS, Seen};
 
 /// How much payshim's resident memory may grow during one attack: generous (the attacks
 /// as payshim stops them grow it by 0-8 MiB), so allocator noise cannot fail a test, yet
@@ -116,6 +116,12 @@ fn assert_ended(attack: Attack, outcome: &Outcome) {
     );
 }
 
+/// Acknowledgements a flooding peer may get before payshim cuts it off: its limit of 100
+/// SETTINGS or PING frames a second, twice over (a count can straddle two seconds), plus
+/// the server's own SETTINGS. Without the limit every frame was acknowledged until the
+/// idle watchdog closed the connection, thousands of them.
+const FLOOD_ACKS_BOUND: u64 = 2 * 100 + 2;
+
 /// How many of the attacker's requests reached the upstream.
 fn attacker_requests(scene: &Scene) -> usize {
     scene
@@ -184,6 +190,10 @@ async fn settings_flood_is_acked_one_for_one_then_closed_as_idle() {
         outcome.seen.frames[usize::from(SETTINGS)] <= frames + 2,
         "{outcome:?}"
     );
+    assert!(
+        outcome.seen.frames[usize::from(SETTINGS)] <= FLOOD_ACKS_BOUND,
+        "the flood was not cut off at its rate limit: {outcome:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -195,6 +205,10 @@ async fn settings_flood_from_a_peer_that_never_reads_stalls_then_is_closed() {
 async fn ping_flood_is_closed_as_idle_and_normal_payments_go_on() {
     let Attacked { outcome, .. } = attacked(Attack::PingFlood, u64::MAX, true).await;
     assert_ended(Attack::PingFlood, &outcome);
+    assert!(
+        outcome.seen.frames[usize::from(PING)] <= FLOOD_ACKS_BOUND,
+        "the flood was not cut off at its rate limit: {outcome:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
