@@ -46,6 +46,11 @@ impl Outcome {
         }
     }
 
+    /// The outcome named `name` (as [`Outcome::as_str`] writes it).
+    pub fn parse(name: &str) -> Option<Outcome> {
+        Outcome::ALL.into_iter().find(|o| o.as_str() == name)
+    }
+
     /// Whether the request may have reached the API. Only a [`Outcome::Rejected`]
     /// request certainly did not; it is the one that gets a `*.rejected` audit record.
     pub const fn was_forwarded(self) -> bool {
@@ -95,6 +100,7 @@ mod tests {
     fn only_rejected_was_not_forwarded() {
         for o in Outcome::ALL {
             assert_eq!(o.was_forwarded(), o != Outcome::Rejected, "{o}");
+            assert_eq!(Outcome::parse(o.as_str()), Some(o));
             let json = serde_json::to_string(&o).unwrap();
             assert_eq!(json, format!("\"{}\"", o.as_str()));
         }

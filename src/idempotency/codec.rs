@@ -117,16 +117,7 @@ fn unknown_outcome<'a>(fields: &mut impl Iterator<Item = &'a str>) -> Option<Unk
 }
 
 fn outcome(name: &str) -> Option<Outcome> {
-    [
-        Outcome::Rejected,
-        Outcome::Forwarded,
-        Outcome::Approved,
-        Outcome::Declined,
-        Outcome::UpstreamError,
-        Outcome::Timeout,
-    ]
-    .into_iter()
-    .find(|o| o.as_str() == name)
+    Outcome::parse(name)
 }
 
 #[cfg(test)]
