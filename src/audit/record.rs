@@ -87,7 +87,7 @@ pub struct CardSummary {
     pub bin: String,
     /// Last four digits.
     pub last4: String,
-    /// Hex HMAC-SHA-256(audit key, PAN digits), i.e. `hex::encode(card.fingerprint(key))`
+    /// Hex HMAC-SHA-256(audit key, PAN digits), i.e. `hex::encode(card.fingerprint(&key))`
     /// of the payment module's `CardNumber`.
     pub fingerprint: String,
 }

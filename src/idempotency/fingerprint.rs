@@ -101,7 +101,11 @@ mod tests {
     }
 
     fn fp(hasher: &KeyedHash, request: &PaymentRequest) -> Digest {
-        let card = request.card().unwrap().number.fingerprint(b"k");
+        let card = request
+            .card()
+            .unwrap()
+            .number
+            .fingerprint(&KeyedHash::new(b"k"));
         payment_fingerprint(hasher, &ORDER, request, Some(&card))
     }
 

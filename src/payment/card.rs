@@ -148,8 +148,8 @@ impl CardNumber {
 
     /// HMAC-SHA-256 of the PAN digits: identifies a card across requests (limits, audit)
     /// without storing the PAN. Keyed, so it cannot be brute-forced from the BIN and last four.
-    pub fn fingerprint(&self, key: &[u8]) -> [u8; 32] {
-        KeyedHash::new(key).into_mac(&[self.digits.as_bytes()])
+    pub(crate) fn fingerprint(&self, key: &KeyedHash) -> [u8; 32] {
+        key.mac(&[self.digits.as_bytes()])
     }
 
     /// The full digits. Only the upstream serializer and the attempt fingerprint use this.

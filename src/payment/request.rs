@@ -71,10 +71,10 @@ impl CardPayment {
     /// HMAC-SHA-256(key, `pan|MM|YYYY|cvv`), with the month and year formatted as in the
     /// upstream body. Counting distinct values per card fingerprint reveals a client guessing
     /// expiry dates or CVVs, without storing either.
-    pub fn attempt_fingerprint(&self, key: &[u8]) -> [u8; 32] {
+    pub(crate) fn attempt_fingerprint(&self, key: &KeyedHash) -> [u8; 32] {
         let month = format!("{:02}", self.month);
         let year = format!("{:04}", self.year);
-        KeyedHash::new(key).into_mac(&[
+        key.mac(&[
             self.number.expose().as_bytes(),
             b"|",
             month.as_bytes(),

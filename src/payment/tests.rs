@@ -9,6 +9,7 @@ use serde_json::{Map, Value, json};
 use sha2::Sha256;
 
 use super::*;
+use crate::keyed::KeyedHash;
 
 /// A fixed "now" for expiry: May 2026.
 const TODAY: YearMonth = YearMonth {
@@ -425,10 +426,22 @@ fn card_fingerprint_is_stable_and_keyed() {
     let a = CardNumber::parse(PAN).unwrap();
     let b = CardNumber::parse(PAN).unwrap();
     let other = CardNumber::parse(AMEX_PAN).unwrap();
-    assert_eq!(a.fingerprint(b"key-1"), b.fingerprint(b"key-1"));
-    assert_ne!(a.fingerprint(b"key-1"), a.fingerprint(b"key-2"));
-    assert_ne!(a.fingerprint(b"key-1"), other.fingerprint(b"key-1"));
-    assert_eq!(a.fingerprint(b"key-1"), hmac(b"key-1", PAN.as_bytes()));
+    assert_eq!(
+        a.fingerprint(&KeyedHash::new(b"key-1")),
+        b.fingerprint(&KeyedHash::new(b"key-1"))
+    );
+    assert_ne!(
+        a.fingerprint(&KeyedHash::new(b"key-1")),
+        a.fingerprint(&KeyedHash::new(b"key-2"))
+    );
+    assert_ne!(
+        a.fingerprint(&KeyedHash::new(b"key-1")),
+        other.fingerprint(&KeyedHash::new(b"key-1"))
+    );
+    assert_eq!(
+        a.fingerprint(&KeyedHash::new(b"key-1")),
+        hmac(b"key-1", PAN.as_bytes())
+    );
 }
 
 fn hmac(key: &[u8], message: &[u8]) -> [u8; 32] {
@@ -1472,7 +1485,7 @@ fn attempt_fingerprint_covers_expiry_and_cvv() {
             .unwrap()
             .card()
             .unwrap()
-            .attempt_fingerprint(key)
+            .attempt_fingerprint(&KeyedHash::new(key))
     };
     let base = fingerprint(vec![], b"k");
     assert_eq!(base, fingerprint(vec![], b"k"));
@@ -1488,7 +1501,10 @@ fn attempt_fingerprint_covers_expiry_and_cvv() {
     // The card fingerprint ignores expiry and CVV.
     let card = parse(&card_body(vec![set("verification_value", "986")])).unwrap();
     assert_eq!(
-        card.card().unwrap().number.fingerprint(b"k"),
+        card.card()
+            .unwrap()
+            .number
+            .fingerprint(&KeyedHash::new(b"k")),
         hmac(b"k", PAN.as_bytes())
     );
 }

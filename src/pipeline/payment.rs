@@ -9,7 +9,7 @@ use bytes::Bytes;
 use http::header::{self, HeaderValue};
 use http::request::Parts;
 use http::{HeaderMap, Method};
-use secrecy::{ExposeSecret, SecretSlice};
+use secrecy::ExposeSecret;
 use zeroize::Zeroizing;
 
 use super::context::{LimitKeys, RequestCtx};
@@ -24,9 +24,8 @@ use crate::upstream::{self, Outgoing};
 /// The payment rules, from the config.
 pub(crate) struct PaymentRules {
     gateways: Vec<String>,
-    /// Keys the card fingerprints.
-    fingerprint_key: SecretSlice<u8>,
-    /// The same key, absorbed once: the request fingerprint for idempotency.
+    /// The audit key, absorbed once: card fingerprints and the idempotency request
+    /// fingerprint are keyed with it on every payment.
     hasher: KeyedHash,
 }
 
@@ -43,7 +42,6 @@ impl PaymentRules {
     pub(crate) fn new(config: &Config) -> PaymentRules {
         PaymentRules {
             gateways: config.payments.gateways.clone(),
-            fingerprint_key: config.audit.key.clone(),
             hasher: KeyedHash::new(config.audit.key.expose_secret()),
         }
     }
@@ -80,9 +78,7 @@ impl PaymentRules {
         let request = PaymentRequest::parse(raw.as_ref(), &self.gateways, YearMonth::now_utc())
             .map_err(ApiError::Validation)?;
         drop(raw);
-        let card_fingerprint = request
-            .card()
-            .map(|c| c.number.fingerprint(self.fingerprint_key.expose_secret()));
+        let card_fingerprint = request.card().map(|c| c.number.fingerprint(&self.hasher));
         let fingerprint =
             payment_fingerprint(&self.hasher, &order, &request, card_fingerprint.as_ref());
         let audited = ctx.audited();
@@ -91,14 +87,13 @@ impl PaymentRules {
         audited.gateway = Some(request.gateway.clone());
         let mut card_keys = None;
         if let (Some(c), Some(fingerprint)) = (request.card(), card_fingerprint) {
-            let key = self.fingerprint_key.expose_secret();
             audited.card = Some(CardSummary {
                 brand: c.number.brand().as_str().to_string(),
                 bin: c.number.bin().to_string(),
                 last4: c.number.last4().to_string(),
                 fingerprint: crate::audit::hex32(&fingerprint),
             });
-            card_keys = Some((fingerprint, c.attempt_fingerprint(key)));
+            card_keys = Some((fingerprint, c.attempt_fingerprint(&self.hasher)));
         }
         audited.limit_keys = Some(LimitKeys {
             order,
