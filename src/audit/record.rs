@@ -53,6 +53,10 @@ pub enum AuditEvent {
     /// A transaction action answered with the stored answer of an earlier one.
     #[serde(rename = "transaction.replayed")]
     TransactionReplayed,
+    /// A transaction action whose earlier attempt was forwarded without an answer,
+    /// answered with what the order's transactions show of it: nothing was sent again.
+    #[serde(rename = "transaction.resolved")]
+    TransactionResolved,
 }
 
 impl AuditEvent {
@@ -68,6 +72,7 @@ impl AuditEvent {
             Self::PaymentReplayed => "payment.replayed",
             Self::PaymentResolved => "payment.resolved",
             Self::TransactionReplayed => "transaction.replayed",
+            Self::TransactionResolved => "transaction.resolved",
         }
     }
 }

@@ -388,9 +388,9 @@ mod tests {
             key,
             fingerprint: [fingerprint; 32],
             order: Some(uuid::Uuid::from_u128(1)),
-            probe: Some(Probe {
-                gateway: "card_connect".into(),
-                method: "purchase".into(),
+            probe: Some(Probe::Created {
+                gateway: Some("card_connect".into()),
+                kind: "purchase".into(),
             }),
         }
     }

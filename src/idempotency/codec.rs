@@ -31,13 +31,24 @@ pub(crate) fn in_flight(token: &str, fingerprint: &Digest) -> String {
     format!("F|{token}|{}", hex32(fingerprint))
 }
 
+/// `U|fingerprint|sent_at_ms|request_id|probe`, the probe being `-` (none),
+/// `C|gateway|kind` (a created transaction; an empty gateway is any) or `S|id|status` (an
+/// updated one), each text in base64. Entries of older versions have `gateway|method`
+/// instead and still decode.
 pub(crate) fn unknown(fingerprint: &Digest, unknown: &UnknownOutcome) -> String {
-    let (gateway, method) = match &unknown.probe {
-        Some(p) => (STANDARD.encode(&p.gateway), STANDARD.encode(&p.method)),
-        None => (String::new(), String::new()),
+    let probe = match &unknown.probe {
+        None => "-".to_string(),
+        Some(Probe::Created { gateway, kind }) => format!(
+            "C|{}|{}",
+            STANDARD.encode(gateway.as_deref().unwrap_or_default()),
+            STANDARD.encode(kind)
+        ),
+        Some(Probe::Updated { id, status }) => {
+            format!("S|{}|{}", STANDARD.encode(id), STANDARD.encode(status))
+        }
     };
     format!(
-        "U|{}|{}|{}|{gateway}|{method}",
+        "U|{}|{}|{}|{probe}",
         hex32(fingerprint),
         unknown.sent_at_ms,
         unknown.request_id
@@ -102,12 +113,24 @@ fn unknown_outcome<'a>(fields: &mut impl Iterator<Item = &'a str>) -> Option<Unk
     let sent_at_ms = fields.next()?.parse().ok()?;
     let request_id = fields.next()?.to_string();
     let text = |b64: &str| String::from_utf8(STANDARD.decode(b64).ok()?).ok();
-    let probe = match (fields.next()?, fields.next()?) {
-        ("", "") => None,
-        (gateway, method) => Some(Probe {
-            gateway: text(gateway)?,
-            method: text(method)?,
+    let gateway = |b64: &str| Some(text(b64)?).filter(|g| !g.is_empty());
+    let probe = match fields.next()? {
+        "-" => None,
+        "C" => Some(Probe::Created {
+            gateway: gateway(fields.next()?),
+            kind: text(fields.next()?)?,
         }),
+        "S" => Some(Probe::Updated {
+            id: text(fields.next()?)?,
+            status: text(fields.next()?)?,
+        }),
+        old_gateway => match (old_gateway, fields.next()?) {
+            ("", "") => None,
+            (g, method) => Some(Probe::Created {
+                gateway: gateway(g),
+                kind: text(method)?,
+            }),
+        },
     };
     Some(UnknownOutcome {
         sent_at_ms,
@@ -148,16 +171,36 @@ mod tests {
         let u = UnknownOutcome {
             sent_at_ms: 42,
             request_id: "r-2".into(),
-            probe: Some(Probe {
-                gateway: "card_connect".into(),
-                method: "purchase".into(),
+            probe: Some(Probe::Created {
+                gateway: Some("card_connect".into()),
+                kind: "purchase".into(),
             }),
         };
+        let probes = [
+            u.probe.clone(),
+            Some(Probe::Created {
+                gateway: None,
+                kind: "refund".into(),
+            }),
+            Some(Probe::Updated {
+                id: "a|b".into(),
+                status: "cancelled".into(),
+            }),
+            None,
+        ];
+        for probe in probes {
+            let u = UnknownOutcome { probe, ..u.clone() };
+            assert!(
+                matches!(decode(&unknown(&fp, &u)), Some((f, Decoded::Unknown(got))) if f == fp && got == u)
+            );
+        }
+        // Written by the version before probes of transaction actions.
+        let old = format!("U|{}|42|r-2|Y2FyZF9jb25uZWN0|cHVyY2hhc2U=", hex32(&fp));
+        assert!(matches!(decode(&old), Some((_, Decoded::Unknown(got))) if got == u));
+        let old_none = format!("U|{}|42|r-2||", hex32(&fp));
         assert!(
-            matches!(decode(&unknown(&fp, &u)), Some((f, Decoded::Unknown(got))) if f == fp && got == u)
+            matches!(decode(&old_none), Some((_, Decoded::Unknown(got))) if got.probe.is_none())
         );
-        let u = UnknownOutcome { probe: None, ..u };
-        assert!(matches!(decode(&unknown(&fp, &u)), Some((_, Decoded::Unknown(got))) if got == u));
         assert!(decode("garbage").is_none());
         assert!(decode("D|zz").is_none());
     }

@@ -2,8 +2,10 @@
 //! so it may or may not have been charged. Its key stays claimed as unknown; a retry
 //! resolves it from the order's transactions (see README.md, "Idempotency and retries"):
 //!
-//! - a transaction of the same gateway and method created after the first attempt was
-//!   sent is its outcome: the retry gets it as the answer, and it is recorded;
+//! - for a payment, a refund or a capture: a transaction of the same gateway (payments) and
+//!   type created after the first attempt was sent is its outcome; for a cancel: the
+//!   transaction itself, once `cancelled`. The retry gets it as the answer, and it is
+//!   recorded;
 //! - none, while the first attempt could still complete upstream (until twice
 //!   `upstream.timeout` after it was sent): 409, nothing forwarded;
 //! - none after that: the retry takes the key over and is forwarded.
@@ -26,15 +28,23 @@ pub(crate) struct UnknownOutcome {
     pub sent_at_ms: u64,
     /// The request that was forwarded.
     pub request_id: String,
-    /// For payments, what a matching transaction has; `None` for transaction actions,
-    /// which are never resolved this way (they stay held until `idempotency.ttl`).
+    /// What in the order's transactions shows the outcome. `None` only in entries
+    /// written by older versions for transaction actions: those stay held until
+    /// `idempotency.ttl`.
     pub probe: Option<Probe>,
 }
 
+/// Where the outcome of a forwarded request shows in the order's transaction list.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct Probe {
-    pub gateway: String,
-    pub method: String,
+pub(crate) enum Probe {
+    /// A new transaction of type `kind` (`purchase`, `authorize`, `capture`, `refund`...),
+    /// of `gateway` when known: what a payment, a capture or a refund creates.
+    Created {
+        gateway: Option<String>,
+        kind: String,
+    },
+    /// The existing transaction `id` in `status`: what a cancel changes.
+    Updated { id: String, status: String },
 }
 
 /// An unknown outcome a retry found, to resolve against the order's transactions.
@@ -68,9 +78,10 @@ pub(crate) fn now_ms() -> u64 {
     u64::try_from(since.as_millis()).unwrap_or(u64::MAX)
 }
 
-/// The newest transaction in an order's transaction list (`{"data":[...]}`) that matches
-/// `unknown`: same gateway, same method, created after it was sent. `Err` when the list is
-/// not one: then nothing can be concluded (and a retry must not go through).
+/// The transaction in an order's transaction list (`{"data":[...]}`) that shows
+/// `unknown`'s outcome (see [`Probe`]): for a new one, the newest matching one created after
+/// the request was sent. `Err` when the list is not one: then nothing can be concluded (and
+/// a retry must not go through).
 pub(crate) fn matching_transaction(
     list: &[u8],
     unknown: &UnknownOutcome,
@@ -79,22 +90,40 @@ pub(crate) fn matching_transaction(
         return Ok(None);
     };
     let mut list: Value = serde_json::from_slice(list).map_err(|_| NotAList)?;
-    let since = UNIX_EPOCH + Duration::from_millis(unknown.sent_at_ms);
-    let since = since.checked_sub(CLOCK_SLACK).unwrap_or(UNIX_EPOCH);
     let Some(Value::Array(transactions)) = list.get_mut("data").map(Value::take) else {
         return Err(NotAList);
     };
-    Ok(transactions
-        .into_iter()
-        .filter(|t| t["gateway"].as_str() == Some(probe.gateway.as_str()))
-        .filter(|t| t["transaction-type"].as_str() == Some(probe.method.as_str()))
-        .filter_map(|t| {
-            let created = t["meta"]["timestamps"]["created_at"].as_str()?;
-            let created = humantime::parse_rfc3339_weak(created).ok()?;
-            (created >= since).then_some((created, t))
-        })
-        .max_by_key(|(created, _)| *created)
-        .map(|(_, t)| t))
+    let since = UNIX_EPOCH + Duration::from_millis(unknown.sent_at_ms);
+    let since = since.checked_sub(CLOCK_SLACK).unwrap_or(UNIX_EPOCH);
+    Ok(match probe {
+        Probe::Created { gateway, kind } => transactions
+            .into_iter()
+            .filter(|t| gateway.is_none() || t["gateway"].as_str() == gateway.as_deref())
+            .filter(|t| transaction_type(t) == Some(kind.as_str()))
+            .filter_map(|t| Some((created_at(&t)?, t)))
+            .filter(|(created, _)| *created >= since)
+            .max_by_key(|(created, _)| *created)
+            .map(|(_, t)| t),
+        Probe::Updated { id, status } => transactions.into_iter().find(|t| {
+            t["id"].as_str() == Some(id.as_str()) && t["status"].as_str() == Some(status.as_str())
+        }),
+    })
+}
+
+/// A transaction's type: the API's responses have used both spellings of the key.
+fn transaction_type(t: &Value) -> Option<&str> {
+    t["transaction_type"]
+        .as_str()
+        .or_else(|| t["transaction-type"].as_str())
+}
+
+/// When a transaction was created: `meta.timestamps.created_at` (older answers put it at
+/// `meta.created_at`).
+fn created_at(t: &Value) -> Option<SystemTime> {
+    let created = t["meta"]["timestamps"]["created_at"]
+        .as_str()
+        .or_else(|| t["meta"]["created_at"].as_str())?;
+    humantime::parse_rfc3339_weak(created).ok()
 }
 
 /// The answer to a transaction list request was not a transaction list.
@@ -111,9 +140,9 @@ mod tests {
         UnknownOutcome {
             sent_at_ms,
             request_id: "r1".into(),
-            probe: Some(Probe {
-                gateway: "card_connect".into(),
-                method: "purchase".into(),
+            probe: Some(Probe::Created {
+                gateway: Some("card_connect".into()),
+                kind: "purchase".into(),
             }),
         }
     }
@@ -146,5 +175,63 @@ mod tests {
             Err(NotAList)
         );
         assert_eq!(matching_transaction(b"{}", &unknown(sent)), Err(NotAList));
+    }
+
+    fn list(transactions: Vec<Value>) -> Vec<u8> {
+        serde_json::to_vec(&json!({ "data": transactions })).unwrap()
+    }
+
+    fn action(probe: Probe) -> UnknownOutcome {
+        UnknownOutcome {
+            sent_at_ms: 1_767_225_610_000, // 2026-01-01T00:00:10Z
+            request_id: "r1".into(),
+            probe: Some(probe),
+        }
+    }
+
+    /// Table: which transaction (by id) each probe finds in one order's list.
+    #[test]
+    fn probes_of_transaction_actions() {
+        let order = list(vec![
+            json!({"id": "auth", "gateway": "stripe", "transaction_type": "authorize",
+                   "status": "complete",
+                   "meta": {"timestamps": {"created_at": "2026-01-01T00:00:00Z"}}}),
+            json!({"id": "cap", "gateway": "stripe", "transaction_type": "capture",
+                   "status": "complete",
+                   "meta": {"timestamps": {"created_at": "2026-01-01T00:00:12Z"}}}),
+            json!({"id": "old-refund", "gateway": "stripe", "transaction-type": "refund",
+                   "meta": {"created_at": "2026-01-01T00:00:01Z"}}),
+            json!({"id": "pay", "gateway": "stripe", "transaction_type": "purchase",
+                   "status": "cancelled",
+                   "meta": {"timestamps": {"created_at": "2026-01-01T00:00:02Z"}}}),
+        ]);
+        let created = |kind: &str| Probe::Created {
+            gateway: None,
+            kind: kind.into(),
+        };
+        let updated = |id: &str, status: &str| Probe::Updated {
+            id: id.into(),
+            status: status.into(),
+        };
+        let cases: &[(&str, Probe, Option<&str>)] = &[
+            ("capture created after", created("capture"), Some("cap")),
+            ("refund only before", created("refund"), None),
+            ("cancelled target", updated("pay", "cancelled"), Some("pay")),
+            ("target not cancelled", updated("auth", "cancelled"), None),
+            ("unknown target", updated("nope", "cancelled"), None),
+            (
+                "gateway must match when known",
+                Probe::Created {
+                    gateway: Some("paypal_express_checkout".into()),
+                    kind: "capture".into(),
+                },
+                None,
+            ),
+        ];
+        for (name, probe, want) in cases {
+            let found = matching_transaction(&order, &action(probe.clone())).unwrap();
+            let got = found.as_ref().and_then(|t| t["id"].as_str());
+            assert_eq!(got, *want, "{name}");
+        }
     }
 }

@@ -130,7 +130,7 @@ pub(crate) fn forwarded(ctx: &RequestCtx<'_>, client_id: &str) -> AuditRecord {
 }
 
 /// The `replayed` record of an audited request answered with a stored answer, or the
-/// `resolved` record of a payment whose unknown outcome was found among the order's
+/// `resolved` record of a request whose unknown outcome was found among the order's
 /// transactions: the original request's id and outcome, the status it was answered with.
 pub(crate) fn replayed(
     ctx: &RequestCtx<'_>,
@@ -142,7 +142,8 @@ pub(crate) fn replayed(
     let event = match (audited.action, resolved) {
         (AuditedAction::Payment, false) => AuditEvent::PaymentReplayed,
         (AuditedAction::Payment, true) => AuditEvent::PaymentResolved,
-        (AuditedAction::Transaction(_), _) => AuditEvent::TransactionReplayed,
+        (AuditedAction::Transaction(_), false) => AuditEvent::TransactionReplayed,
+        (AuditedAction::Transaction(_), true) => AuditEvent::TransactionResolved,
     };
     let mut record = record(ctx, audited, client_id, event, answer.outcome);
     record.gateway = audited.gateway.clone();

@@ -5,7 +5,7 @@
 //!
 //! Nothing is forwarded on a replay, a resolution or a refusal. A replay is audited as
 //! `payment.replayed` / `transaction.replayed` with the original request's id, a
-//! resolution as `payment.resolved` with the transaction found; a refusal gets its
+//! resolution as `payment.resolved` / `transaction.resolved` with the transaction found; a refusal gets its
 //! `*.rejected` record like any other (see README.md, "Idempotency and retries").
 
 use std::time::Duration;
@@ -24,6 +24,7 @@ use crate::idempotency::{
     Unresolved, matching_transaction,
 };
 use crate::outcome::Outcome;
+use crate::route::TransactionAction;
 use crate::upstream::Outgoing;
 
 /// An order's transaction list is small; anything bigger is not one.
@@ -64,16 +65,12 @@ impl Phase<'_> {
         let (order, probe) = match audited.action {
             AuditedAction::Payment => (
                 audited.limit_keys.as_ref().map(|k| k.order),
-                audited
-                    .gateway
-                    .clone()
-                    .zip(audited.method)
-                    .map(|(gateway, method)| Probe {
-                        gateway,
-                        method: method.to_string(),
-                    }),
+                audited.method.map(|method| Probe::Created {
+                    gateway: audited.gateway.clone(),
+                    kind: method.to_string(),
+                }),
             ),
-            AuditedAction::Transaction(_) => (None, None),
+            AuditedAction::Transaction(action) => (None, action_probe(action, ctx)),
         };
         let request = TicketRequest {
             client: client_id,
@@ -108,8 +105,13 @@ impl Phase<'_> {
         request: &TicketRequest<'_>,
         unresolved: Unresolved,
     ) -> Result<Claimed, ApiError> {
+        // What the API answers: 201 for a new payment, 200 for an action on a transaction.
+        let status = match ctx.audit.as_ref().map(|a| a.action) {
+            Some(AuditedAction::Payment) => StatusCode::CREATED,
+            _ => StatusCode::OK,
+        };
         let found = match ctx.order_id().filter(|_| unresolved.can_probe()) {
-            Some(order) => self.transaction_of(order, &unresolved).await,
+            Some(order) => self.transaction_of(order, &unresolved, status).await,
             None => Ok(None),
         };
         // The list could not be read: nothing can be concluded, so nothing goes through.
@@ -143,6 +145,7 @@ impl Phase<'_> {
         &self,
         order: &str,
         unresolved: &Unresolved,
+        status: StatusCode,
     ) -> Result<Option<StoredAnswer>, NotAList> {
         let path = format!("/v2/orders/{order}/transactions");
         let out = Outgoing {
@@ -163,14 +166,29 @@ impl Phase<'_> {
         let Some(transaction) = matching_transaction(&list, unresolved.unknown())? else {
             return Ok(None);
         };
-        let outcome = Outcome::of_answer(201, transaction["status"].as_str());
+        let outcome = Outcome::of_answer(status.as_u16(), transaction["status"].as_str());
         let body = serde_json::json!({ "data": transaction }).to_string();
         Ok(Some(StoredAnswer::storable(
-            StatusCode::CREATED,
+            status,
             Some(http::HeaderValue::from_static("application/json")),
             Bytes::from(body),
             outcome,
             unresolved.original_request_id().to_string(),
         )))
+    }
+}
+
+/// Where a transaction action's outcome shows: a capture or a refund creates a transaction
+/// of that type, a cancel turns the transaction itself `cancelled`.
+fn action_probe(action: TransactionAction, ctx: &RequestCtx<'_>) -> Option<Probe> {
+    match action {
+        TransactionAction::Capture | TransactionAction::Refund => Some(Probe::Created {
+            gateway: None,
+            kind: action.as_str().to_string(),
+        }),
+        TransactionAction::Cancel => Some(Probe::Updated {
+            id: ctx.transaction_id()?.to_string(),
+            status: "cancelled".to_string(),
+        }),
     }
 }

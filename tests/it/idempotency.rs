@@ -597,3 +597,106 @@ async fn unknown_outcome_is_held_while_the_transaction_list_cannot_be_read() {
     assert_eq!(posts(&world), 1);
     assert_metric(&payshim, "unknown_lookup_failed", 1).await;
 }
+
+/// A world whose double stalls the first POST past `upstream.timeout` (2 s) and answers
+/// the order's transaction list with what `list` holds.
+async fn stalling_action_world(list: Arc<std::sync::Mutex<Value>>) -> (World, Payshim) {
+    let stalled = Arc::new(AtomicBool::new(false));
+    let world = World::new(handler(move |req| {
+        if req.method == Method::GET {
+            let list = list.lock().expect("list").clone();
+            return Reply::json(200, json!({ "data": list }));
+        }
+        if !stalled.swap(true, Ordering::SeqCst) {
+            return answer("complete").delayed(Duration::from_secs(6));
+        }
+        answer("complete")
+    }))
+    .await;
+    let payshim = Payshim::start(&world.base_config()).await;
+    (world, payshim)
+}
+
+fn action_request(payshim: &Payshim, action: &str, key: &str) -> Request<Bytes> {
+    let body = match action {
+        "refund" => r#"{"data":{"amount":1000}}"#,
+        "cancel" => r#"{"data":{"reason":"duplicate"}}"#,
+        _ => "",
+    };
+    let mut req = Request::post(payshim.url(&format!(
+        "/v2/orders/{ORDER}/transactions/{TRANSACTION}/{action}"
+    )))
+    .header("authorization", format!("Bearer {STOREFRONT_KEY}"))
+    .header("idempotency-key", key);
+    if !body.is_empty() {
+        req = req.header("content-type", "application/json");
+    }
+    req.body(Bytes::from(body)).expect("request")
+}
+
+/// A transaction action with a key stalls past the timeout: a retry is held, then gets
+/// what the order's transactions show of it (a new capture or refund transaction, or the
+/// transaction itself `cancelled`), and nothing is sent twice.
+#[tokio::test]
+async fn unknown_outcome_of_transaction_actions_resolves_from_the_transactions() {
+    for action in ["capture", "refund", "cancel"] {
+        let list = Arc::new(std::sync::Mutex::new(json!([])));
+        let (world, payshim) = stalling_action_world(list.clone()).await;
+        let key = format!("{action}-stalled");
+        let first = send(&payshim, action_request(&payshim, action, &key)).await;
+        assert_eq!(first.status, 504, "{action}: {}", first.text());
+        let retry = send(&payshim, action_request(&payshim, action, &key)).await;
+        assert_eq!(retry.status, 409, "{action}: {}", retry.text());
+        assert_eq!(posts(&world), 1, "{action}");
+        // The list shows the action's effect.
+        let mut shown = transaction(ORDER, action);
+        if action == "cancel" {
+            shown = transaction(ORDER, "purchase");
+            shown["id"] = json!(TRANSACTION);
+            shown["status"] = json!("cancelled");
+        }
+        *list.lock().expect("list") = json!([transaction(ORDER, "authorize"), shown]);
+        let resolved = send(&payshim, action_request(&payshim, action, &key)).await;
+        assert_eq!(resolved.status, 200, "{action}: {}", resolved.text());
+        assert_eq!(
+            resolved.header("idempotent-replayed").as_deref(),
+            Some("true"),
+            "{action}"
+        );
+        assert_eq!(resolved.json()["data"], shown, "{action}");
+        assert_eq!(posts(&world), 1, "{action}: sent once");
+        payshim.stop().await;
+        let events = audit_events(&world);
+        let record = events
+            .iter()
+            .find(|e| e["event"] == "transaction.resolved")
+            .unwrap_or_else(|| panic!("{action}: no transaction.resolved in {events:?}"));
+        assert_eq!(
+            record["original_request_id"].as_str(),
+            first.header("x-request-id").as_deref(),
+            "{action}"
+        );
+    }
+}
+
+/// Nothing in the order's transactions after twice the timeout: the action did not
+/// happen, so one retry goes through (before, a key stayed held until `idempotency.ttl`).
+#[tokio::test]
+async fn unknown_outcome_of_a_refund_without_a_transaction_lets_one_retry_through() {
+    let list = Arc::new(std::sync::Mutex::new(json!([transaction(
+        ORDER, "purchase"
+    )])));
+    let (world, payshim) = stalling_action_world(list).await;
+    let sent = std::time::Instant::now();
+    let refund = || action_request(&payshim, "refund", "refund-none");
+    assert_eq!(send(&payshim, refund()).await.status, 504);
+    assert_eq!(send(&payshim, refund()).await.status, 409);
+    tokio::time::sleep(Duration::from_millis(4300).saturating_sub(sent.elapsed())).await;
+    let retry = send(&payshim, refund()).await;
+    assert_eq!(retry.status, 201, "{}", retry.text());
+    assert_eq!(retry.header("idempotent-replayed"), None);
+    assert_eq!(posts(&world), 2);
+    let again = send(&payshim, refund()).await;
+    assert_eq!(again.header("idempotent-replayed").as_deref(), Some("true"));
+    assert_eq!(posts(&world), 2);
+}
