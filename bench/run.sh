@@ -3,6 +3,7 @@
 #
 #   bench/run.sh [--duration 15s] [--only GROUP|TARGET[,...]] [--no-build] [--no-install]
 #                [--perf] [--keep-logs] [--rounds N] [--ab-base FILE] [--ab-request REQ]
+#                [--ab-idem local|redis]
 #
 # Groups: all (default), passthrough (direct nginx haproxy payshim-passthrough),
 #         payments (payshim-payments), limits (payshim-payments payshim-payments-limits
@@ -15,7 +16,11 @@
 #         payments) picks the request both sides get. --ab-base nginx runs nginx (the
 #         nginx target's config) beside the current build on the passthrough request
 #         (rows payshim-ab-nginx and payshim-ab-payshim): the issue 2 comparison without
-#         the drift between separate runs.
+#         the drift between separate runs. --ab-idem local|redis measures idempotency:
+#         payments without keys with the duplicate window and the order lock off (row
+#         payshim-ab-idem-off) beside payments each with a unique Idempotency-Key and the
+#         defaults on (row payshim-ab-idem-local, or payshim-ab-idem-redis with the keys in
+#         Redis), limits off on both.
 #
 # Proxy and upstream (and Redis) run pinned to core 0, wrk to core 1. Every target gets a
 # 3 s warm-up, then one measured wrk run of --duration, 64 keep-alive connections.
@@ -42,6 +47,7 @@ KEEP_LOGS=0
 ROUNDS=1
 AB_BASE=""
 AB_REQUEST=payments
+AB_IDEM=""
 
 # Loopback ports (payshim's own are also in payshim-bench.toml; run.sh passes them as
 # PAYSHIM__ overrides so the two cannot drift apart).
@@ -76,6 +82,7 @@ while [[ $# -gt 0 ]]; do
         --rounds=*) ROUNDS=${1#*=}; shift ;;
         --ab-base) AB_BASE=${2:?--ab-base needs a payshim binary}; shift 2 ;;
         --ab-request) AB_REQUEST=${2:?--ab-request needs passthrough or payments}; shift 2 ;;
+        --ab-idem) AB_IDEM=${2:?--ab-idem needs local or redis}; shift 2 ;;
         -h|--help) usage; exit 0 ;;
         *) echo "run.sh: unknown argument $1" >&2; usage >&2; exit 2 ;;
     esac
@@ -99,6 +106,14 @@ if ! [[ $ROUNDS =~ ^[1-9][0-9]?$ ]]; then
 fi
 if [[ $AB_REQUEST != passthrough && $AB_REQUEST != payments ]]; then
     echo "run.sh: --ab-request must be passthrough or payments" >&2
+    exit 2
+fi
+if [[ -n $AB_IDEM && $AB_IDEM != local && $AB_IDEM != redis ]]; then
+    echo "run.sh: --ab-idem must be local or redis" >&2
+    exit 2
+fi
+if [[ -n $AB_IDEM && -n $AB_BASE ]]; then
+    echo "run.sh: --ab-idem and --ab-base do not go together" >&2
     exit 2
 fi
 if [[ -n $AB_BASE && $AB_BASE != nginx && ! -x $AB_BASE ]]; then
@@ -140,6 +155,7 @@ for t in "${TARGETS[@]}"; do
     [[ $t == payshim-payments-redis ]] && wants_redis=1
     [[ $t == haproxy ]] && wants_haproxy=1
 done
+[[ $AB_IDEM == redis ]] && wants_redis=1
 
 log() { printf '[bench %s] %s\n' "$(date -u +%H:%M:%S)" "$*" >&2; }
 die() { log "ERROR: $*"; exit 1; }
@@ -783,6 +799,7 @@ run_ab() {
     local a=off b=limits
     [[ -n $AB_BASE ]] && { a=base; b=new; }
     [[ $AB_BASE == nginx ]] && { a=nginx; b=payshim; }
+    [[ -n $AB_IDEM ]] && { a=idem-off; b=idem-$AB_IDEM; }
     local -A port=([$a]=$PAYSHIM_PORT [$b]=$((PAYSHIM_PORT + 10)))
     [[ $a == nginx ]] && port[$a]=$NGINX_PORT
     local -A admin=([$a]=$ADMIN_PORT [$b]=$((ADMIN_PORT + 10)))
@@ -802,6 +819,12 @@ run_ab() {
         [[ $side == limits ]] && env=(PAYSHIM__LIMITS__PER_CLIENT=1000000/s
             PAYSHIM__LIMITS__PER_IP=1000000/s PAYSHIM__LIMITS__PER_ORDER=1000000/s
             PAYSHIM__LIMITS__PER_CARD=1000000/s PAYSHIM__LIMITS__CARD_ATTEMPTS=1000000/s)
+        [[ $side == idem-off ]] && env=(PAYSHIM__IDEMPOTENCY__DUPLICATE_WINDOW=off
+            PAYSHIM__IDEMPOTENCY__ONE_PAYMENT_PER_ORDER=false)
+        if [[ $side == idem-redis ]]; then
+            start_redis || { log "payshim-ab: redis did not start; skipped"; stop_proc "ab-$a"; return 0; }
+            env=(PAYSHIM__LIMITS__REDIS_URL=redis://127.0.0.1:$REDIS_PORT)
+        fi
         # start_payshim reads the binary and ports from these names; shadow them per side.
         PAYSHIM_BIN=${bin[$side]} PAYSHIM_PORT=${port[$side]} ADMIN_PORT=${admin[$side]} \
             start_payshim "ab-$side" "$base/$side" "${env[@]}" || {
@@ -812,12 +835,14 @@ run_ab() {
     done
     # Warm-up, then the measured runs: both wrks at once.
     local phase secs procs_b=""
+    local -A lua=([$a]=$AB_REQUEST [$b]=$AB_REQUEST)
+    [[ -n $AB_IDEM ]] && lua[$b]=payments-keyed
     for phase in warmup measure; do
         secs=$WARM_S; [[ $phase == measure ]] && secs=$DUR_S
         [[ $phase == measure ]] && { procs_b=$(proc_times); log "payshim-ab: measuring ${DUR_S}s ($(busy_report))"; }
         for side in $a $b; do
             timeout -k 5 $((secs + 30)) taskset -c "$WRK_CPU" wrk -t1 -c"$half" -d"${secs}s" \
-                --latency -s "$BENCH_DIR/lua/$AB_REQUEST.lua" "$url:${port[$side]}/" \
+                --latency -s "$BENCH_DIR/lua/${lua[$side]}.lua" "$url:${port[$side]}/" \
                 >"$base/$side/$phase.txt" 2>&1 &
             wrkpid[$side]=$!
             PIDS[wrk-$side]=${wrkpid[$side]}
@@ -844,6 +869,8 @@ run_ab() {
             "$note" "$us" "$ROUND" >>"$RESULTS"
         log "payshim-ab-$side: $(awk -v r="$rps" 'BEGIN { printf "%.0f", r }') req/s, p99 ${p99} us, ${us} us/req"
     done
+    [[ $AB_IDEM == redis ]] && stop_proc redis
+    return 0
 }
 
 for (( ROUND = 1; ROUND <= ROUNDS; ROUND++ )); do
