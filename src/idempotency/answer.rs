@@ -117,9 +117,15 @@ mod tests {
             Outcome::Approved,
             "rid".into(),
         );
-        assert!(!inside(kept.body.as_ptr()), "the body is a slice of the buffer");
+        assert!(
+            !inside(kept.body.as_ptr()),
+            "the body is a slice of the buffer"
+        );
         let ct = kept.content_type.expect("content type");
-        assert!(!inside(ct.as_bytes().as_ptr()), "the header is a slice of it");
+        assert!(
+            !inside(ct.as_bytes().as_ptr()),
+            "the header is a slice of it"
+        );
         assert_eq!(ct.as_bytes(), b"    ");
     }
 
