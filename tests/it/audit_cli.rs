@@ -37,6 +37,7 @@ impl Chain {
         let log = AuditLog::start(AuditSettings {
             path: dir.path().join("payshim.jsonl"),
             key: SecretSlice::from(AUDIT_KEY.as_bytes().to_vec()),
+            previous_keys: Vec::new(),
             max_file_bytes: 400,
         });
         for record in records {
