@@ -64,6 +64,8 @@ mod verify;
 mod writer;
 
 #[cfg(test)]
+mod rotation_tests;
+#[cfg(test)]
 mod tests;
 
 use std::fmt;

@@ -118,3 +118,93 @@ fn checked(name: &str, key: &SecretString) -> Result<SecretSlice<u8>> {
     }
     Ok(SecretSlice::from(key.expose_secret().as_bytes().to_vec()))
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+
+    use super::*;
+
+    const AUDIT_KEY: &str = "audit-key-0123456789abcdef0123456789abcd";
+    const OLD_KEY: &str = "old-audit-key-0123456789abcdef0123456789";
+    const PRINT_KEY: &str = "fingerprint-key-0123456789abcdef01234567";
+
+    fn load(audit: &str, env: &[(&str, &str)]) -> Result<AuditConfig> {
+        let toml =
+            format!("[upstream]\nurl = \"sandbox\"\n[audit]\nkey = \"{AUDIT_KEY}\"\n{audit}");
+        let env: HashMap<String, String> = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        crate::config::from_toml(&toml, &env).map(|c| c.audit)
+    }
+
+    #[test]
+    fn the_fingerprint_key_defaults_to_the_audit_key_with_a_warning() {
+        let audit = load("", &[]).unwrap();
+        assert!(audit.fingerprint_key_defaulted);
+        assert_eq!(audit.fingerprint_key.expose_secret(), AUDIT_KEY.as_bytes());
+        assert!(audit.previous_keys.is_empty());
+        assert_eq!(audit.warnings().len(), 1);
+
+        let audit = load("", &[("PAYSHIM__AUDIT__FINGERPRINT_KEY", PRINT_KEY)]).unwrap();
+        assert!(!audit.fingerprint_key_defaulted);
+        assert_eq!(audit.fingerprint_key.expose_secret(), PRINT_KEY.as_bytes());
+        assert!(audit.warnings().is_empty());
+
+        let err = load("fingerprint_key = \"short\"\n", &[]).unwrap_err();
+        assert_eq!(err.key, "audit.fingerprint_key");
+    }
+
+    #[test]
+    fn previous_keys_need_the_fingerprint_key_and_come_from_a_list_or_the_env() {
+        let err = load(&format!("previous_keys = [\"{OLD_KEY}\"]\n"), &[]).unwrap_err();
+        assert_eq!(err.key, "audit.fingerprint_key");
+        assert!(!err.to_string().contains(OLD_KEY), "{err}");
+
+        let audit = load(
+            &format!("previous_keys = [\"{OLD_KEY}\"]\nfingerprint_key = \"{OLD_KEY}\"\n"),
+            &[],
+        )
+        .unwrap();
+        assert_eq!(audit.previous_keys.len(), 1);
+        assert_eq!(audit.previous_keys[0].expose_secret(), OLD_KEY.as_bytes());
+
+        let joined = format!("{OLD_KEY},{PRINT_KEY}");
+        let audit = load(
+            "",
+            &[
+                ("PAYSHIM__AUDIT__PREVIOUS_KEYS", &joined),
+                ("PAYSHIM__AUDIT__FINGERPRINT_KEY", OLD_KEY),
+            ],
+        )
+        .unwrap();
+        assert_eq!(audit.previous_keys.len(), 2);
+        assert_eq!(audit.previous_keys[1].expose_secret(), PRINT_KEY.as_bytes());
+
+        let err = load(
+            &format!(
+                "previous_keys = [\"{OLD_KEY}\", \"short\"]\nfingerprint_key = \"{OLD_KEY}\"\n"
+            ),
+            &[],
+        )
+        .unwrap_err();
+        assert_eq!(err.key, "audit.previous_keys[1]");
+    }
+
+    #[test]
+    fn check_config_masks_the_new_keys() {
+        let toml = format!(
+            "[upstream]\nurl = \"sandbox\"\n[audit]\nkey = \"{AUDIT_KEY}\"\n\
+             previous_keys = [\"{OLD_KEY}\"]\nfingerprint_key = \"{PRINT_KEY}\"\n"
+        );
+        let printed = crate::config::from_toml(&toml, &HashMap::new())
+            .unwrap()
+            .to_string();
+        for secret in [AUDIT_KEY, OLD_KEY, PRINT_KEY] {
+            assert!(!printed.contains(secret), "{printed}");
+        }
+        assert!(printed.contains("previous_keys = [\"****\"]"), "{printed}");
+        assert!(printed.contains("fingerprint_key = \"****\""), "{printed}");
+    }
+}
