@@ -176,7 +176,7 @@ pub fn verify_chain(paths: &[PathBuf], keys: &[&[u8]]) -> Result<VerifyReport, V
             }
             let at = |what| (path.clone(), line, what);
             let parsed = parse_line(&buf).map_err(|e| line_error(at(e)))?;
-            let signer = signer_of(&ring, &head, &parsed, &path.clone(), line)?;
+            let signer = signer_of(&ring, &head, &parsed, path, line)?;
             let signed = match signer {
                 Some(signer) => parsed.verify(&signer.hash),
                 None => Err(LineError::BadMac),
@@ -238,7 +238,7 @@ fn signer_of<'r>(
     ring: &'r Keyring,
     head: &ChainHead,
     parsed: &ParsedLine<'_>,
-    file: &PathBuf,
+    file: &Path,
     line: u64,
 ) -> Result<Option<&'r Signer>, VerifyError> {
     let named = parsed.key_id().or(head.key.as_ref());
@@ -249,7 +249,7 @@ fn signer_of<'r>(
         && expected != id
     {
         return Err(VerifyError::WrongKey {
-            file: file.clone(),
+            file: file.to_path_buf(),
             line,
             key_id: id.clone(),
             expected: expected.clone(),
@@ -258,7 +258,7 @@ fn signer_of<'r>(
     ring.get(id)
         .map(Some)
         .ok_or_else(|| VerifyError::KeyNotGiven {
-            file: file.clone(),
+            file: file.to_path_buf(),
             line,
             key_id: id.clone(),
         })
