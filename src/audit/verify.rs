@@ -188,7 +188,7 @@ pub fn verify_chain(paths: &[PathBuf], keys: &[&[u8]]) -> Result<VerifyReport, V
             if signed.switches_to.is_some() {
                 report.key_rotations += 1;
             }
-            let signed_by = signer.map(|s| s.id.clone());
+            let signed_by = signer.map(|s| s.id);
             if signed.prev != head.prev {
                 let what = if report.records == 0 {
                     "the first record does not start the chain (prev is not 64 zeros): \
@@ -251,8 +251,8 @@ fn signer_of<'r>(
         return Err(VerifyError::WrongKey {
             file: file.to_path_buf(),
             line,
-            key_id: id.clone(),
-            expected: expected.clone(),
+            key_id: *id,
+            expected: *expected,
         });
     }
     ring.get(id)
@@ -260,6 +260,6 @@ fn signer_of<'r>(
         .ok_or_else(|| VerifyError::KeyNotGiven {
             file: file.to_path_buf(),
             line,
-            key_id: id.clone(),
+            key_id: *id,
         })
 }
