@@ -330,3 +330,29 @@ async fn a_chain_from_before_key_ids_still_verifies_and_continues() {
     assert!(!log.is_healthy());
     log.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rotation_amid_concurrent_appends_and_file_rotations_verifies() {
+    let dir = Dir::new();
+    let log = AuditLog::start(AuditSettings {
+        path: dir.log(),
+        key: secret(OLD),
+        previous_keys: Vec::new(),
+        max_file_bytes: 2048,
+    });
+    let tasks: Vec<_> = (0..200u64)
+        .map(|i| {
+            let log = log.clone();
+            tokio::spawn(async move { log.append(record(i)).await.unwrap() })
+        })
+        .collect();
+    log.rotate_key(secret(NEW)).await.unwrap();
+    for task in tasks {
+        task.await.unwrap();
+    }
+    log.shutdown().await;
+    let files = chain_files(&dir.log()).unwrap();
+    assert!(files.len() > 2, "{files:?}");
+    let report = verify_chain(&files, &[NEW, OLD]).unwrap();
+    assert_eq!((report.records, report.key_rotations), (201, 1));
+}
