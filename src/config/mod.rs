@@ -16,6 +16,7 @@
 mod audit;
 mod auth;
 mod clients;
+mod hash;
 mod idempotency;
 mod limits;
 mod load;

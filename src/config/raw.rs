@@ -124,6 +124,17 @@ pub(super) struct RawAudit {
     pub(super) path: Option<PathBuf>,
     pub(super) key: Option<SecretString>,
     pub(super) max_file_size: Option<String>,
+    pub(super) previous_keys: Option<SecretList>,
+    pub(super) fingerprint_key: Option<SecretString>,
+}
+
+/// A list of secrets: a TOML array, or (from the environment, which has no lists) one
+/// string of comma-separated values.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub(super) enum SecretList {
+    List(Vec<SecretString>),
+    Joined(SecretString),
 }
 
 #[derive(Debug, Default, Deserialize)]
