@@ -7,6 +7,7 @@
 
 mod support;
 
+mod alert_rules;
 mod audit_cli;
 mod audit_e2e;
 mod card_leak;
