@@ -1,11 +1,14 @@
 //! The alert rules in `deploy/prometheus/` (issue 16, item 5): `promtool check rules` and
 //! `promtool test rules` pass, every alert has a test case that fires and one that stays
-//! silent, and the unit tests catch a broken rule.
+//! silent, and the unit tests catch a broken rule. The dashboard's expressions parse too
+//! (checked as recording rules).
 //!
 //! promtool comes with the Debian package `prometheus` (`scripts/test.sh` installs it).
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
+
+use crate::metric_names::{DASHBOARD, dashboard_exprs};
 
 const RULES: &str = "deploy/prometheus/payshim-rules.yml";
 const RULE_TESTS: &str = "deploy/prometheus/payshim-rules.test.yml";
@@ -150,6 +153,40 @@ fn the_rule_tests_fail_for_a_broken_rule() {
         );
         assert!(text.contains(alert), "the failure names {alert}: {text}");
     }
+}
+
+/// Every PromQL expression of the dashboard, with Grafana's variables replaced, is valid:
+/// promtool parses each as a recording rule.
+#[test]
+fn promtool_parses_every_dashboard_expression() {
+    let json = std::fs::read_to_string(repo_file(DASHBOARD)).expect("read the dashboard");
+    let exprs = dashboard_exprs(&json);
+    assert!(exprs.len() >= 20, "dashboard expressions: {exprs:?}");
+    let mut yaml = String::from("groups:\n  - name: dashboard\n    rules:\n");
+    for (i, expr) in exprs.iter().enumerate() {
+        if expr.starts_with("label_values(") {
+            continue; // Grafana's own query function, not PromQL.
+        }
+        let promql = expr
+            .replace("$__rate_interval", "5m")
+            .replace("$job", ".*")
+            .replace("$instance", ".*");
+        assert!(!promql.contains('$'), "an unknown variable in {expr}");
+        // A JSON string is a valid YAML double-quoted scalar.
+        let quoted = serde_json::to_string(&promql).expect("quote");
+        yaml.push_str(&format!(
+            "      - record: dashboard:expr_{i}\n        expr: {quoted}\n"
+        ));
+    }
+    let dir = tempfile::tempdir().expect("temp dir");
+    let file = dir.path().join("dashboard-rules.yml");
+    std::fs::write(&file, yaml).expect("write the rules");
+    let out = rules("check", &file);
+    assert!(
+        out.status.success(),
+        "dashboard PromQL: {}",
+        described(&out)
+    );
 }
 
 #[test]

@@ -21,6 +21,7 @@ mod h2_abuse_bench;
 mod idempotency;
 mod limits_e2e;
 mod limits_redis;
+mod metric_names;
 mod mtls;
 mod payments;
 mod sdk_e2e;
