@@ -8,6 +8,7 @@
 mod support;
 
 mod alert_rules;
+mod alert_signals;
 mod audit_cli;
 mod audit_e2e;
 mod card_leak;
