@@ -97,6 +97,8 @@ pub(crate) fn dashboard_exprs(json: &str) -> Vec<String> {
 pub(crate) struct Selector {
     pub name: String,
     pub labels: Vec<String>,
+    /// (label, the string it is matched against), for the matchers with a string.
+    pub matched: Vec<(String, String)>,
 }
 
 /// The `payshim_*` metrics in a PromQL expression, skipping string literals: a simple
@@ -116,10 +118,14 @@ pub(crate) fn selectors(expr: &str) -> Vec<Selector> {
             }
             let ident: String = chars[start..i].iter().collect();
             if ident.starts_with("payshim_") {
-                let (labels, next) = matcher_labels(&chars, i);
+                let (matched, next) = matchers(&chars, i);
                 out.push(Selector {
                     name: ident,
-                    labels,
+                    labels: matched.iter().map(|(l, _)| l.clone()).collect(),
+                    matched: matched
+                        .into_iter()
+                        .filter_map(|(l, v)| Some((l, v?)))
+                        .collect(),
                 });
                 i = next;
             }
@@ -144,9 +150,12 @@ fn skip_string(chars: &[char], start: usize) -> usize {
     i + 1
 }
 
-/// The label names of a `{...}` selector starting at `from` (after spaces), and the
-/// index after it; none when no `{` follows.
-fn matcher_labels(chars: &[char], from: usize) -> (Vec<String>, usize) {
+/// The matchers of a `{...}` selector starting at `from` (after spaces): each label name
+/// with the string it is matched against (its content, escapes left as written), and the
+/// index after the selector; none when no `{` follows.
+type Matchers = Vec<(String, Option<String>)>;
+
+fn matchers(chars: &[char], from: usize) -> (Matchers, usize) {
     let mut i = from;
     while i < chars.len() && chars[i].is_whitespace() {
         i += 1;
@@ -154,23 +163,30 @@ fn matcher_labels(chars: &[char], from: usize) -> (Vec<String>, usize) {
     if chars.get(i) != Some(&'{') {
         return (Vec::new(), from);
     }
-    let mut labels = Vec::new();
+    let mut found: Matchers = Vec::new();
     i += 1;
     while i < chars.len() && chars[i] != '}' {
         let c = chars[i];
         if matches!(c, '"' | '\'' | '`') {
-            i = skip_string(chars, i);
+            let end = skip_string(chars, i);
+            let value: String = chars[i + 1..end.saturating_sub(1).max(i + 1)]
+                .iter()
+                .collect();
+            if let Some(last) = found.last_mut().filter(|(_, v)| v.is_none()) {
+                last.1 = Some(value);
+            }
+            i = end;
         } else if c.is_ascii_alphabetic() || c == '_' {
             let start = i;
             while i < chars.len() && is_ident(chars[i]) {
                 i += 1;
             }
-            labels.push(chars[start..i].iter().collect());
+            found.push((chars[start..i].iter().collect(), None));
         } else {
             i += 1;
         }
     }
-    (labels, i + 1)
+    (found, i + 1)
 }
 
 /// Exported sample names with the label names seen on them, from the text format. The
@@ -339,6 +355,67 @@ async fn every_metric_the_rules_and_the_dashboard_use_is_exported() {
     );
 }
 
+/// The values payshim itself gives the labels the files match on (never a client's).
+fn known_values(label: &str) -> Option<Vec<&'static str>> {
+    use payshim::limit::Scope;
+    use payshim::outcome::Outcome;
+    let scopes = [
+        Scope::Client,
+        Scope::Ip,
+        Scope::Order,
+        Scope::Card,
+        Scope::CardAttempts,
+        Scope::Breaker,
+    ];
+    match label {
+        // Refusal reasons: the files name only the limits' (and patterns for the rest).
+        "reason" => Some(scopes.iter().map(|s| s.as_str()).collect()),
+        "outcome" => Some(Outcome::ALL.iter().map(|o| o.as_str()).collect()),
+        "kind" => Some(vec!["payment", "transaction"]),
+        "result" => Some(vec!["ok", "refused"]),
+        _ => None,
+    }
+}
+
+/// A label value the rules or the dashboard match exactly (or as one alternative of a
+/// regular expression) is one payshim writes: a typo would silence an alert for good.
+#[test]
+fn label_values_the_files_match_are_payshims_own() {
+    let sources = [
+        (RULES, rule_exprs(&read_repo_file(RULES))),
+        (DASHBOARD, dashboard_exprs(&read_repo_file(DASHBOARD))),
+    ];
+    let mut unknown = Vec::new();
+    let mut checked = 0;
+    for (file, exprs) in &sources {
+        for selector in exprs.iter().flat_map(|e| selectors(e)) {
+            for (label, value) in &selector.matched {
+                let Some(known) = known_values(label) else {
+                    continue;
+                };
+                for alternative in value.split('|') {
+                    if alternative.contains(['.', '*', '+', '?', '[', '(', '^', '$', '\\']) {
+                        continue; // A pattern, not a value.
+                    }
+                    checked += 1;
+                    if !known.contains(&alternative) {
+                        unknown.push(format!(
+                            "{file}: {}{{{label}=~\"{alternative}\"}}",
+                            selector.name
+                        ));
+                    }
+                }
+            }
+        }
+    }
+    assert!(checked >= 10, "only {checked} label values checked");
+    assert!(
+        unknown.is_empty(),
+        "values payshim never writes:\n{}",
+        unknown.join("\n")
+    );
+}
+
 #[test]
 fn the_tokenizer_finds_names_and_selector_labels_outside_strings() {
     let expr = r#"sum by (job) (rate(payshim_requests_total{status=~"5..", job=~"payshim_x"}[5m]))
@@ -350,14 +427,20 @@ fn the_tokenizer_finds_names_and_selector_labels_outside_strings() {
             Selector {
                 name: "payshim_requests_total".into(),
                 labels: vec!["status".into(), "job".into()],
+                matched: vec![
+                    ("status".into(), "5..".into()),
+                    ("job".into(), "payshim_x".into())
+                ],
             },
             Selector {
                 name: "payshim_a_bucket".into(),
                 labels: vec![],
+                matched: vec![],
             },
             Selector {
                 name: "payshim_b".into(),
                 labels: vec![],
+                matched: vec![],
             },
         ]
     );
