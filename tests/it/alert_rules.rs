@@ -8,9 +8,8 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use crate::metric_names::{DASHBOARD, dashboard_exprs};
+use crate::support::promql::{DASHBOARD, RULES, dashboard_exprs};
 
-const RULES: &str = "deploy/prometheus/payshim-rules.yml";
 const RULE_TESTS: &str = "deploy/prometheus/payshim-rules.test.yml";
 
 fn repo_file(relative: &str) -> PathBuf {
