@@ -19,8 +19,9 @@ use tokio::sync::watch;
 pub trait Status: Send + Sync + 'static {
     /// Why payshim is not ready to serve payments (empty when it is).
     fn readiness_problems(&self) -> impl Future<Output = Vec<&'static str>> + Send;
-    /// The metrics in the OpenMetrics text format.
-    fn metrics_text(&self) -> String;
+    /// The metrics in the OpenMetrics text format (async: the readiness gauges are read
+    /// at each scrape).
+    fn metrics_text(&self) -> impl Future<Output = String> + Send;
 }
 
 /// Serves the admin endpoints until `shutdown` flips to true.
@@ -77,7 +78,7 @@ async fn answer<S: Status>(status: &S, req: &Request<Incoming>) -> Response<Full
         "/metrics" => reply(
             StatusCode::OK,
             "application/openmetrics-text; version=1.0.0; charset=utf-8",
-            status.metrics_text(),
+            status.metrics_text().await,
         ),
         _ => reply(
             StatusCode::NOT_FOUND,

@@ -182,7 +182,7 @@ impl admin::Status for Pipeline {
         Pipeline::readiness_problems(self)
     }
 
-    fn metrics_text(&self) -> String {
+    fn metrics_text(&self) -> impl Future<Output = String> + Send {
         Pipeline::metrics_text(self)
     }
 }

@@ -57,6 +57,38 @@ pub struct ConnMetrics {
     pub refused: Counter,
 }
 
+/// What the pipeline's audit side measures (cheap clones of the registered metrics).
+#[derive(Clone)]
+pub struct AuditMetrics {
+    /// From handing a record over until it is durable: the wait a payment sees twice.
+    pub durable_seconds: Histogram,
+    /// Forwarded requests whose `completed` record could not be written: each one is a
+    /// payment or transaction action to reconcile (`payshim audit pending` lists them).
+    pub completed_lost: Counter,
+}
+
+impl AuditMetrics {
+    fn new() -> AuditMetrics {
+        AuditMetrics {
+            // 0.1 ms to about 3 s: an fdatasync on a fast disk up to a stalled one.
+            durable_seconds: Histogram::new(exponential_buckets(0.0001, 2.0, 16)),
+            completed_lost: Counter::default(),
+        }
+    }
+}
+
+/// What `/readyz` checks, as gauges, so that alerts need no HTTP probe: set at each
+/// scrape.
+#[derive(Clone, Default)]
+pub struct ReadinessMetrics {
+    /// 1 when `/readyz` answers 200.
+    pub ready: Gauge,
+    /// 1 when a valid upstream token is held (always with a static token).
+    pub upstream_token: Gauge,
+    /// 1 when the shared rate-limit store (Redis) answers, and without one.
+    pub limits_store_up: Gauge,
+}
+
 pub struct Metrics {
     registry: Registry,
     pub requests: Family<RequestLabels, Counter>,
@@ -72,6 +104,8 @@ pub struct Metrics {
     pub audit_records: Gauge,
     pub audit_fsyncs: Gauge,
     pub audit_healthy: Gauge,
+    pub audit_io: AuditMetrics,
+    pub readiness: ReadinessMetrics,
     /// Each route's histograms, looked up in their families once: a family lookup (lock,
     /// label hash) on every request is measurable at proxy speeds.
     route_histograms: [OnceLock<(Histogram, Histogram)>; RouteName::COUNT],
@@ -149,6 +183,34 @@ impl Metrics {
             "1 when the audit log is writable",
             audit_healthy.clone(),
         );
+        let audit_io = AuditMetrics::new();
+        registry.register(
+            "audit_durable_duration_seconds",
+            "Time from handing an audit record over until it is durable (write and fdatasync)",
+            audit_io.durable_seconds.clone(),
+        );
+        registry.register(
+            "audit_completed_lost",
+            "Forwarded requests whose completed record could not be written: to reconcile, \
+             listed by `payshim audit pending`",
+            audit_io.completed_lost.clone(),
+        );
+        let readiness = ReadinessMetrics::default();
+        registry.register(
+            "ready",
+            "1 when /readyz answers 200",
+            readiness.ready.clone(),
+        );
+        registry.register(
+            "upstream_token_available",
+            "1 when a valid upstream store token is held",
+            readiness.upstream_token.clone(),
+        );
+        registry.register(
+            "limits_store_up",
+            "1 when the shared rate-limit store answers (also when none is configured)",
+            readiness.limits_store_up.clone(),
+        );
         Metrics {
             registry,
             requests,
@@ -164,6 +226,8 @@ impl Metrics {
             audit_records,
             audit_fsyncs,
             audit_healthy,
+            audit_io,
+            readiness,
             route_histograms: Default::default(),
         }
     }
@@ -228,5 +292,31 @@ impl Metrics {
 impl Default for Metrics {
     fn default() -> Self {
         Metrics::new()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The alert rules (deploy/prometheus/) need these from the first scrape: a family
+    /// with labels appears only once a sample exists, these have none.
+    #[test]
+    fn readiness_and_audit_io_are_exported_before_any_event() {
+        let m = Metrics::new();
+        m.readiness.ready.set(1);
+        m.audit_io.completed_lost.inc();
+        m.audit_io.durable_seconds.observe(0.002);
+        let text = m.encode();
+        for line in [
+            "payshim_ready 1",
+            "payshim_upstream_token_available 0",
+            "payshim_limits_store_up 0",
+            "payshim_audit_completed_lost_total 1",
+            "payshim_audit_durable_duration_seconds_count 1",
+            "payshim_audit_durable_duration_seconds_bucket{le=\"0.0032\"} 1",
+        ] {
+            assert!(text.lines().any(|l| l == line), "no {line:?} in\n{text}");
+        }
     }
 }

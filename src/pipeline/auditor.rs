@@ -7,12 +7,13 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use super::context::{Audited, AuditedAction, RequestCtx};
 use crate::audit::{AuditError, AuditEvent, AuditLog, AuditRecord, Submit};
 use crate::error::ApiError;
 use crate::idempotency::StoredAnswer;
+use crate::metrics::AuditMetrics;
 use crate::outcome::Outcome;
 
 /// The audit log and the count of audit work still running.
@@ -20,6 +21,7 @@ use crate::outcome::Outcome;
 pub(crate) struct Auditor {
     pub log: AuditLog,
     running: Arc<Running>,
+    pub metrics: AuditMetrics,
 }
 
 /// Counts detached upstream calls and background audit writes still running.
@@ -41,10 +43,11 @@ impl Drop for Work {
 }
 
 impl Auditor {
-    pub(crate) fn new(log: AuditLog) -> Auditor {
+    pub(crate) fn new(log: AuditLog, metrics: AuditMetrics) -> Auditor {
         Auditor {
             log,
             running: Arc::default(),
+            metrics,
         }
     }
 
@@ -75,8 +78,14 @@ impl Auditor {
 
     /// Appends a record and resolves once it is durable (`forwarded` before the upstream
     /// call, `completed` before the answer).
+    /// Timed: this wait is on every payment's path, twice.
     pub(crate) async fn durable(&self, record: AuditRecord) -> Result<u64, AuditError> {
-        self.log.append(record).await
+        let start = Instant::now();
+        let result = self.log.append(record).await;
+        self.metrics
+            .durable_seconds
+            .observe(start.elapsed().as_secs_f64());
+        result
     }
 
     /// Writes a record the response does not wait for (rejections). Queued

@@ -92,6 +92,7 @@ pub(crate) async fn audited(
         // it, the API's answer still goes out (the charge happened) and the
         // `forwarded` record lists the payment for reconciliation.
         if let Err(e) = fwd.auditor.durable(done.record).await {
+            fwd.auditor.metrics.completed_lost.inc();
             tracing::error!(error = %e, "audit log unavailable: completed record lost, \
                  the request is listed by `payshim audit pending`");
         }

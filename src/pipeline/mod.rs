@@ -101,6 +101,7 @@ impl Pipeline {
             max_file_bytes: config.audit.max_file_size,
         });
         let limiter = Arc::new(Limiter::start(&config.limits));
+        let metrics = Metrics::new();
         let caller = Caller {
             token: UpstreamToken::start(&config.upstream.auth, upstream.clone()),
             upstream,
@@ -120,13 +121,13 @@ impl Pipeline {
             payments: PaymentRules::new(config),
             forwarder: Arc::new(Forwarder {
                 caller,
-                auditor: Auditor::new(audit),
+                auditor: Auditor::new(audit, metrics.audit_io.clone()),
                 limiter: limiter.clone(),
             }),
             limiter,
             idempotency: Idempotency::start(config),
             hasher: KeyedHash::new(config.audit.fingerprint_key.expose_secret()),
-            metrics: Metrics::new(),
+            metrics,
         })
     }
 
@@ -300,14 +301,21 @@ impl Pipeline {
         &self.metrics
     }
 
-    /// The metrics, with the audit writer's own counters read at this moment.
-    pub fn metrics_text(&self) -> String {
+    /// The metrics, with the audit writer's own counters and the readiness checks read
+    /// at this moment.
+    pub async fn metrics_text(&self) -> String {
         let audit = self.audit();
         let stats = audit.stats();
         let m = &self.metrics;
         m.audit_records.set(stats.records as i64);
         m.audit_fsyncs.set(stats.syncs as i64);
         m.audit_healthy.set(i64::from(audit.is_healthy()));
+        let ready = self.readiness_problems().await.is_empty();
+        let token = self.forwarder.caller.token.is_available().await;
+        let store_up = self.limiter.readiness_problem().is_none();
+        m.readiness.ready.set(i64::from(ready));
+        m.readiness.upstream_token.set(i64::from(token));
+        m.readiness.limits_store_up.set(i64::from(store_up));
         m.encode()
     }
 

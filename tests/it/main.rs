@@ -7,6 +7,8 @@
 
 mod support;
 
+mod alert_rules;
+mod alert_signals;
 mod audit_cli;
 mod audit_e2e;
 mod audit_events;
@@ -21,6 +23,7 @@ mod h2_abuse_bench;
 mod idempotency;
 mod limits_e2e;
 mod limits_redis;
+mod metric_names;
 mod mtls;
 mod payments;
 mod sdk_e2e;

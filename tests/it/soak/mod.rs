@@ -17,7 +17,7 @@
 
 mod check;
 mod leaks;
-mod process;
+pub(crate) mod process;
 mod traffic;
 
 use std::path::Path;

@@ -10,6 +10,7 @@
 pub mod client;
 pub mod payshim;
 pub mod pki;
+pub mod promql;
 pub mod redis;
 pub mod serving;
 pub mod upstream;
