@@ -26,3 +26,4 @@ pub mod cards;
 pub mod h2abuse;
 pub mod h2raw;
 pub mod load;
+pub mod node;
