@@ -27,3 +27,4 @@ pub mod h2abuse;
 pub mod h2raw;
 pub mod load;
 pub mod node;
+pub mod storefront;

@@ -1,0 +1,360 @@
+//! A real browser (issue 18, item 5): headless Chromium (Debian's `chromium`, driven by
+//! playwright-core, tests/browser/run.mjs) opens a static storefront page
+//! (tests/browser/storefront.html) served from its own loopback HTTPS origin, which loads
+//! the official SDK's browser bundle from that origin and pays through payshim. What the
+//! page's own code got is read back and checked here, with what the upstream double
+//! received and payshim's metrics:
+//! - CORS preflight and the implicit grant work from the allowed origin, over HTTP/2;
+//! - a payment succeeds and the upstream receives the store's token, not the browser's;
+//! - a page on an origin payshim does not allow cannot read an answer (fetch rejects with
+//!   a TypeError), and nothing it sends reaches the upstream;
+//! - a token payshim no longer accepts: 401, the SDK fetches a new one and resends, one
+//!   charge reaches the upstream;
+//! - a refused payment (bad card) hands the API's JSON error to the page's code.
+//!
+//! Needs node, npm and /usr/bin/chromium (scripts/test.sh installs them); never skipped.
+
+use crate::support;
+
+use std::path::Path;
+use std::process::Stdio;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{Method, Request};
+use serde_json::{Value, json};
+use tokio::process::Command;
+
+use support::node::{ensure_packages, require_tool};
+use support::payshim::{Payshim, SESSION_KEY, UPSTREAM_TOKEN, admin_get, base_config, toml_str};
+use support::{HttpVersion, TestPki, Upstream, moltin_like, storefront};
+
+const CHROMIUM: &str = "/usr/bin/chromium";
+const PUBLIC_ID: &str = "pk-storefront-3e2d1c0b9a88";
+/// The session key of an earlier deployment (tokens it signed are no longer valid).
+const OLD_SESSION_KEY: &str = "old-session-key-browser-0a9b8c7d6e5f4a3b2c1d0e9f8a7b";
+
+const PAY_ORDER: &str = "5a0e2c41-1b3d-4c5e-8f60-718293a4b501";
+const MOLTIN_ORDER: &str = "5a0e2c41-1b3d-4c5e-8f60-718293a4b502";
+const BAD_CARD_ORDER: &str = "5a0e2c41-1b3d-4c5e-8f60-718293a4b503";
+const STALE_ORDER: &str = "5a0e2c41-1b3d-4c5e-8f60-718293a4b504";
+const FOREIGN_ORDER: &str = "5a0e2c41-1b3d-4c5e-8f60-718293a4b505";
+
+/// A Visa test number, and one that fails the Luhn check.
+const CARD: &str = "4111111111111111";
+const BAD_CARD: &str = "4111111111111112";
+
+fn require_chromium() {
+    let out = std::process::Command::new(CHROMIUM)
+        .arg("--version")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap_or_else(|e| {
+            panic!("{CHROMIUM} is required for the browser test ({e}); `apt-get install chromium` (scripts/test.sh does)")
+        });
+    assert!(out.status.success(), "{CHROMIUM} --version failed");
+}
+
+/// payshim for the storefront: the browser client `web-shop` (implicit grant) allowed
+/// from `origin` only, signing session tokens with `session_key`.
+fn config(
+    pki: &TestPki,
+    upstream: &Upstream,
+    audit: &Path,
+    session_key: &str,
+    origin: &str,
+) -> String {
+    let mut toml = base_config(pki, &upstream.url(), audit);
+    toml.push_str(&format!(
+        r#"
+[auth]
+session_key = {key}
+
+[[clients]]
+id = "web-shop"
+public_id = "{PUBLIC_ID}"
+allowed_origins = [{origin}]
+routes = ["payments"]
+"#,
+        key = toml_str(session_key),
+        origin = toml_str(origin),
+    ));
+    toml
+}
+
+/// A session token from an earlier deployment (another session key), as its token
+/// exchange answered it: still unexpired by its own `expires`, but no longer accepted.
+async fn stale_token(pki: &TestPki, upstream: &Upstream, audit: &Path, origin: &str) -> Value {
+    let old = Payshim::start(&config(pki, upstream, audit, OLD_SESSION_KEY, origin)).await;
+    let req = Request::builder()
+        .method(Method::POST)
+        .uri(old.url("/oauth/access_token"))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(Bytes::from(format!(
+            "grant_type=implicit&client_id={PUBLIC_ID}"
+        )))
+        .unwrap();
+    let answer = old
+        .client(HttpVersion::Http2)
+        .send(req)
+        .await
+        .expect("token exchange");
+    old.stop().await;
+    assert_eq!(answer.status, 200, "{}", answer.text());
+    answer.json()
+}
+
+/// Runs tests/browser/run.mjs on `plan` and returns its results (step name to result).
+async fn run_browser(plan: &Value) -> (Value, String) {
+    let node = require_tool("node").await;
+    ensure_packages().await;
+    require_chromium();
+    let scratch = tempfile::tempdir().unwrap();
+    let plan_path = scratch.path().join("plan.json");
+    std::fs::write(&plan_path, plan.to_string()).unwrap();
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/browser/run.mjs");
+    let run = Command::new("node")
+        .arg(script)
+        .arg(&plan_path)
+        .current_dir(scratch.path())
+        .stdin(Stdio::null())
+        .kill_on_drop(true)
+        .output();
+    let out = tokio::time::timeout(Duration::from_secs(240), run)
+        .await
+        .expect("the browser run finished within 240 s")
+        .expect("run node");
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    let report = format!("node {node}\n--- stdout\n{stdout}\n--- stderr\n{stderr}");
+    assert!(
+        out.status.success(),
+        "run.mjs failed: {}\n{report}",
+        out.status
+    );
+    let results = stdout
+        .lines()
+        .rev()
+        .find_map(|l| serde_json::from_str(l).ok())
+        .unwrap_or_else(|| panic!("no JSON result on stdout\n{report}"));
+    (results, report)
+}
+
+/// `METHOD /path STATUS` of each request of a step as the browser's network layer saw
+/// it (run.mjs), preflights (`Preflight`) or the page's own requests; the host cut off.
+fn network(step: &Value, preflights: bool, host: &str) -> Vec<String> {
+    step["network"]
+        .as_array()
+        .expect("network")
+        .iter()
+        .filter(|r| (r["type"] == "Preflight") == preflights)
+        .map(|r| {
+            let url = r["url"].as_str().unwrap_or_default();
+            let path = url.split_once(host).map_or(url, |(_, p)| p);
+            format!(
+                "{} {path} {}",
+                r["method"].as_str().unwrap_or_default(),
+                r["status"]
+            )
+        })
+        .collect()
+}
+
+/// The value of one sample of `/metrics` (0 when absent).
+fn metric(text: &str, sample: &str) -> u64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix(sample)?.trim().parse().ok())
+        .unwrap_or(0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn storefront_in_chromium_pays_through_payshim() {
+    let pki = TestPki::new();
+    let upstream = Upstream::start(&pki, moltin_like()).await;
+    let shop = storefront::start(&pki).await;
+    let foreign = storefront::start(&pki).await;
+    let audit = tempfile::tempdir().unwrap();
+    let shop_origin = shop.url();
+    let stale = stale_token(&pki, &upstream, audit.path(), &shop_origin).await;
+    let payshim = Payshim::start(&config(
+        &pki,
+        &upstream,
+        audit.path(),
+        SESSION_KEY,
+        &shop_origin,
+    ))
+    .await;
+    let host = format!("localhost:{}", payshim.addr.port());
+    let args = |order: &str, number: &str| json!({ "host": host, "client_id": PUBLIC_ID, "order": order, "number": number });
+    let mut stale_args = args(STALE_ORDER, CARD);
+    stale_args["stale"] = stale;
+    stale_args["storageKey"] = json!("epCredentials");
+    let page = |origin: &str, sdk: &str| format!("{origin}/storefront.html?sdk={sdk}");
+    let plan = json!({
+        "chromium": CHROMIUM,
+        "ca": pki.ca_path,
+        "origins": [format!("https://{host}"), shop_origin, foreign.url()],
+        "watch": format!("https://{host}"),
+        "steps": [
+            { "name": "pay", "page": page(&shop_origin, "elasticpath"), "scenario": "pay",
+              "args": args(PAY_ORDER, CARD) },
+            { "name": "pay_moltin", "page": page(&shop_origin, "moltin"), "scenario": "pay",
+              "args": args(MOLTIN_ORDER, CARD) },
+            { "name": "bad_card", "page": page(&shop_origin, "elasticpath"), "scenario": "pay",
+              "args": args(BAD_CARD_ORDER, BAD_CARD) },
+            { "name": "stale", "page": page(&shop_origin, "elasticpath"),
+              "scenario": "staleToken", "args": stale_args },
+            { "name": "foreign", "page": page(&foreign.url(), "elasticpath"),
+              "scenario": "foreign", "args": args(FOREIGN_ORDER, CARD) },
+        ],
+    });
+    let (results, report) = run_browser(&plan).await;
+    let (_, metrics) = admin_get(payshim.admin, "/metrics").await;
+    payshim.stop().await;
+    let report = format!("{report}\n--- results\n{results:#}");
+    let upstream_payments = |order: &str| {
+        upstream
+            .requests()
+            .into_iter()
+            .filter(|r| r.path == format!("/v2/orders/{order}/payments"))
+            .collect::<Vec<_>>()
+    };
+
+    // The page loaded the SDK's browser bundle from its own origin.
+    let loaded: Vec<String> = shop.requests().iter().map(|r| r.path.clone()).collect();
+    assert!(
+        loaded.contains(&"/sdk/elasticpath.js".to_string()),
+        "{loaded:?}"
+    );
+    assert!(loaded.contains(&"/sdk/moltin.js".to_string()), "{loaded:?}");
+
+    // From the allowed origin, with both SDKs: the implicit grant, then the payment,
+    // each preflighted (the SDK sends its own X-MOLTIN-* headers; the browser caches a
+    // preflight for payshim's max-age, so only the first step shows both) and readable
+    // by the page's code, all over HTTP/2.
+    let token = "POST /oauth/access_token 200";
+    assert_eq!(
+        network(&results["pay"], true, &host),
+        vec![
+            "OPTIONS /oauth/access_token 204".to_string(),
+            format!("OPTIONS /v2/orders/{PAY_ORDER}/payments 204")
+        ],
+        "{report}"
+    );
+    for (step, order) in [("pay", PAY_ORDER), ("pay_moltin", MOLTIN_ORDER)] {
+        let r = &results[step]["page"];
+        assert_eq!(r["ok"], true, "{step}\n{report}");
+        assert_eq!(
+            r["result"]["data"]["type"], "transaction",
+            "{step}\n{report}"
+        );
+        assert_eq!(
+            r["result"]["data"]["relationships"]["order"]["data"]["id"],
+            order
+        );
+        let payment = format!("POST /v2/orders/{order}/payments 201");
+        assert_eq!(
+            network(&results[step], false, &host),
+            vec![token.to_string(), payment],
+            "{step}\n{report}"
+        );
+        for request in results[step]["network"].as_array().expect("network") {
+            assert_eq!(request["protocol"], "h2", "{step}: {request}\n{report}");
+        }
+        // The page itself saw both answers.
+        let seen: Vec<&Value> = r["resources"]
+            .as_array()
+            .expect("resources")
+            .iter()
+            .map(|e| &e["responseStatus"])
+            .collect();
+        assert_eq!(seen, [&json!(200), &json!(201)], "{step}\n{report}");
+        // The upstream got the store's token, never the browser's session token.
+        let forwarded = upstream_payments(order);
+        assert_eq!(forwarded.len(), 1, "{step}\n{report}");
+        assert_eq!(
+            forwarded[0].header("authorization"),
+            Some(format!("Bearer {UPSTREAM_TOKEN}"))
+        );
+        for (name, value) in &forwarded[0].headers {
+            assert!(
+                !String::from_utf8_lossy(value.as_bytes()).contains("ps1."),
+                "the browser's session token reached the upstream in {name}"
+            );
+        }
+    }
+    // payshim's side: it answered the preflights of the token exchange and the payments.
+    for route in ["token", "payments"] {
+        let sample = format!(
+            "payshim_requests_total{{route=\"{route}\",method=\"OPTIONS\",status=\"204\"}}"
+        );
+        assert!(metric(&metrics, &sample) >= 1, "no {sample}\n{metrics}");
+    }
+
+    // A bad card: payshim's 400 in the API's format reaches the page's code, naming the
+    // field; nothing went upstream.
+    let bad = &results["bad_card"]["page"];
+    assert_eq!(bad["ok"], false, "{report}");
+    let error = &bad["error"]["errors"][0];
+    assert_eq!(error["status"], 400, "{report}");
+    assert_eq!(error["source"], "data.number", "{report}");
+    assert!(
+        error["title"].is_string() && error["request_id"].is_string(),
+        "{error}"
+    );
+    assert!(
+        !bad.to_string().contains(BAD_CARD),
+        "the card number came back: {bad}"
+    );
+    assert!(upstream_payments(BAD_CARD_ORDER).is_empty());
+
+    // A token payshim no longer accepts: 401, a new token, the resend; one charge.
+    let stale = &results["stale"];
+    assert_eq!(stale["page"]["ok"], true, "{report}");
+    let payment = format!("POST /v2/orders/{STALE_ORDER}/payments");
+    assert_eq!(
+        network(stale, false, &host),
+        vec![
+            format!("{payment} 401"),
+            token.to_string(),
+            format!("{payment} 201")
+        ],
+        "{report}"
+    );
+    assert_eq!(upstream_payments(STALE_ORDER).len(), 1, "{report}");
+
+    // From an origin payshim does not allow, the page can read nothing: the browser's
+    // fetch (a simple request, not preflighted) and the SDK both fail with a TypeError,
+    // the browser naming the missing CORS grant, and no payment reaches the upstream.
+    let from_foreign = &results["foreign"];
+    for part in ["simple", "payment"] {
+        let r = &from_foreign["page"][part];
+        assert_eq!(r["ok"], false, "{part}\n{report}");
+        assert_eq!(r["error"]["name"], "TypeError", "{part}\n{report}");
+    }
+    let cors_errors: Vec<&Value> = from_foreign["network"]
+        .as_array()
+        .expect("network")
+        .iter()
+        .filter_map(|r| r.get("corsError"))
+        .collect();
+    assert_eq!(
+        cors_errors,
+        [
+            &json!("MissingAllowOriginHeader"),
+            &json!("PreflightMissingAllowOriginHeader")
+        ],
+        "{report}"
+    );
+    assert!(upstream_payments(FOREIGN_ORDER).is_empty(), "{report}");
+    assert!(
+        foreign
+            .requests()
+            .iter()
+            .any(|r| r.path.starts_with("/storefront.html")),
+        "the foreign page was not loaded"
+    );
+    // payshim did answer the simple request, with no CORS grant: the browser withheld it.
+    let refused = "payshim_requests_total{route=\"token\",method=\"POST\",status=\"403\"}";
+    assert!(metric(&metrics, refused) >= 1, "no {refused}\n{metrics}");
+}
