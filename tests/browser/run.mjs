@@ -74,6 +74,17 @@ async function watchNetwork(context, page, origin) {
   return requests;
 }
 
+/** Waits until every recorded request has its answer or its failure: the page's promise
+ * can settle before the browser has reported the last event of a request to the driver. */
+async function settled(network) {
+  const deadline = Date.now() + TIMEOUT_MS;
+  const done = () => [...network.values()].every((r) => r.status !== undefined || r.failed);
+  while (!done()) {
+    if (Date.now() > deadline) throw new Error('network events did not complete');
+    await new Promise((resolve) => setTimeout(resolve, 20));
+  }
+}
+
 async function runStep(context, step, watch) {
   const page = await context.newPage();
   const network = await watchNetwork(context, page, watch);
@@ -87,6 +98,7 @@ async function runStep(context, step, watch) {
       ([scenario, args]) => window.storefront[scenario](args),
       [step.scenario, step.args],
     );
+    await settled(network);
     return { page: result, network: [...network.values()] };
   } finally {
     await page.close();
