@@ -18,12 +18,12 @@ use crate::config::Config;
 use crate::error::{ApiError, FieldError};
 use crate::idempotency::payment_fingerprint;
 use crate::keyed::KeyedHash;
-use crate::payment::{PaymentRequest, YearMonth};
+use crate::payment::{GatewayPolicy, PaymentRequest, YearMonth};
 use crate::upstream::{self, Outgoing};
 
 /// The payment rules, from the config.
 pub(crate) struct PaymentRules {
-    gateways: Vec<String>,
+    gateways: GatewayPolicy,
     /// The audit key, absorbed once: card fingerprints and the idempotency request
     /// fingerprint are keyed with it on every payment.
     hasher: KeyedHash,
@@ -41,7 +41,7 @@ impl AsRef<[u8]> for Wiped {
 impl PaymentRules {
     pub(crate) fn new(config: &Config) -> PaymentRules {
         PaymentRules {
-            gateways: config.payments.gateways.clone(),
+            gateways: config.payments.policy.clone(),
             hasher: KeyedHash::new(config.audit.key.expose_secret()),
         }
     }
