@@ -8,7 +8,8 @@
 //! - a payment succeeds and the upstream receives the store's token, not the browser's;
 //! - a page on an origin payshim does not allow cannot read an answer (fetch rejects with
 //!   a TypeError), and nothing it sends reaches the upstream;
-//! - a token payshim no longer accepts: 401, the SDK fetches a new one and resends, one
+//! - a session token that expired (or was signed with a previous session key) but that the
+//!   SDK still takes for valid: 401, the SDK fetches a new one and resends, one
 //!   charge reaches the upstream;
 //! - a refused payment (bad card) hands the API's JSON error to the page's code.
 //!
@@ -18,7 +19,7 @@ use crate::support;
 
 use std::path::Path;
 use std::process::Stdio;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http::{Method, Request};
@@ -26,7 +27,9 @@ use serde_json::{Value, json};
 use tokio::process::Command;
 
 use support::node::{ensure_packages, require_tool};
-use support::payshim::{Payshim, SESSION_KEY, UPSTREAM_TOKEN, admin_get, base_config, toml_str};
+use support::payshim::{
+    Payshim, SESSION_KEY, UPSTREAM_TOKEN, admin_get, base_config, set_key, toml_str,
+};
 use support::{HttpVersion, TestPki, Upstream, moltin_like, storefront};
 
 const CHROMIUM: &str = "/usr/bin/chromium";
@@ -39,6 +42,7 @@ const MOLTIN_ORDER: &str = "5a0e2c41-1b3d-4c5e-8f60-718293a4b502";
 const BAD_CARD_ORDER: &str = "5a0e2c41-1b3d-4c5e-8f60-718293a4b503";
 const STALE_ORDER: &str = "5a0e2c41-1b3d-4c5e-8f60-718293a4b504";
 const FOREIGN_ORDER: &str = "5a0e2c41-1b3d-4c5e-8f60-718293a4b505";
+const EXPIRED_ORDER: &str = "5a0e2c41-1b3d-4c5e-8f60-718293a4b506";
 
 /// A Visa test number, and one that fails the Luhn check.
 const CARD: &str = "4111111111111111";
@@ -82,26 +86,73 @@ routes = ["payments"]
     toml
 }
 
-/// A session token from an earlier deployment (another session key), as its token
-/// exchange answered it: still unexpired by its own `expires`, but no longer accepted.
-async fn stale_token(pki: &TestPki, upstream: &Upstream, audit: &Path, origin: &str) -> Value {
-    let old = Payshim::start(&config(pki, upstream, audit, OLD_SESSION_KEY, origin)).await;
+/// The answer of an implicit grant by a payshim started on `toml` (stopped again).
+async fn token_exchange(toml: &str) -> Value {
+    let issuer = Payshim::start(toml).await;
     let req = Request::builder()
         .method(Method::POST)
-        .uri(old.url("/oauth/access_token"))
+        .uri(issuer.url("/oauth/access_token"))
         .header("content-type", "application/x-www-form-urlencoded")
         .body(Bytes::from(format!(
             "grant_type=implicit&client_id={PUBLIC_ID}"
         )))
         .unwrap();
-    let answer = old
+    let answer = issuer
         .client(HttpVersion::Http2)
         .send(req)
         .await
         .expect("token exchange");
-    old.stop().await;
+    issuer.stop().await;
     assert_eq!(answer.status, 200, "{}", answer.text());
     answer.json()
+}
+
+/// A session token from an earlier deployment (another session key), as its token
+/// exchange answered it: unexpired by its own `expires`, but no longer accepted.
+async fn stale_token(pki: &TestPki, upstream: &Upstream, audit: &Path, origin: &str) -> Value {
+    token_exchange(&config(pki, upstream, audit, OLD_SESSION_KEY, origin)).await
+}
+
+/// A session token signed with the current key that has expired: issued with
+/// `auth.session_ttl = "1s"`, then waited on until `serving` refuses it (401). Its
+/// `expires` is moved an hour on, as a browser whose clock runs an hour behind the
+/// server's sees it, so that the SDK still sends it.
+async fn expired_token(
+    pki: &TestPki,
+    upstream: &Upstream,
+    audit: &Path,
+    origin: &str,
+    serving: &Payshim,
+) -> Value {
+    let toml = config(pki, upstream, audit, SESSION_KEY, origin);
+    let mut answer = token_exchange(&set_key(&toml, "auth", "session_ttl", Some("\"1s\""))).await;
+    let token = answer["access_token"]
+        .as_str()
+        .expect("access_token")
+        .to_owned();
+    // A route the client may not use: 403 while the token is valid, 401 once it expired;
+    // never forwarded either way.
+    let probe = serving.url(&format!("/v2/orders/{EXPIRED_ORDER}/transactions"));
+    let client = serving.client(HttpVersion::Http2);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let status = client
+            .get(&probe, Some(&token))
+            .await
+            .expect("probe")
+            .status;
+        if status == 401 {
+            break;
+        }
+        assert_eq!(status, 403, "the probe with a valid token");
+        assert!(
+            Instant::now() < deadline,
+            "the 1 s token still valid after 30 s"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    answer["expires"] = json!(answer["expires"].as_u64().expect("expires") + 3600);
+    answer
 }
 
 /// Runs tests/browser/run.mjs on `plan` and returns its results (step name to result).
@@ -186,9 +237,13 @@ async fn storefront_in_chromium_pays_through_payshim() {
     .await;
     let host = format!("localhost:{}", payshim.addr.port());
     let args = |order: &str, number: &str| json!({ "host": host, "client_id": PUBLIC_ID, "order": order, "number": number });
-    let mut stale_args = args(STALE_ORDER, CARD);
-    stale_args["stale"] = stale;
-    stale_args["storageKey"] = json!("epCredentials");
+    let expired = expired_token(&pki, &upstream, audit.path(), &shop_origin, &payshim).await;
+    let seeded = |order: &str, token: Value| {
+        let mut a = args(order, CARD);
+        a["stale"] = token;
+        a["storageKey"] = json!("epCredentials");
+        a
+    };
     let page = |origin: &str, sdk: &str| format!("{origin}/storefront.html?sdk={sdk}");
     let plan = json!({
         "chromium": CHROMIUM,
@@ -203,7 +258,9 @@ async fn storefront_in_chromium_pays_through_payshim() {
             { "name": "bad_card", "page": page(&shop_origin, "elasticpath"), "scenario": "pay",
               "args": args(BAD_CARD_ORDER, BAD_CARD) },
             { "name": "stale", "page": page(&shop_origin, "elasticpath"),
-              "scenario": "staleToken", "args": stale_args },
+              "scenario": "staleToken", "args": seeded(STALE_ORDER, stale) },
+            { "name": "expired", "page": page(&shop_origin, "elasticpath"),
+              "scenario": "staleToken", "args": seeded(EXPIRED_ORDER, expired) },
             { "name": "foreign", "page": page(&foreign.url(), "elasticpath"),
               "scenario": "foreign", "args": args(FOREIGN_ORDER, CARD) },
         ],
@@ -308,20 +365,25 @@ async fn storefront_in_chromium_pays_through_payshim() {
     );
     assert!(upstream_payments(BAD_CARD_ORDER).is_empty());
 
-    // A token payshim no longer accepts: 401, a new token, the resend; one charge.
-    let stale = &results["stale"];
-    assert_eq!(stale["page"]["ok"], true, "{report}");
-    let payment = format!("POST /v2/orders/{STALE_ORDER}/payments");
-    assert_eq!(
-        network(stale, false, &host),
-        vec![
-            format!("{payment} 401"),
-            token.to_string(),
-            format!("{payment} 201")
-        ],
-        "{report}"
-    );
-    assert_eq!(upstream_payments(STALE_ORDER).len(), 1, "{report}");
+    // A token payshim no longer accepts (another deployment's key; expired): 401, a new
+    // token, the resend; one charge.
+    for (step, order) in [("stale", STALE_ORDER), ("expired", EXPIRED_ORDER)] {
+        let r = &results[step];
+        assert_eq!(r["page"]["ok"], true, "{step}\n{report}");
+        let payment = format!("POST /v2/orders/{order}/payments");
+        assert_eq!(
+            network(r, false, &host),
+            vec![
+                format!("{payment} 401"),
+                token.to_string(),
+                format!("{payment} 201")
+            ],
+            "{step}\n{report}"
+        );
+        assert_eq!(upstream_payments(order).len(), 1, "{step}\n{report}");
+    }
+    let probes = format!("/v2/orders/{EXPIRED_ORDER}/transactions");
+    assert!(upstream.requests().iter().all(|r| r.path != probes));
 
     // From an origin payshim does not allow, the page can read nothing: the browser's
     // fetch (a simple request, not preflighted) and the SDK both fail with a TypeError,
