@@ -11,7 +11,8 @@
 //! - a session token that expired (or was signed with a previous session key) but that the
 //!   SDK still takes for valid: 401, the SDK fetches a new one and resends, one
 //!   charge reaches the upstream;
-//! - a refused payment (bad card) hands the API's JSON error to the page's code.
+//! - a refused payment hands the API's JSON error to the page's code: payshim's own for a
+//!   card that fails the Luhn check, the API's as it answered for a declined card.
 //!
 //! Needs node, npm and /usr/bin/chromium (scripts/test.sh installs them); never skipped.
 
@@ -43,10 +44,33 @@ const BAD_CARD_ORDER: &str = "5a0e2c41-1b3d-4c5e-8f60-718293a4b503";
 const STALE_ORDER: &str = "5a0e2c41-1b3d-4c5e-8f60-718293a4b504";
 const FOREIGN_ORDER: &str = "5a0e2c41-1b3d-4c5e-8f60-718293a4b505";
 const EXPIRED_ORDER: &str = "5a0e2c41-1b3d-4c5e-8f60-718293a4b506";
+const DECLINED_ORDER: &str = "5a0e2c41-1b3d-4c5e-8f60-718293a4b507";
 
-/// A Visa test number, and one that fails the Luhn check.
+/// A Visa test number, one that fails the Luhn check, and one the gateway declines.
 const CARD: &str = "4111111111111111";
 const BAD_CARD: &str = "4111111111111112";
+const DECLINED_CARD: &str = "4000000000000002";
+
+/// The API's answer to a declined card (its error format, the gateway's error in `meta`).
+fn declined() -> Value {
+    json!({ "errors": [{
+        "status": 400,
+        "title": "Payment gateway processing failed",
+        "detail": "Your card was declined.",
+        "meta": { "error": { "code": "card_declined" } }
+    }]})
+}
+
+/// `moltin_like`, except that a payment for `DECLINED_ORDER` is declined.
+fn api() -> support::Handler {
+    let fallback = moltin_like();
+    support::handler(move |req| {
+        if req.path == format!("/v2/orders/{DECLINED_ORDER}/payments") {
+            return support::Reply::json(400, declined());
+        }
+        fallback(req)
+    })
+}
 
 fn require_chromium() {
     let out = std::process::Command::new(CHROMIUM)
@@ -221,7 +245,7 @@ fn metric(text: &str, sample: &str) -> u64 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn storefront_in_chromium_pays_through_payshim() {
     let pki = TestPki::new();
-    let upstream = Upstream::start(&pki, moltin_like()).await;
+    let upstream = Upstream::start(&pki, api()).await;
     let shop = storefront::start(&pki).await;
     let foreign = storefront::start(&pki).await;
     let audit = tempfile::tempdir().unwrap();
@@ -257,6 +281,8 @@ async fn storefront_in_chromium_pays_through_payshim() {
               "args": args(MOLTIN_ORDER, CARD) },
             { "name": "bad_card", "page": page(&shop_origin, "elasticpath"), "scenario": "pay",
               "args": args(BAD_CARD_ORDER, BAD_CARD) },
+            { "name": "declined", "page": page(&shop_origin, "elasticpath"), "scenario": "pay",
+              "args": args(DECLINED_ORDER, DECLINED_CARD) },
             { "name": "stale", "page": page(&shop_origin, "elasticpath"),
               "scenario": "staleToken", "args": seeded(STALE_ORDER, stale) },
             { "name": "expired", "page": page(&shop_origin, "elasticpath"),
@@ -364,6 +390,11 @@ async fn storefront_in_chromium_pays_through_payshim() {
         "the card number came back: {bad}"
     );
     assert!(upstream_payments(BAD_CARD_ORDER).is_empty());
+    // A card the gateway declines: the API's own error, as it answered, in the page's hands.
+    let declined_page = &results["declined"]["page"];
+    assert_eq!(declined_page["ok"], false, "{report}");
+    assert_eq!(declined_page["error"], declined(), "{report}");
+    assert_eq!(upstream_payments(DECLINED_ORDER).len(), 1, "{report}");
 
     // A token payshim no longer accepts (another deployment's key; expired): 401, a new
     // token, the resend; one charge.
