@@ -24,6 +24,7 @@ mod limits_redis;
 mod mtls;
 mod payments;
 mod sdk_e2e;
+mod sdk_retry;
 mod shutdown;
 mod soak;
 mod support_ports;

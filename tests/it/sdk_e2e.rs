@@ -5,9 +5,8 @@
 //! through `NODE_EXTRA_CA_CERTS` (tests/sdk/pay.mjs).
 //!
 //! Both SDKs: the token exchange, a card_connect payment, a Stripe token payment, capture
-//! and refund. The SDK's own resends (after a 401 with a new token, after a 429 up to 4
-//! attempts in all, `attempt * 1 s + up to 0.5 s` apart: `fetchRetry` in the SDK's
-//! `src/factories/request.js`) still charge once.
+//! and refund; the SDK's resend after payshim's 401 (with a new token) charges once. Its
+//! resends after a 429: sdk_retry.rs. The runner: support/sdk_run.rs.
 //!
 //! Needs node and npm (never skipped: the test fails with a message if they are missing).
 //! It runs `npm ci` in tests/sdk when a pinned package is missing (support/node.rs).
@@ -15,152 +14,16 @@
 use crate::support;
 
 use std::path::Path;
-use std::process::Stdio;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use http::Method;
 use serde_json::{Value, json};
-use tokio::process::Command;
 
-use support::node::{Sdk, ensure_packages, require_tool, sdk_dir};
-use support::payshim::{
-    ORDER, Payshim, SESSION_KEY, UPSTREAM_TOKEN, base_config, set_key, toml_str,
-};
+use support::node::Sdk;
+use support::payshim::{ORDER, SESSION_KEY, UPSTREAM_TOKEN};
+use support::sdk_run::{SdkRun, pay_with_sdk, run_sdk, sdk_config, upstream_calls};
 use support::upstream::transaction;
 use support::{Handler, Recorded, Reply, TestPki, Upstream, moltin_like};
-
-const PUBLIC_ID: &str = "pk-sdk-e2e-6a5b4c3d2e1f";
-
-/// The `sdk-request {json}` / `sdk-response {json}` trace lines pay.mjs writes to stderr.
-fn traced(stderr: &str, prefix: &str) -> Vec<Value> {
-    stderr
-        .lines()
-        .filter_map(|l| l.strip_prefix(prefix))
-        .map(|j| serde_json::from_str(j).expect("trace line is JSON"))
-        .collect()
-}
-
-/// What one run of pay.mjs against payshim produced.
-struct SdkRun {
-    /// node's stdout and stderr, for failure messages.
-    report: String,
-    /// The last JSON line on stdout: the SDK's result.
-    result: Value,
-    /// The requests the SDK made (pay.mjs's trace).
-    sent: Vec<Value>,
-    /// The status of each answer the SDK got, in order.
-    statuses: Vec<u16>,
-    /// `localhost:PORT` of payshim.
-    host: String,
-}
-
-impl SdkRun {
-    /// Each request as `METHOD /path`.
-    fn calls(&self) -> Vec<String> {
-        self.sent
-            .iter()
-            .map(|r| {
-                let url = r["url"].as_str().unwrap_or_default();
-                let path = url.split_once(&self.host).map_or(url, |(_, p)| p);
-                format!("{} {path}", r["method"].as_str().unwrap_or_default())
-            })
-            .collect()
-    }
-}
-
-/// A payshim config in front of `upstream` with the browser client `web-sdk`
-/// (`PUBLIC_ID`, implicit grant), allowed `routes` (a TOML list).
-fn sdk_config(
-    pki: &TestPki,
-    upstream: &Upstream,
-    audit: &Path,
-    session_key: &str,
-    routes: &str,
-) -> String {
-    let mut toml = base_config(pki, &upstream.url(), audit);
-    toml.push_str(&format!(
-        r#"
-[auth]
-session_key = {key}
-
-[[clients]]
-id = "web-sdk"
-public_id = "{PUBLIC_ID}"
-routes = {routes}
-"#,
-        key = toml_str(session_key)
-    ));
-    toml
-}
-
-/// Installs the SDKs if needed, starts payshim on `toml`, runs pay.mjs with `sdk` and
-/// `scenario`, only the host changed and the test CA trusted, in `workdir` (where the SDK
-/// keeps its token between runs, in ./localStorage), and asserts node exited 0.
-async fn run_sdk(pki: &TestPki, toml: &str, sdk: Sdk, scenario: &str, workdir: &Path) -> SdkRun {
-    let node = require_tool("node").await;
-    ensure_packages().await;
-    let payshim = Payshim::start(toml).await;
-    let host = format!("localhost:{}", payshim.addr.port());
-    let run = Command::new("node")
-        .arg(sdk_dir().join("pay.mjs"))
-        .args([host.as_str(), PUBLIC_ID, ORDER, sdk.package(), scenario])
-        .current_dir(workdir)
-        .env("NODE_EXTRA_CA_CERTS", &pki.ca_path)
-        .stdin(Stdio::null())
-        .kill_on_drop(true)
-        .output();
-    let out = tokio::time::timeout(Duration::from_secs(90), run)
-        .await
-        .expect("node pay.mjs finished within 90 s")
-        .expect("run node");
-    payshim.stop().await;
-    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
-    let report = format!(
-        "node {node}, {}\n--- stdout\n{stdout}\n--- stderr\n{stderr}",
-        sdk.package()
-    );
-    assert!(
-        out.status.success(),
-        "pay.mjs failed: {}\n{report}",
-        out.status
-    );
-    let result: Value = stdout
-        .lines()
-        .rev()
-        .find_map(|l| serde_json::from_str(l).ok())
-        .unwrap_or_else(|| panic!("no JSON result on stdout\n{report}"));
-    let statuses = traced(&stderr, "sdk-response ")
-        .iter()
-        .map(|r| r["status"].as_u64().expect("status") as u16)
-        .collect();
-    SdkRun {
-        sent: traced(&stderr, "sdk-request "),
-        statuses,
-        report,
-        result,
-        host,
-    }
-}
-
-/// `run_sdk` for one card_connect purchase (scenario `pay`) by a client that may only
-/// pay, in a fresh scratch directory.
-async fn pay_with_sdk(pki: &TestPki, upstream: &Upstream, audit: &Path, sdk: Sdk) -> SdkRun {
-    let scratch = tempfile::tempdir().unwrap();
-    let toml = sdk_config(pki, upstream, audit, SESSION_KEY, r#"["payments"]"#);
-    run_sdk(pki, &toml, sdk, "pay", scratch.path()).await
-}
-
-/// `METHOD path` of every request the upstream received.
-fn upstream_calls(upstream: &Upstream) -> Vec<String> {
-    upstream
-        .requests()
-        .iter()
-        .map(|r| format!("{} {}", r.method, r.path))
-        .collect()
-}
 
 /// One purchase with `sdk`: what the SDK sent, and that the upstream got exactly the
 /// payment, with the store's token and the canonical body.
@@ -432,106 +295,6 @@ async fn moltin_sdk_payment_flow_through_payshim() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn elasticpath_sdk_payment_flow_through_payshim() {
     sdk_payment_flow(Sdk::ElasticPath).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn sdk_resend_after_an_upstream_429_charges_once() {
-    // The API refuses the first payment with 429 (rate limited: nothing processed); the
-    // SDK resends it after a second or so. payshim passes the 429 on, and its duplicate
-    // window (on, as by default) must not take the 429 for an approved payment: the
-    // resend is forwarded and charged, once.
-    let pki = TestPki::new();
-    let answered = Arc::new(AtomicUsize::new(0));
-    let seen = answered.clone();
-    let fallback = moltin_like();
-    let upstream = Upstream::start(
-        &pki,
-        support::handler(move |req| {
-            if req.path.ends_with("/payments") && seen.fetch_add(1, Ordering::SeqCst) == 0 {
-                return Reply::json(
-                    429,
-                    json!({ "errors": [{ "status": 429, "title": "Too Many Requests" }] }),
-                );
-            }
-            fallback(req)
-        }),
-    )
-    .await;
-    let audit = tempfile::tempdir().unwrap();
-    let scratch = tempfile::tempdir().unwrap();
-    let toml = sdk_config(
-        &pki,
-        &upstream,
-        audit.path(),
-        SESSION_KEY,
-        r#"["payments"]"#,
-    );
-    let toml = set_key(&toml, "idempotency", "duplicate_window", Some("\"10min\""));
-    let toml = set_key(&toml, "idempotency", "one_payment_per_order", Some("true"));
-    let run = run_sdk(&pki, &toml, Sdk::ElasticPath, "pay", scratch.path()).await;
-    let report = &run.report;
-    assert_eq!(run.result["data"]["type"], "transaction", "{report}");
-    let payment = format!("POST /v2/orders/{ORDER}/payments");
-    assert_eq!(
-        run.calls(),
-        vec![
-            "POST /oauth/access_token".to_string(),
-            payment.clone(),
-            payment.clone()
-        ],
-        "{report}"
-    );
-    assert_eq!(run.statuses, vec![200, 429, 201], "{report}");
-    // Two attempts reached the upstream, the refused one and the charged one; the same
-    // canonical body both times.
-    let recorded = upstream.requests();
-    assert_eq!(
-        upstream_calls(&upstream),
-        vec![payment.clone(), payment],
-        "{report}"
-    );
-    assert_eq!(recorded[0].body, recorded[1].body);
-    assert_eq!(
-        answered.load(Ordering::SeqCst),
-        2,
-        "exactly one 201 after one 429"
-    );
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn sdk_resends_after_payshims_own_429_never_reach_the_upstream() {
-    // payshim's per-order limit (1 payment per order per 10 minutes) refuses a second
-    // payment for the order with 429 before forwarding it. The SDK resends it up to its
-    // limit (4 attempts in all); none of them is forwarded.
-    let pki = TestPki::new();
-    let upstream = Upstream::start(&pki, moltin_like()).await;
-    let audit = tempfile::tempdir().unwrap();
-    let scratch = tempfile::tempdir().unwrap();
-    let toml = sdk_config(
-        &pki,
-        &upstream,
-        audit.path(),
-        SESSION_KEY,
-        r#"["payments"]"#,
-    );
-    let toml = set_key(&toml, "limits", "per_order", Some("\"1/10min\""));
-    let run = run_sdk(&pki, &toml, Sdk::ElasticPath, "twice", scratch.path()).await;
-    let (r, report) = (&run.result, &run.report);
-    assert_eq!(r["first"]["ok"], true, "{report}");
-    assert_eq!(r["second"]["ok"], false, "{report}");
-    assert_eq!(r["second"]["error"]["errors"][0]["status"], 429, "{report}");
-    let payment = format!("POST /v2/orders/{ORDER}/payments");
-    let mut expected = vec!["POST /oauth/access_token".to_string()];
-    expected.extend(std::iter::repeat_n(payment.clone(), 5));
-    assert_eq!(
-        run.calls(),
-        expected,
-        "one payment, then 4 attempts of the second\n{report}"
-    );
-    assert_eq!(run.statuses, vec![200, 201, 429, 429, 429, 429], "{report}");
-    assert_eq!(upstream_calls(&upstream), vec![payment], "{report}");
-    let forwarded = upstream.requests()[0].json();
-    assert_eq!(forwarded["data"]["number"], "4111111111111111");
 }
 
 /// CRC-32 (IEEE), for the gzip trailer.
