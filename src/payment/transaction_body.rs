@@ -111,7 +111,12 @@ mod tests {
     use TransactionAction::{Cancel, Capture, Confirm, Refund};
 
     /// (case, action, body, the (source, title) of each error; empty: accepted)
-    type Row<'a> = (&'a str, TransactionAction, &'a str, &'a [(&'a str, &'a str)]);
+    type Row<'a> = (
+        &'a str,
+        TransactionAction,
+        &'a str,
+        &'a [(&'a str, &'a str)],
+    );
 
     #[test]
     fn table() {
