@@ -87,7 +87,7 @@ pub(crate) fn matching_transaction(
     Ok(transactions
         .into_iter()
         .filter(|t| t["gateway"].as_str() == Some(probe.gateway.as_str()))
-        .filter(|t| t["transaction-type"].as_str() == Some(probe.method.as_str()))
+        .filter(|t| same_method(t, &probe.method))
         .filter_map(|t| {
             let created = t["meta"]["timestamps"]["created_at"].as_str()?;
             let created = humantime::parse_rfc3339_weak(created).ok()?;
@@ -95,6 +95,16 @@ pub(crate) fn matching_transaction(
         })
         .max_by_key(|(created, _)| *created)
         .map(|(_, t)| t))
+}
+
+/// Whether transaction `t` is of payment method `method`. The spec names the member
+/// `transaction-type`, today's answers `transaction_type` (the 2019 ones carried both), and
+/// setups come back as `purchase-setup` for the method `purchase_setup`.
+fn same_method(t: &Value, method: &str) -> bool {
+    let kind = t["transaction_type"]
+        .as_str()
+        .or_else(|| t["transaction-type"].as_str());
+    kind.is_some_and(|k| k.replace('-', "_") == method)
 }
 
 /// The answer to a transaction list request was not a transaction list.
@@ -146,5 +156,22 @@ mod tests {
             Err(NotAList)
         );
         assert_eq!(matching_transaction(b"{}", &unknown(sent)), Err(NotAList));
+    }
+
+    #[test]
+    fn todays_member_name_and_hyphenated_setups_match() {
+        let sent = 1_767_225_610_000;
+        let list = json!({"data": [
+            {"id": "today", "gateway": "card_connect", "transaction_type": "purchase",
+             "meta": {"timestamps": {"created_at": "2026-01-01T00:00:11Z"}}},
+        ]});
+        let body = serde_json::to_vec(&list).unwrap();
+        let found = matching_transaction(&body, &unknown(sent))
+            .unwrap()
+            .unwrap();
+        assert_eq!(found["id"], "today");
+        let setup = json!({"transaction_type": "purchase-setup"});
+        assert!(same_method(&setup, "purchase_setup"));
+        assert!(!same_method(&setup, "purchase"));
     }
 }

@@ -12,6 +12,7 @@ use serde::ser::{Serialize, SerializeMap, SerializeSeq, Serializer};
 pub enum Canon {
     Text(String),
     Bool(bool),
+    Unsigned(u64),
     List(Vec<String>),
     Object(Vec<(String, Canon)>),
 }
@@ -22,6 +23,7 @@ impl Canon {
         match self {
             Canon::Text(s) => s.len(),
             Canon::Bool(_) => 5,
+            Canon::Unsigned(_) => 20,
             Canon::List(items) => items.iter().map(|s| s.len() + 3).sum(),
             Canon::Object(members) => members
                 .iter()
@@ -36,6 +38,7 @@ impl Serialize for Canon {
         match self {
             Canon::Text(v) => s.serialize_str(v),
             Canon::Bool(v) => s.serialize_bool(*v),
+            Canon::Unsigned(v) => s.serialize_u64(*v),
             Canon::List(items) => {
                 let mut seq = s.serialize_seq(Some(items.len()))?;
                 for item in items {

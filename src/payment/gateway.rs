@@ -29,6 +29,8 @@ pub(super) enum Kind {
     Object(&'static [Field]),
     /// An object of client-chosen names (letters, digits, `_`) to `Text` values.
     TextMap,
+    /// A positive integer: an amount in minor units (5499 = 54.99).
+    Amount,
 }
 
 /// One member of a gateway's body or of one of its objects.
@@ -39,7 +41,7 @@ pub(super) struct Field {
     pub(super) required: bool,
 }
 
-const fn opt(name: &'static str, kind: Kind) -> Field {
+pub(super) const fn opt(name: &'static str, kind: Kind) -> Field {
     Field {
         name,
         kind,
@@ -128,6 +130,21 @@ const RECEIPT_ONLY: &[Field] = &[opt(
     "options",
     Kind::Object(&[opt("receipt_email", Kind::Text)]),
 )];
+
+/// The gateway names, in the API's order (the same as [`GATEWAYS`]).
+pub(super) const NAMES: [&str; 11] = [
+    "adyen",
+    "authorize_net",
+    "braintree",
+    "card_connect",
+    "cyber_source",
+    "elastic_path_payments_stripe",
+    "manual",
+    "paypal_express_checkout",
+    "stripe",
+    "stripe_connect",
+    "stripe_payment_intents",
+];
 
 /// Every gateway, in the API's order.
 pub(super) static GATEWAYS: [Gateway; 11] = [
@@ -298,7 +315,7 @@ pub fn find(name: &str) -> Option<&'static Gateway> {
 
 /// Every gateway name, for error messages and the config check.
 pub fn all_names() -> impl Iterator<Item = &'static str> {
-    GATEWAYS.iter().map(|g| g.name)
+    NAMES.into_iter()
 }
 
 /// Method names joined for an error message.

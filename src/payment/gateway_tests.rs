@@ -424,7 +424,7 @@ fn string_members(fields: &[Field], prefix: &str, value: &str, out: &mut Vec<(St
             Kind::TextList => out.push((path, json!(["card", value]))),
             Kind::TextMap => out.push((format!("{path}.ref"), json!(value))),
             Kind::Object(inner) => string_members(inner, &format!("{path}."), value, out),
-            Kind::Bool | Kind::OneOf(_) => {}
+            Kind::Bool | Kind::OneOf(_) | Kind::Amount => {}
         }
     }
 }
@@ -551,4 +551,10 @@ fn policy_errors_name_the_key() {
     let err = GatewayPolicy::new(&names(&["manual"]), &names(&["manual"])).unwrap_err();
     assert_eq!(err, PolicyError::NoRawCardForm("manual".into()));
     assert!(err.to_string().contains("card_connect"), "{err}");
+}
+
+#[test]
+fn the_name_list_matches_the_table() {
+    let table: Vec<&str> = GATEWAYS.iter().map(|g| g.name).collect();
+    assert_eq!(table, super::gateway::NAMES);
 }

@@ -20,6 +20,7 @@ mod pan_scan;
 mod policy;
 mod request;
 mod token_form;
+mod transaction_body;
 mod upstream_body;
 mod validate;
 
@@ -35,3 +36,4 @@ pub use cvv::{Cvv, CvvError};
 pub use field_error::FieldError;
 pub use policy::{GatewayPolicy, PolicyError};
 pub use request::{CardPayment, Method, PaymentData, PaymentRequest};
+pub use transaction_body::check_transaction_body;

@@ -18,10 +18,10 @@ pub enum PolicyError {
     Empty,
     #[error("unknown gateway {0:?}; the API's gateways are: {names}", names = names())]
     Unknown(String),
-    #[error("{0:?} is not in payments.gateways; list it there first")]
+    #[error("{0:?} is not in payments.gateways: expected only gateways listed there")]
     RawNotAllowed(String),
     #[error(
-        "{0:?} never took raw card fields; those that did: {names}",
+        "{0:?} never took raw card fields: expected only some of {names}",
         names = raw_names()
     )]
     NoRawCardForm(String),

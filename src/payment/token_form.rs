@@ -18,10 +18,12 @@ use super::pan_scan::holds_card_number;
 const MAX_TEXT: usize = 1000;
 /// Longest token.
 const MAX_TOKEN: usize = 256;
+/// The rule for an amount.
+pub(super) const AMOUNT: &str = "must be a positive integer in minor units, e.g. 5499 for 54.99";
 
 /// Takes the members `spec` lists out of `fields`, checks each, and returns the valid ones
-/// in table order. Errors go to `errors`, pointed at `<parent>.<name>`; members `spec` does
-/// not list are left in `fields`.
+/// in table order. Errors go to `errors`, pointed at `<parent>.<name>` (`<name>` when
+/// `parent` is "", the top level); members `spec` does not list are left in `fields`.
 pub(super) fn take_fields(
     fields: &mut Fields,
     spec: &[Field],
@@ -30,7 +32,10 @@ pub(super) fn take_fields(
 ) -> Vec<(String, Canon)> {
     let mut out = Vec::with_capacity(spec.len());
     for field in spec {
-        let path = format!("{parent}.{}", field.name);
+        let path = match parent {
+            "" => field.name.to_owned(),
+            _ => format!("{parent}.{}", field.name),
+        };
         match fields.take(field.name) {
             Slot::Missing if field.required => errors.push(missing(path)),
             Slot::Missing => {}
@@ -45,9 +50,10 @@ pub(super) fn take_fields(
     out
 }
 
-/// Reports every member left in `fields` as unknown.
+/// Reports every member left in `fields` as unknown (`parent` "" for the top level).
 pub(super) fn refuse_rest(fields: &Fields, parent: &str, errors: &mut Vec<FieldError>) {
-    errors.extend(fields.unknown(&[]).map(|name| unknown(Some(parent), name)));
+    let parent = Some(parent).filter(|p| !p.is_empty());
+    errors.extend(fields.unknown(&[]).map(|name| unknown(parent, name)));
 }
 
 /// One value against its kind.
@@ -77,6 +83,8 @@ fn check(value: Json, kind: &Kind, path: &str, errors: &mut Vec<FieldError>) -> 
             Some(Canon::Object(members))
         }
         (Kind::TextMap, Json::Object(pairs)) => text_map(pairs, path, errors),
+        (Kind::Amount, Json::Unsigned(n)) if n > 0 => Some(Canon::Unsigned(n)),
+        (Kind::Amount, Json::Unsigned(_) | Json::Other) => fail(errors, "Invalid amount", AMOUNT),
         (kind, _) => {
             errors.push(invalid_type(path.to_owned(), expected(kind)));
             None
@@ -201,5 +209,6 @@ fn expected(kind: &Kind) -> &'static str {
         Kind::Bool => "must be true or false",
         Kind::TextList => "must be an array of JSON strings",
         Kind::Object(_) | Kind::TextMap => "must be a JSON object",
+        Kind::Amount => "must be a JSON number",
     }
 }

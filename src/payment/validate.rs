@@ -16,7 +16,7 @@ use super::gateway::{Gateway, Names, method_list};
 use super::json::{Fields, Json, Slot};
 use super::policy::GatewayPolicy;
 use super::request::{CardPayment, Method, PaymentData, PaymentRequest};
-use super::token_form::{refuse_rest, take_fields};
+use super::token_form::{AMOUNT, refuse_rest, take_fields};
 
 /// The raw-card fields: any of them makes the body a card payment.
 const CARD_FIELDS: [&str; 6] = [
@@ -164,11 +164,9 @@ impl DataParser<'_> {
                 None
             }
             Slot::Present(Json::Unsigned(n)) if n > 0 => Some(n),
-            Slot::Present(Json::Unsigned(_) | Json::Other) => self.fail(
-                "amount",
-                "Invalid amount",
-                "must be a positive integer in minor units, e.g. 5499 for 54.99",
-            ),
+            Slot::Present(Json::Unsigned(_) | Json::Other) => {
+                self.fail("amount", "Invalid amount", AMOUNT)
+            }
             Slot::Present(_) => {
                 self.errors
                     .push(invalid_type(source("amount"), "must be a JSON number"));
