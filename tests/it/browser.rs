@@ -31,7 +31,7 @@ use support::node::{ensure_packages, require_tool};
 use support::payshim::{
     Payshim, SESSION_KEY, UPSTREAM_TOKEN, admin_get, base_config, set_key, toml_str,
 };
-use support::{HttpVersion, TestPki, Upstream, moltin_like, storefront};
+use support::{HttpVersion, Recorded, TestPki, Upstream, moltin_like, storefront};
 
 const CHROMIUM: &str = "/usr/bin/chromium";
 const PUBLIC_ID: &str = "pk-storefront-3e2d1c0b9a88";
@@ -215,31 +215,129 @@ async fn run_browser(plan: &Value) -> (Value, String) {
     (results, report)
 }
 
-/// `METHOD /path STATUS` of each request of a step as the browser's network layer saw
-/// it (run.mjs), preflights (`Preflight`) or the page's own requests; the host cut off.
-fn network(step: &Value, preflights: bool, host: &str) -> Vec<String> {
-    step["network"]
-        .as_array()
-        .expect("network")
-        .iter()
-        .filter(|r| (r["type"] == "Preflight") == preflights)
-        .map(|r| {
-            let url = r["url"].as_str().unwrap_or_default();
-            let path = url.split_once(host).map_or(url, |(_, p)| p);
-            format!(
-                "{} {path} {}",
-                r["method"].as_str().unwrap_or_default(),
-                r["status"]
-            )
-        })
-        .collect()
+/// What one browser run produced, for the checks below.
+struct Seen {
+    /// Each step's result from run.mjs: `page` (what the page's code got) and `network`.
+    results: Value,
+    /// node's output and the results, for failure messages.
+    report: String,
+    /// payshim's `localhost:PORT`.
+    host: String,
+    /// payshim's `/metrics` after the run.
+    metrics: String,
+    /// Every request the upstream double received.
+    upstream: Vec<Recorded>,
 }
 
-/// The value of one sample of `/metrics` (0 when absent).
-fn metric(text: &str, sample: &str) -> u64 {
-    text.lines()
-        .find_map(|l| l.strip_prefix(sample)?.trim().parse().ok())
-        .unwrap_or(0)
+impl Seen {
+    fn page(&self, step: &str) -> &Value {
+        &self.results[step]["page"]
+    }
+
+    /// The payments for `order` that reached the upstream.
+    fn upstream_payments(&self, order: &str) -> Vec<&Recorded> {
+        let path = format!("/v2/orders/{order}/payments");
+        self.upstream.iter().filter(|r| r.path == path).collect()
+    }
+
+    /// `METHOD /path STATUS` of each request of a step as the browser's network layer saw
+    /// it (run.mjs): its preflights (`Preflight`), or the page's own requests.
+    fn network(&self, step: &str, preflights: bool) -> Vec<String> {
+        self.results[step]["network"]
+            .as_array()
+            .expect("network")
+            .iter()
+            .filter(|r| (r["type"] == "Preflight") == preflights)
+            .map(|r| {
+                let url = r["url"].as_str().unwrap_or_default();
+                let path = url.split_once(&self.host).map_or(url, |(_, p)| p);
+                let method = r["method"].as_str().unwrap_or_default();
+                format!("{method} {path} {}", r["status"])
+            })
+            .collect()
+    }
+
+    /// The value of one sample of payshim's `/metrics` (0 when absent).
+    fn metric(&self, sample: &str) -> u64 {
+        self.metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(sample)?.trim().parse().ok())
+            .unwrap_or(0)
+    }
+}
+
+const TOKEN_GRANTED: &str = "POST /oauth/access_token 200";
+
+/// The steps run.mjs runs, in order: `(name, page origin, SDK bundle, scenario, args)`.
+fn steps(
+    shop: &str,
+    foreign: &str,
+    args: impl Fn(&str, &str) -> Value,
+    stale: Value,
+    expired: Value,
+) -> Value {
+    let seeded = |order: &str, token: Value| {
+        let mut a = args(order, CARD);
+        a["stale"] = token;
+        a["storageKey"] = json!("epCredentials");
+        a
+    };
+    let steps = [
+        ("pay", shop, "elasticpath", "pay", args(PAY_ORDER, CARD)),
+        (
+            "pay_moltin",
+            shop,
+            "moltin",
+            "pay",
+            args(MOLTIN_ORDER, CARD),
+        ),
+        (
+            "bad_card",
+            shop,
+            "elasticpath",
+            "pay",
+            args(BAD_CARD_ORDER, BAD_CARD),
+        ),
+        (
+            "declined",
+            shop,
+            "elasticpath",
+            "pay",
+            args(DECLINED_ORDER, DECLINED_CARD),
+        ),
+        (
+            "stale",
+            shop,
+            "elasticpath",
+            "staleToken",
+            seeded(STALE_ORDER, stale),
+        ),
+        (
+            "expired",
+            shop,
+            "elasticpath",
+            "staleToken",
+            seeded(EXPIRED_ORDER, expired),
+        ),
+        (
+            "foreign",
+            foreign,
+            "elasticpath",
+            "foreign",
+            args(FOREIGN_ORDER, CARD),
+        ),
+    ];
+    steps
+        .into_iter()
+        .map(|(name, origin, sdk, scenario, args)| {
+            json!({
+                "name": name,
+                "page": format!("{origin}/storefront.html?sdk={sdk}"),
+                "scenario": scenario,
+                "args": args,
+            })
+        })
+        .collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -251,73 +349,55 @@ async fn storefront_in_chromium_pays_through_payshim() {
     let audit = tempfile::tempdir().unwrap();
     let shop_origin = shop.url();
     let stale = stale_token(&pki, &upstream, audit.path(), &shop_origin).await;
-    let payshim = Payshim::start(&config(
-        &pki,
-        &upstream,
-        audit.path(),
-        SESSION_KEY,
-        &shop_origin,
-    ))
-    .await;
+    let toml = config(&pki, &upstream, audit.path(), SESSION_KEY, &shop_origin);
+    let payshim = Payshim::start(&toml).await;
+    let expired = expired_token(&pki, &upstream, audit.path(), &shop_origin, &payshim).await;
     let host = format!("localhost:{}", payshim.addr.port());
     let args = |order: &str, number: &str| json!({ "host": host, "client_id": PUBLIC_ID, "order": order, "number": number });
-    let expired = expired_token(&pki, &upstream, audit.path(), &shop_origin, &payshim).await;
-    let seeded = |order: &str, token: Value| {
-        let mut a = args(order, CARD);
-        a["stale"] = token;
-        a["storageKey"] = json!("epCredentials");
-        a
-    };
-    let page = |origin: &str, sdk: &str| format!("{origin}/storefront.html?sdk={sdk}");
     let plan = json!({
         "chromium": CHROMIUM,
         "ca": pki.ca_path,
         "origins": [format!("https://{host}"), shop_origin, foreign.url()],
         "watch": format!("https://{host}"),
-        "steps": [
-            { "name": "pay", "page": page(&shop_origin, "elasticpath"), "scenario": "pay",
-              "args": args(PAY_ORDER, CARD) },
-            { "name": "pay_moltin", "page": page(&shop_origin, "moltin"), "scenario": "pay",
-              "args": args(MOLTIN_ORDER, CARD) },
-            { "name": "bad_card", "page": page(&shop_origin, "elasticpath"), "scenario": "pay",
-              "args": args(BAD_CARD_ORDER, BAD_CARD) },
-            { "name": "declined", "page": page(&shop_origin, "elasticpath"), "scenario": "pay",
-              "args": args(DECLINED_ORDER, DECLINED_CARD) },
-            { "name": "stale", "page": page(&shop_origin, "elasticpath"),
-              "scenario": "staleToken", "args": seeded(STALE_ORDER, stale) },
-            { "name": "expired", "page": page(&shop_origin, "elasticpath"),
-              "scenario": "staleToken", "args": seeded(EXPIRED_ORDER, expired) },
-            { "name": "foreign", "page": page(&foreign.url(), "elasticpath"),
-              "scenario": "foreign", "args": args(FOREIGN_ORDER, CARD) },
-        ],
+        "steps": steps(&shop_origin, &foreign.url(), args, stale, expired),
     });
     let (results, report) = run_browser(&plan).await;
     let (_, metrics) = admin_get(payshim.admin, "/metrics").await;
     payshim.stop().await;
-    let report = format!("{report}\n--- results\n{results:#}");
-    let upstream_payments = |order: &str| {
-        upstream
-            .requests()
-            .into_iter()
-            .filter(|r| r.path == format!("/v2/orders/{order}/payments"))
-            .collect::<Vec<_>>()
+    let seen = Seen {
+        report: format!("{report}\n--- results\n{results:#}"),
+        results,
+        host,
+        metrics,
+        upstream: upstream.requests(),
     };
 
-    // The page loaded the SDK's browser bundle from its own origin.
+    // The pages loaded the SDKs' browser bundles from the storefront's own origin.
     let loaded: Vec<String> = shop.requests().iter().map(|r| r.path.clone()).collect();
+    for bundle in ["/sdk/elasticpath.js", "/sdk/moltin.js"] {
+        assert!(loaded.iter().any(|p| p == bundle), "{loaded:?}");
+    }
     assert!(
-        loaded.contains(&"/sdk/elasticpath.js".to_string()),
-        "{loaded:?}"
+        foreign
+            .requests()
+            .iter()
+            .any(|r| r.path.starts_with("/storefront.html")),
+        "the foreign page was not loaded"
     );
-    assert!(loaded.contains(&"/sdk/moltin.js".to_string()), "{loaded:?}");
+    check_payments_from_the_allowed_origin(&seen);
+    check_refused_payments(&seen);
+    check_reauthentication(&seen);
+    check_foreign_origin(&seen);
+}
 
-    // From the allowed origin, with both SDKs: the implicit grant, then the payment,
-    // each preflighted (the SDK sends its own X-MOLTIN-* headers; the browser caches a
-    // preflight for payshim's max-age, so only the first step shows both) and readable
-    // by the page's code, all over HTTP/2.
-    let token = "POST /oauth/access_token 200";
+/// From the allowed origin, with both SDKs: the implicit grant, then the payment, each
+/// preflighted (the SDK sends its own X-MOLTIN-* headers; the browser caches a preflight
+/// for payshim's max-age, so only the first step shows both) and readable by the page's
+/// code, all over HTTP/2; the upstream got the store's token, never the browser's.
+fn check_payments_from_the_allowed_origin(seen: &Seen) {
+    let report = &seen.report;
     assert_eq!(
-        network(&results["pay"], true, &host),
+        seen.network("pay", true),
         vec![
             "OPTIONS /oauth/access_token 204".to_string(),
             format!("OPTIONS /v2/orders/{PAY_ORDER}/payments 204")
@@ -325,35 +405,29 @@ async fn storefront_in_chromium_pays_through_payshim() {
         "{report}"
     );
     for (step, order) in [("pay", PAY_ORDER), ("pay_moltin", MOLTIN_ORDER)] {
-        let r = &results[step]["page"];
+        let r = seen.page(step);
         assert_eq!(r["ok"], true, "{step}\n{report}");
-        assert_eq!(
-            r["result"]["data"]["type"], "transaction",
-            "{step}\n{report}"
-        );
-        assert_eq!(
-            r["result"]["data"]["relationships"]["order"]["data"]["id"],
-            order
-        );
+        let data = &r["result"]["data"];
+        assert_eq!(data["type"], "transaction", "{step}\n{report}");
+        assert_eq!(data["relationships"]["order"]["data"]["id"], order);
         let payment = format!("POST /v2/orders/{order}/payments 201");
         assert_eq!(
-            network(&results[step], false, &host),
-            vec![token.to_string(), payment],
+            seen.network(step, false),
+            vec![TOKEN_GRANTED.to_string(), payment],
             "{step}\n{report}"
         );
-        for request in results[step]["network"].as_array().expect("network") {
+        for request in seen.results[step]["network"].as_array().expect("network") {
             assert_eq!(request["protocol"], "h2", "{step}: {request}\n{report}");
         }
         // The page itself saw both answers.
-        let seen: Vec<&Value> = r["resources"]
+        let statuses: Vec<&Value> = r["resources"]
             .as_array()
             .expect("resources")
             .iter()
             .map(|e| &e["responseStatus"])
             .collect();
-        assert_eq!(seen, [&json!(200), &json!(201)], "{step}\n{report}");
-        // The upstream got the store's token, never the browser's session token.
-        let forwarded = upstream_payments(order);
+        assert_eq!(statuses, [&json!(200), &json!(201)], "{step}\n{report}");
+        let forwarded = seen.upstream_payments(order);
         assert_eq!(forwarded.len(), 1, "{step}\n{report}");
         assert_eq!(
             forwarded[0].header("authorization"),
@@ -371,12 +445,16 @@ async fn storefront_in_chromium_pays_through_payshim() {
         let sample = format!(
             "payshim_requests_total{{route=\"{route}\",method=\"OPTIONS\",status=\"204\"}}"
         );
-        assert!(metric(&metrics, &sample) >= 1, "no {sample}\n{metrics}");
+        assert!(seen.metric(&sample) >= 1, "no {sample}\n{}", seen.metrics);
     }
+}
 
-    // A bad card: payshim's 400 in the API's format reaches the page's code, naming the
-    // field; nothing went upstream.
-    let bad = &results["bad_card"]["page"];
+/// A bad card: payshim's 400 in the API's format reaches the page's code, naming the
+/// field, nothing upstream. A card the gateway declines: the API's own error, as it
+/// answered.
+fn check_refused_payments(seen: &Seen) {
+    let report = &seen.report;
+    let bad = seen.page("bad_card");
     assert_eq!(bad["ok"], false, "{report}");
     let error = &bad["error"]["errors"][0];
     assert_eq!(error["status"], 400, "{report}");
@@ -389,43 +467,47 @@ async fn storefront_in_chromium_pays_through_payshim() {
         !bad.to_string().contains(BAD_CARD),
         "the card number came back: {bad}"
     );
-    assert!(upstream_payments(BAD_CARD_ORDER).is_empty());
-    // A card the gateway declines: the API's own error, as it answered, in the page's hands.
-    let declined_page = &results["declined"]["page"];
+    assert!(seen.upstream_payments(BAD_CARD_ORDER).is_empty());
+
+    let declined_page = seen.page("declined");
     assert_eq!(declined_page["ok"], false, "{report}");
     assert_eq!(declined_page["error"], declined(), "{report}");
-    assert_eq!(upstream_payments(DECLINED_ORDER).len(), 1, "{report}");
+    assert_eq!(seen.upstream_payments(DECLINED_ORDER).len(), 1, "{report}");
+}
 
-    // A token payshim no longer accepts (another deployment's key; expired): 401, a new
-    // token, the resend; one charge.
+/// A token payshim no longer accepts (another deployment's key; expired) that the SDK
+/// still takes for valid: 401, a new token, the resend; one charge.
+fn check_reauthentication(seen: &Seen) {
+    let report = &seen.report;
     for (step, order) in [("stale", STALE_ORDER), ("expired", EXPIRED_ORDER)] {
-        let r = &results[step];
-        assert_eq!(r["page"]["ok"], true, "{step}\n{report}");
+        assert_eq!(seen.page(step)["ok"], true, "{step}\n{report}");
         let payment = format!("POST /v2/orders/{order}/payments");
         assert_eq!(
-            network(r, false, &host),
+            seen.network(step, false),
             vec![
                 format!("{payment} 401"),
-                token.to_string(),
+                TOKEN_GRANTED.to_string(),
                 format!("{payment} 201")
             ],
             "{step}\n{report}"
         );
-        assert_eq!(upstream_payments(order).len(), 1, "{step}\n{report}");
+        assert_eq!(seen.upstream_payments(order).len(), 1, "{step}\n{report}");
     }
     let probes = format!("/v2/orders/{EXPIRED_ORDER}/transactions");
-    assert!(upstream.requests().iter().all(|r| r.path != probes));
+    assert!(seen.upstream.iter().all(|r| r.path != probes));
+}
 
-    // From an origin payshim does not allow, the page can read nothing: the browser's
-    // fetch (a simple request, not preflighted) and the SDK both fail with a TypeError,
-    // the browser naming the missing CORS grant, and no payment reaches the upstream.
-    let from_foreign = &results["foreign"];
+/// From an origin payshim does not allow, the page can read nothing: the browser's fetch
+/// (a simple request, not preflighted) and the SDK both fail with a TypeError, the
+/// browser naming the missing CORS grant, and no payment reaches the upstream.
+fn check_foreign_origin(seen: &Seen) {
+    let report = &seen.report;
     for part in ["simple", "payment"] {
-        let r = &from_foreign["page"][part];
+        let r = &seen.page("foreign")[part];
         assert_eq!(r["ok"], false, "{part}\n{report}");
         assert_eq!(r["error"]["name"], "TypeError", "{part}\n{report}");
     }
-    let cors_errors: Vec<&Value> = from_foreign["network"]
+    let cors_errors: Vec<&Value> = seen.results["foreign"]["network"]
         .as_array()
         .expect("network")
         .iter()
@@ -439,15 +521,8 @@ async fn storefront_in_chromium_pays_through_payshim() {
         ],
         "{report}"
     );
-    assert!(upstream_payments(FOREIGN_ORDER).is_empty(), "{report}");
-    assert!(
-        foreign
-            .requests()
-            .iter()
-            .any(|r| r.path.starts_with("/storefront.html")),
-        "the foreign page was not loaded"
-    );
+    assert!(seen.upstream_payments(FOREIGN_ORDER).is_empty(), "{report}");
     // payshim did answer the simple request, with no CORS grant: the browser withheld it.
     let refused = "payshim_requests_total{route=\"token\",method=\"POST\",status=\"403\"}";
-    assert!(metric(&metrics, refused) >= 1, "no {refused}\n{metrics}");
+    assert!(seen.metric(refused) >= 1, "no {refused}\n{}", seen.metrics);
 }
