@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Runs the whole test suite on a fresh machine: installs what the tests need
-# (redis-server for the shared-limit tests; the pinned official JS SDK for the
-# end-to-end SDK test; promtool, from the prometheus package, for the alert rule
-# tests), then `cargo test`. Extra arguments go to `cargo test`.
+# (redis-server for the shared-limit tests; Debian's chromium for the browser test;
+# the pinned official JS SDKs and playwright-core for the SDK and browser tests;
+# promtool, from the prometheus package, for the alert rule tests), then
+# `cargo test`. Extra arguments go to `cargo test`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -11,6 +12,8 @@ command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
 command -v node >/dev/null 2>&1 || missing+=(nodejs)
 command -v npm >/dev/null 2>&1 || missing+=(npm)
 command -v promtool >/dev/null 2>&1 || missing+=(prometheus)
+# The browser test drives this binary (tests/it/browser.rs); no browser is downloaded.
+[ -x /usr/bin/chromium ] || missing+=(chromium)
 if [ ${#missing[@]} -gt 0 ]; then
   echo "installing test dependencies: ${missing[*]}"
   if [ "$(id -u)" = 0 ]; then SUDO=""; else SUDO="sudo"; fi
@@ -23,7 +26,12 @@ if [ ${#missing[@]} -gt 0 ]; then
   fi
 fi
 
-if [ -f tests/sdk/package-lock.json ] && [ ! -d tests/sdk/node_modules ]; then
+# npm ci installs exactly the lockfile (every package pinned with its integrity hash);
+# again when the lockfile changed since the last install (npm ci writes
+# node_modules/.package-lock.json).
+if [ -f tests/sdk/package-lock.json ] &&
+  { [ ! -f tests/sdk/node_modules/.package-lock.json ] ||
+    [ tests/sdk/package-lock.json -nt tests/sdk/node_modules/.package-lock.json ]; }; then
   (cd tests/sdk && npm ci --no-audit --no-fund --loglevel=error)
 fi
 

@@ -15,19 +15,22 @@ pub enum RouteName {
     Cancel,
     Transactions,
     Passthrough,
+    /// `POST .../transactions/{uuid}/confirm`, after 3-D Secure or PayPal approval.
+    Confirm,
     NotFound,
 }
 
 impl RouteName {
     /// Number of variants (they index per-route arrays, `route as usize`).
-    pub const COUNT: usize = 8;
+    pub const COUNT: usize = 9;
 
     /// Names a client may be limited to in `clients[].routes`.
-    pub const ALL_NAMES: [&'static str; 6] = [
+    pub const ALL_NAMES: [&'static str; 7] = [
         "payments",
         "capture",
         "refund",
         "cancel",
+        "confirm",
         "transactions",
         "passthrough",
     ];
@@ -41,6 +44,7 @@ impl RouteName {
             RouteName::Cancel => "cancel",
             RouteName::Transactions => "transactions",
             RouteName::Passthrough => "passthrough",
+            RouteName::Confirm => "confirm",
             RouteName::NotFound => "not_found",
         }
     }
@@ -53,6 +57,7 @@ impl RouteName {
             "cancel" => RouteName::Cancel,
             "transactions" => RouteName::Transactions,
             "passthrough" => RouteName::Passthrough,
+            "confirm" => RouteName::Confirm,
             _ => return None,
         })
     }
@@ -66,6 +71,7 @@ pub enum TransactionAction {
     Capture,
     Refund,
     Cancel,
+    Confirm,
 }
 
 impl TransactionAction {
@@ -74,6 +80,7 @@ impl TransactionAction {
             TransactionAction::Capture => "capture",
             TransactionAction::Refund => "refund",
             TransactionAction::Cancel => "cancel",
+            TransactionAction::Confirm => "confirm",
         }
     }
 }
@@ -90,7 +97,7 @@ pub enum Route {
     Payment {
         order_id: Option<String>,
     },
-    /// `POST /v2/orders/{uuid}/transactions/{uuid}/{capture,refund,cancel}`.
+    /// `POST /v2/orders/{uuid}/transactions/{uuid}/{capture,refund,cancel,confirm}`.
     Transaction {
         order_id: String,
         transaction_id: String,
@@ -116,6 +123,7 @@ impl Route {
                 TransactionAction::Capture => RouteName::Capture,
                 TransactionAction::Refund => RouteName::Refund,
                 TransactionAction::Cancel => RouteName::Cancel,
+                TransactionAction::Confirm => RouteName::Confirm,
             },
             Route::TransactionRead { .. } => RouteName::Transactions,
             Route::Preflight(name) => *name,
@@ -168,6 +176,7 @@ fn builtin(method: Option<&Method>, path: &str) -> Option<Route> {
                 "capture" => TransactionAction::Capture,
                 "refund" => TransactionAction::Refund,
                 "cancel" => TransactionAction::Cancel,
+                "confirm" => TransactionAction::Confirm,
                 _ => return None,
             };
             Some(Route::Transaction {
@@ -353,6 +362,21 @@ mod tests {
                 Method::POST,
                 format!("/v2/orders/{O}/transactions/{T}/cancel"),
                 RouteName::Cancel,
+            ),
+            (
+                Method::POST,
+                format!("/v2/orders/{O}/transactions/{T}/confirm"),
+                RouteName::Confirm,
+            ),
+            (
+                Method::GET,
+                format!("/v2/orders/{O}/transactions/{T}/confirm"),
+                RouteName::NotFound,
+            ),
+            (
+                Method::POST,
+                format!("/v2/orders/{O}/confirm"),
+                RouteName::NotFound,
             ),
             (
                 Method::POST,

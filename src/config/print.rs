@@ -170,7 +170,12 @@ impl fmt::Display for Config {
             self.log.level,
             d(self.log.flush_interval)
         )?;
-        writeln!(f, "\n[payments]\ngateways = {:?}", self.payments.gateways)
+        writeln!(f, "\n[payments]\ngateways = {:?}", self.payments.gateways)?;
+        writeln!(
+            f,
+            "raw_card_gateways = {:?}",
+            self.payments.raw_card_gateways
+        )
     }
 }
 

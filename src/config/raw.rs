@@ -149,4 +149,5 @@ pub(super) struct RawLog {
 #[serde(deny_unknown_fields, default)]
 pub(super) struct RawPayments {
     pub(super) gateways: Option<Vec<String>>,
+    pub(super) raw_card_gateways: Option<Vec<String>>,
 }

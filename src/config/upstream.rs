@@ -16,7 +16,7 @@ use super::{ConfigError, Result};
 pub enum UpstreamTarget {
     /// payshim answers allowed routes itself (dev default; loopback listeners only).
     Sandbox,
-    /// Scheme and authority of the real API, e.g. `https://api.moltin.com`.
+    /// Scheme and authority of the real API, e.g. `https://useast.api.elasticpath.com`.
     Remote(http::uri::Scheme, http::uri::Authority),
 }
 
@@ -55,12 +55,13 @@ impl fmt::Debug for UpstreamAuth {
     }
 }
 
+/// Elastic Path's US host, the SDK's default since 2023. The EU store host is
+/// `https://euwest.api.elasticpath.com`; the 2020 host `https://api.moltin.com` is still
+/// accepted like any HTTPS host.
+const DEFAULT_URL: &str = "https://useast.api.elasticpath.com";
+
 pub(super) fn upstream_config(raw: RawUpstream) -> Result<UpstreamConfig> {
-    let url = raw
-        .url
-        .as_deref()
-        .unwrap_or("https://api.moltin.com")
-        .trim();
+    let url = raw.url.as_deref().unwrap_or(DEFAULT_URL).trim();
     let target = if url == "sandbox" {
         UpstreamTarget::Sandbox
     } else {
@@ -130,13 +131,13 @@ fn upstream_target(url: &str) -> Result<UpstreamTarget> {
     let uri: http::Uri = url.parse().map_err(|_| {
         ConfigError::new(
             key,
-            "expected a URL like https://api.moltin.com or \"sandbox\"",
+            "expected a URL like https://useast.api.elasticpath.com or \"sandbox\"",
         )
     })?;
     let (Some(scheme), Some(authority)) = (uri.scheme().cloned(), uri.authority().cloned()) else {
         return Err(ConfigError::new(
             key,
-            "expected an absolute URL like https://api.moltin.com or \"sandbox\"",
+            "expected an absolute URL like https://useast.api.elasticpath.com or \"sandbox\"",
         ));
     };
     if !matches!(uri.path(), "" | "/") || uri.query().is_some() {
@@ -158,4 +159,33 @@ fn upstream_target(url: &str) -> Result<UpstreamTarget> {
         _ => return Err(ConfigError::new(key, "expected an https URL")),
     }
     Ok(UpstreamTarget::Remote(scheme, authority))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn target(url: Option<&str>) -> String {
+        let mut raw = RawUpstream {
+            url: url.map(str::to_owned),
+            ..RawUpstream::default()
+        };
+        raw.auth.token = Some("a-static-store-token".to_owned().into());
+        match upstream_config(raw).expect("accepted").target {
+            UpstreamTarget::Remote(scheme, authority) => format!("{scheme}://{authority}"),
+            UpstreamTarget::Sandbox => "sandbox".into(),
+        }
+    }
+
+    #[test]
+    fn current_hosts_by_default_and_the_2020_host_still_accepted() {
+        assert_eq!(target(None), "https://useast.api.elasticpath.com");
+        for url in [
+            "https://useast.api.elasticpath.com",
+            "https://euwest.api.elasticpath.com",
+            "https://api.moltin.com",
+        ] {
+            assert_eq!(target(Some(url)), url);
+        }
+    }
 }

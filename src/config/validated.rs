@@ -1,6 +1,7 @@
 //! The whole validated configuration and its conversion from the raw form, which delegates
 //! each section to its own file and checks what spans sections (sandbox listeners, routes).
 
+use crate::payment::GatewayPolicy;
 use crate::route::RoutePattern;
 
 use super::audit::{AuditConfig, audit_config};
@@ -10,7 +11,7 @@ use super::idempotency::{IdempotencyConfig, idempotency_config};
 use super::limits::{LimitsConfig, limits_config};
 use super::log::{LogConfig, log_config};
 use super::parse::socket_addr;
-use super::raw::RawConfig;
+use super::raw::{RawConfig, RawPayments};
 use super::server::{AdminConfig, ServerConfig, server_config};
 use super::upstream::{UpstreamConfig, UpstreamTarget, upstream_config};
 use super::{ConfigError, Result};
@@ -33,7 +34,12 @@ pub struct Config {
 
 #[derive(Debug)]
 pub struct PaymentsConfig {
+    /// `payments.gateways`: the gateways the store uses; any other is refused.
     pub gateways: Vec<String>,
+    /// `payments.raw_card_gateways`: those that may take raw card fields.
+    pub raw_card_gateways: Vec<String>,
+    /// The two lists, resolved against the gateway table.
+    pub policy: GatewayPolicy,
 }
 
 impl TryFrom<RawConfig> for Config {
@@ -79,16 +85,7 @@ impl TryFrom<RawConfig> for Config {
         let audit = audit_config(raw.audit)?;
         let mut log = log_config(raw.log)?;
         log.sandbox = matches!(upstream.target, UpstreamTarget::Sandbox);
-        let gateways = raw
-            .payments
-            .gateways
-            .unwrap_or_else(|| vec!["card_connect".to_string()]);
-        if gateways.is_empty() || gateways.iter().any(|g| g.is_empty()) {
-            return Err(ConfigError::new(
-                "payments.gateways",
-                "expected a non-empty list of gateway names, e.g. [\"card_connect\"]",
-            ));
-        }
+        let payments = payments_config(raw.payments)?;
         Ok(Config {
             server,
             admin,
@@ -99,8 +96,30 @@ impl TryFrom<RawConfig> for Config {
             limits,
             audit,
             log,
-            payments: PaymentsConfig { gateways },
+            payments,
             idempotency,
         })
     }
+}
+
+/// The gateway lists. Unset, they keep the 2020 behaviour: `card_connect` only, taking raw
+/// card fields.
+fn payments_config(raw: RawPayments) -> Result<PaymentsConfig> {
+    let gateways = raw
+        .gateways
+        .unwrap_or_else(|| vec!["card_connect".to_string()]);
+    let raw_card_gateways = raw.raw_card_gateways.unwrap_or_else(|| {
+        gateways
+            .iter()
+            .filter(|g| *g == "card_connect")
+            .cloned()
+            .collect()
+    });
+    let policy = GatewayPolicy::new(&gateways, &raw_card_gateways)
+        .map_err(|e| ConfigError::new(e.key(), e.to_string()))?;
+    Ok(PaymentsConfig {
+        gateways,
+        raw_card_gateways,
+        policy,
+    })
 }

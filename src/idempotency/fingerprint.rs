@@ -4,7 +4,8 @@
 //! HMAC-SHA-256 with the card-fingerprint key over the route kind, the order (and, for a
 //! transaction action, the transaction and the action) and the canonical request fields.
 //! The card enters only as its keyed fingerprint plus expiry, never the PAN or the CVV, so
-//! the upstream body (which holds both) is never hashed. Every variable-length field is
+//! the upstream body (which holds both) is never hashed; the other members (amount, token,
+//! options) enter as their canonical bytes, which hold no card data. Every variable-length field is
 //! length-prefixed, so no two different requests feed the same bytes.
 
 use smallvec::SmallVec;
@@ -25,19 +26,18 @@ pub(crate) fn payment_fingerprint(
     mac.field(order.as_bytes());
     mac.field(request.gateway.as_bytes());
     mac.field(request.method.as_str().as_bytes());
+    // Amount, token and options; for the token form this stands in for the card.
+    mac.field(&request.canonical_fields());
     match (&request.data, card) {
         (PaymentData::Card(c), Some(fingerprint)) => {
             mac.field(b"card");
             mac.field(fingerprint);
             mac.field(&[c.month]);
             mac.field(&c.year.to_le_bytes());
-            mac.field(c.first_name.as_bytes());
-            mac.field(c.last_name.as_bytes());
+            mac.field(c.first_name.as_deref().unwrap_or_default().as_bytes());
+            mac.field(c.last_name.as_deref().unwrap_or_default().as_bytes());
         }
-        (PaymentData::Token { payment }, _) => {
-            mac.field(b"token");
-            mac.field(payment.as_bytes());
-        }
+        (PaymentData::Token, _) => mac.field(b"token"),
         // A card without its fingerprint cannot be told apart from another card: give it
         // a fingerprint nothing else has.
         (PaymentData::Card(_), None) => mac.field(uuid::Uuid::now_v7().as_bytes()),
@@ -86,7 +86,7 @@ impl Parts {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::payment::YearMonth;
+    use crate::payment::{GatewayPolicy, YearMonth};
 
     const ORDER: uuid::Uuid = uuid::Uuid::from_u128(0x7d3c1a52_9e4f_4b8a_8c6d_2e5f4a3b1c0d);
 
@@ -97,7 +97,8 @@ mod tests {
             "verification_value":"{cvv}"}}}}"#
         );
         let gateways = ["card_connect".to_string()];
-        PaymentRequest::parse(body.as_bytes(), &gateways, YearMonth::now_utc()).unwrap()
+        let policy = GatewayPolicy::new(&gateways, &gateways).unwrap();
+        PaymentRequest::parse(body.as_bytes(), &policy, YearMonth::now_utc()).unwrap()
     }
 
     fn fp(hasher: &KeyedHash, request: &PaymentRequest) -> Digest {

@@ -99,7 +99,7 @@ pub(crate) fn matching_transaction(
         Probe::Created { gateway, kind } => transactions
             .into_iter()
             .filter(|t| gateway.is_none() || t["gateway"].as_str() == gateway.as_deref())
-            .filter(|t| transaction_type(t) == Some(kind.as_str()))
+            .filter(|t| same_method(t, kind))
             .filter_map(|t| Some((created_at(&t)?, t)))
             .filter(|(created, _)| *created >= since)
             .max_by_key(|(created, _)| *created)
@@ -110,13 +110,6 @@ pub(crate) fn matching_transaction(
     })
 }
 
-/// A transaction's type: the API's responses have used both spellings of the key.
-fn transaction_type(t: &Value) -> Option<&str> {
-    t["transaction_type"]
-        .as_str()
-        .or_else(|| t["transaction-type"].as_str())
-}
-
 /// When a transaction was created: `meta.timestamps.created_at` (older answers put it at
 /// `meta.created_at`).
 fn created_at(t: &Value) -> Option<SystemTime> {
@@ -124,6 +117,16 @@ fn created_at(t: &Value) -> Option<SystemTime> {
         .as_str()
         .or_else(|| t["meta"]["created_at"].as_str())?;
     humantime::parse_rfc3339_weak(created).ok()
+}
+
+/// Whether transaction `t` is of payment method `method`. The spec names the member
+/// `transaction-type`, today's answers `transaction_type` (the 2019 ones carried both), and
+/// setups come back as `purchase-setup` for the method `purchase_setup`.
+fn same_method(t: &Value, method: &str) -> bool {
+    let kind = t["transaction_type"]
+        .as_str()
+        .or_else(|| t["transaction-type"].as_str());
+    kind.is_some_and(|k| k.replace('-', "_") == method)
 }
 
 /// The answer to a transaction list request was not a transaction list.
@@ -233,5 +236,22 @@ mod tests {
             let got = found.as_ref().and_then(|t| t["id"].as_str());
             assert_eq!(got, *want, "{name}");
         }
+    }
+
+    #[test]
+    fn todays_member_name_and_hyphenated_setups_match() {
+        let sent = 1_767_225_610_000;
+        let list = json!({"data": [
+            {"id": "today", "gateway": "card_connect", "transaction_type": "purchase",
+             "meta": {"timestamps": {"created_at": "2026-01-01T00:00:11Z"}}},
+        ]});
+        let body = serde_json::to_vec(&list).unwrap();
+        let found = matching_transaction(&body, &unknown(sent))
+            .unwrap()
+            .unwrap();
+        assert_eq!(found["id"], "today");
+        let setup = json!({"transaction_type": "purchase-setup"});
+        assert!(same_method(&setup, "purchase_setup"));
+        assert!(!same_method(&setup, "purchase"));
     }
 }

@@ -82,7 +82,7 @@ pub(super) fn unknown(parent: Option<&str>, name: &str) -> FieldError {
 /// Whether a client-chosen key is safe to repeat in an error: at most 64 of `[A-Za-z0-9_]`,
 /// starting with a letter or `_`, and no run of three or more digits, so that a PAN, CVV or
 /// year sent as a key is never echoed.
-fn echoable_name(name: &str) -> bool {
+pub(super) fn echoable_name(name: &str) -> bool {
     let bytes = name.as_bytes();
     let starts_ok = bytes
         .first()

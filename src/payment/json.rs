@@ -15,8 +15,11 @@ use zeroize::Zeroizing;
 pub(super) enum Json {
     String(Zeroizing<String>),
     Object(Vec<(String, Json)>),
-    /// Null, booleans, numbers and arrays: always the wrong type here, so their content is
-    /// parsed (nested objects and strings included) and dropped.
+    Array(Vec<Json>),
+    Bool(bool),
+    /// A non-negative integer that fits in 64 bits (amounts are minor units).
+    Unsigned(u64),
+    /// Null, negative and fractional numbers: always the wrong type here.
     Other,
 }
 
@@ -35,16 +38,16 @@ impl<'de> Visitor<'de> for JsonVisitor {
         f.write_str("a JSON value")
     }
 
-    fn visit_bool<E: de::Error>(self, _: bool) -> Result<Json, E> {
-        Ok(Json::Other)
+    fn visit_bool<E: de::Error>(self, v: bool) -> Result<Json, E> {
+        Ok(Json::Bool(v))
     }
 
-    fn visit_i64<E: de::Error>(self, _: i64) -> Result<Json, E> {
-        Ok(Json::Other)
+    fn visit_i64<E: de::Error>(self, v: i64) -> Result<Json, E> {
+        Ok(u64::try_from(v).map_or(Json::Other, Json::Unsigned))
     }
 
-    fn visit_u64<E: de::Error>(self, _: u64) -> Result<Json, E> {
-        Ok(Json::Other)
+    fn visit_u64<E: de::Error>(self, v: u64) -> Result<Json, E> {
+        Ok(Json::Unsigned(v))
     }
 
     fn visit_f64<E: de::Error>(self, _: f64) -> Result<Json, E> {
@@ -64,8 +67,11 @@ impl<'de> Visitor<'de> for JsonVisitor {
     }
 
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Json, A::Error> {
-        while seq.next_element::<Json>()?.is_some() {}
-        Ok(Json::Other)
+        let mut items = Vec::new();
+        while let Some(item) = seq.next_element::<Json>()? {
+            items.push(item);
+        }
+        Ok(Json::Array(items))
     }
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Json, A::Error> {

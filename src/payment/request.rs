@@ -9,6 +9,7 @@
 
 use std::fmt;
 
+use super::canon::Canon;
 use super::card::CardNumber;
 use super::cvv::Cvv;
 use crate::keyed::KeyedHash;
@@ -18,49 +19,60 @@ use crate::keyed::KeyedHash;
 pub enum Method {
     Purchase,
     Authorize,
+    PurchaseSetup,
+    AuthorizeSetup,
+    /// The 2020 API's capture through the payments endpoint; today a transaction action.
     Capture,
 }
 
 impl Method {
+    /// Every method, in the order error messages list them.
+    pub const ALL: [Method; 5] = [
+        Method::Purchase,
+        Method::Authorize,
+        Method::PurchaseSetup,
+        Method::AuthorizeSetup,
+        Method::Capture,
+    ];
+
     /// The wire name, as the API spells it.
     pub fn as_str(self) -> &'static str {
         match self {
             Method::Purchase => "purchase",
             Method::Authorize => "authorize",
+            Method::PurchaseSetup => "purchase_setup",
+            Method::AuthorizeSetup => "authorize_setup",
             Method::Capture => "capture",
         }
     }
 
     /// Exact, case-sensitive match on the wire name.
-    pub(super) fn from_wire(s: &str) -> Option<Self> {
-        [Method::Purchase, Method::Authorize, Method::Capture]
-            .into_iter()
-            .find(|m| m.as_str() == s)
+    pub fn from_wire(s: &str) -> Option<Self> {
+        Method::ALL.into_iter().find(|m| m.as_str() == s)
     }
 }
 
-/// The payment instrument: raw card data, or a gateway token (`"<acctid>|<profileid>"`).
+/// The payment instrument: raw card data, or the token form (a gateway token, a customer,
+/// or nothing at all for `manual` and PayPal; its members are in `PaymentRequest::fields`).
 pub enum PaymentData {
     Card(CardPayment),
-    Token { payment: String },
+    Token,
 }
 
-/// The token is a reusable reference to a stored card, so it is not printed either.
 impl fmt::Debug for PaymentData {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             PaymentData::Card(card) => f.debug_tuple("Card").field(card).finish(),
-            PaymentData::Token { .. } => {
-                f.debug_struct("Token").field("payment", &Redacted).finish()
-            }
+            PaymentData::Token => f.write_str("Token"),
         }
     }
 }
 
-/// A validated raw-card payment.
+/// A validated raw-card payment. The names are `None` for the gateway whose card form had
+/// none (Authorize.Net).
 pub struct CardPayment {
-    pub first_name: String,
-    pub last_name: String,
+    pub first_name: Option<String>,
+    pub last_name: Option<String>,
     pub number: CardNumber,
     pub month: u8,
     pub year: u16,
@@ -101,12 +113,30 @@ impl fmt::Debug for CardPayment {
 }
 
 /// A validated payment request, ready to be re-serialized for the upstream.
-#[derive(Debug)]
 pub struct PaymentRequest {
     /// One of the configured gateways.
     pub gateway: String,
     pub method: Method,
+    /// Minor units (5499 = 54.99), for split and partial payments.
+    pub amount: Option<u64>,
     pub data: PaymentData,
+    /// The gateway's other members (`payment`, `options`, ...), checked, in table order.
+    pub fields: Vec<(String, Canon)>,
+}
+
+/// Tokens are reusable references to stored cards and options hold personal data (e-mail
+/// addresses), so only the member names are printed.
+impl fmt::Debug for PaymentRequest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let names: Vec<&str> = self.fields.iter().map(|(n, _)| n.as_str()).collect();
+        f.debug_struct("PaymentRequest")
+            .field("gateway", &self.gateway)
+            .field("method", &self.method)
+            .field("amount", &self.amount)
+            .field("data", &self.data)
+            .field("fields", &names)
+            .finish()
+    }
 }
 
 impl PaymentRequest {
@@ -114,8 +144,13 @@ impl PaymentRequest {
     pub fn card(&self) -> Option<&CardPayment> {
         match &self.data {
             PaymentData::Card(card) => Some(card),
-            PaymentData::Token { .. } => None,
+            PaymentData::Token => None,
         }
+    }
+
+    /// The member `name` of the body, if it was sent (e.g. `payment`).
+    pub fn field(&self, name: &str) -> Option<&Canon> {
+        self.fields.iter().find(|(n, _)| n == name).map(|(_, v)| v)
     }
 }
 

@@ -6,13 +6,17 @@
 use zeroize::Zeroizing;
 
 use super::calendar::{YearMonth, check_expiry, parse_month, parse_year};
+use super::canon::Canon;
 use super::card::{Brand, CardNumber};
 use super::cvv::Cvv;
 use super::field_error::{
     FieldError, duplicate, invalid_type, malformed, missing, source, unknown,
 };
+use super::gateway::{Gateway, Names, method_list};
 use super::json::{Fields, Json, Slot};
+use super::policy::GatewayPolicy;
 use super::request::{CardPayment, Method, PaymentData, PaymentRequest};
+use super::token_form::{AMOUNT, refuse_rest, take_fields};
 
 /// The raw-card fields: any of them makes the body a card payment.
 const CARD_FIELDS: [&str; 6] = [
@@ -24,25 +28,16 @@ const CARD_FIELDS: [&str; 6] = [
     "verification_value",
 ];
 
-/// Every field accepted inside `data`; anything else is an unknown field.
-const KNOWN_FIELDS: [&str; 9] = [
-    "gateway",
-    "method",
-    "first_name",
-    "last_name",
-    "number",
-    "month",
-    "year",
-    "verification_value",
-    "payment",
-];
+/// What one form yields: the payment data and the gateway's other members.
+type Form = (Option<PaymentData>, Vec<(String, Canon)>);
 
 impl PaymentRequest {
-    /// Parses and validates a payment body, collecting one error per bad field (see README.md,
-    /// Architecture). `today` decides expiry, so tests can pin it.
+    /// Parses and validates a payment body against the gateway table and the store's
+    /// policy, collecting one error per bad field (see README.md, Architecture). `today`
+    /// decides expiry, so tests can pin it.
     pub fn parse(
         body: &[u8],
-        allowed_gateways: &[String],
+        policy: &GatewayPolicy,
         today: YearMonth,
     ) -> Result<PaymentRequest, Vec<FieldError>> {
         let root: Json = serde_json::from_slice(body).map_err(|e| vec![malformed(&e)])?;
@@ -52,7 +47,7 @@ impl PaymentRequest {
         };
         DataParser {
             fields,
-            allowed_gateways,
+            policy,
             today,
             errors,
         }
@@ -94,45 +89,43 @@ fn take_data(root: Json, errors: &mut Vec<FieldError>) -> Option<Fields> {
 /// Validates the members of `data`, field by field.
 struct DataParser<'a> {
     fields: Fields,
-    allowed_gateways: &'a [String],
+    policy: &'a GatewayPolicy,
     today: YearMonth,
     errors: Vec<FieldError>,
 }
 
 impl DataParser<'_> {
     fn run(mut self) -> Result<PaymentRequest, Vec<FieldError>> {
-        let has_token = self.fields.contains("payment");
         let has_card = CARD_FIELDS.iter().any(|f| self.fields.contains(f));
-
+        let mixed = has_card && self.fields.contains("payment");
         let gateway = self.gateway();
         let method = self.method();
-        let data = match (has_token, has_card) {
-            (true, true) => {
-                self.errors.push(FieldError::new(
-                    "data",
-                    "Mixed payment forms",
-                    "send either the card fields or `payment`, not both",
-                ));
-                None
-            }
-            (true, false) => self.token(),
-            (false, _) => self.card(),
+        let amount = self.amount();
+        if mixed {
+            self.errors.push(FieldError::new(
+                "data",
+                "Mixed payment forms",
+                "send either the card fields or `payment`, not both",
+            ));
+        }
+        // Without a known gateway (or with both forms) the rest cannot be checked.
+        let (Some(gateway), false) = (gateway, mixed) else {
+            return Err(self.errors);
         };
-        let unknown: Vec<FieldError> = self
-            .fields
-            .unknown(&KNOWN_FIELDS)
-            .map(|name| unknown(Some("data"), name))
-            .collect();
-        self.errors.extend(unknown);
-
-        match (gateway, method, data) {
-            (Some(gateway), Some(method), Some(data)) if self.errors.is_empty() => {
-                Ok(PaymentRequest {
-                    gateway,
-                    method,
-                    data,
-                })
-            }
+        let (data, fields) = if has_card {
+            self.card_form(gateway, method)
+        } else {
+            self.token_form(gateway, method)
+        };
+        refuse_rest(&self.fields, "data", &mut self.errors);
+        match (method, data) {
+            (Some(method), Some(data)) if self.errors.is_empty() => Ok(PaymentRequest {
+                gateway: gateway.name.to_owned(),
+                method,
+                amount,
+                data,
+                fields,
+            }),
             _ => {
                 debug_assert!(!self.errors.is_empty(), "a rejected field must report why");
                 Err(self.errors)
@@ -140,15 +133,16 @@ impl DataParser<'_> {
         }
     }
 
-    fn gateway(&mut self) -> Option<String> {
+    fn gateway(&mut self) -> Option<&'static Gateway> {
         let value = self.string("gateway")?;
-        if let Some(gateway) = self.allowed_gateways.iter().find(|g| **g == *value) {
-            return Some(gateway.clone());
+        if let Some(gateway) = self.policy.find(&value) {
+            return Some(gateway);
         }
-        let detail = if self.allowed_gateways.is_empty() {
+        let names = self.policy.names();
+        let detail = if names.is_empty() {
             "no gateway is configured on this proxy".to_owned()
         } else {
-            format!("must be one of: {}", self.allowed_gateways.join(", "))
+            format!("must be one of: {}", names.join(", "))
         };
         self.fail("gateway", "Gateway not allowed", detail)
     }
@@ -156,45 +150,104 @@ impl DataParser<'_> {
     fn method(&mut self) -> Option<Method> {
         let value = self.string("method")?;
         Method::from_wire(&value).or_else(|| {
-            self.fail(
-                "method",
-                "Invalid method",
-                "must be one of: purchase, authorize, capture",
-            )
+            let all = method_list(&Method::ALL);
+            self.fail("method", "Invalid method", format!("must be one of: {all}"))
         })
     }
 
-    /// The token form: `payment` and no card fields (checked by the caller).
-    fn token(&mut self) -> Option<PaymentData> {
-        let mut value = self.string("payment")?;
-        if !valid_token(&value) {
-            return self.fail(
-                "payment",
-                "Invalid payment token",
-                "must be `<acctid>|<profileid>`, each part 1-64 ASCII letters or digits",
-            );
+    /// `amount`, when present: a positive integer in minor units.
+    fn amount(&mut self) -> Option<u64> {
+        match self.fields.take("amount") {
+            Slot::Missing => None,
+            Slot::Duplicate => {
+                self.errors.push(duplicate(source("amount")));
+                None
+            }
+            Slot::Present(Json::Unsigned(n)) if n > 0 => Some(n),
+            Slot::Present(Json::Unsigned(_) | Json::Other) => {
+                self.fail("amount", "Invalid amount", AMOUNT)
+            }
+            Slot::Present(_) => {
+                self.errors
+                    .push(invalid_type(source("amount"), "must be a JSON number"));
+                None
+            }
         }
-        Some(PaymentData::Token {
-            payment: std::mem::take(&mut *value),
-        })
     }
 
-    /// The raw-card form. Every field is checked before any `?`, so all errors are collected.
-    fn card(&mut self) -> Option<PaymentData> {
-        let first_name = self.name("first_name", "Invalid first name");
-        let last_name = self.name("last_name", "Invalid last name");
+    /// The gateway's token form: the members its table row lists.
+    fn token_form(&mut self, gateway: &'static Gateway, method: Option<Method>) -> Form {
+        self.method_allowed(method, gateway.methods, gateway.name, "");
+        let fields = take_fields(&mut self.fields, gateway.fields, "data", &mut self.errors);
+        (Some(PaymentData::Token), fields)
+    }
+
+    /// The raw-card form, where the gateway had one and the policy allows it. Every field
+    /// is checked before any `?`, so all errors are collected.
+    fn card_form(&mut self, gateway: &'static Gateway, method: Option<Method>) -> Form {
+        let Some(raw) = gateway
+            .raw_card
+            .as_ref()
+            .filter(|_| self.policy.raw_card_allowed(gateway))
+        else {
+            return self.card_refused();
+        };
+        self.method_allowed(method, raw.methods, gateway.name, " with card fields");
+        let names = match raw.names {
+            Names::Required => Some((
+                self.name("first_name", "Invalid first name"),
+                self.name("last_name", "Invalid last name"),
+            )),
+            Names::Absent => None,
+        };
         let number = self.number();
         let month = self.month();
         let year = self.year(month);
         let cvv = self.cvv(number.as_ref().map(CardNumber::brand));
-        Some(PaymentData::Card(CardPayment {
-            first_name: first_name?,
-            last_name: last_name?,
-            number: number?,
-            month: month?,
-            year: year?,
-            cvv: cvv?,
-        }))
+        let fields = take_fields(&mut self.fields, raw.fields, "data", &mut self.errors);
+        let (first_name, last_name) = match names {
+            Some((first, last)) => (Some(first), Some(last)),
+            None => (None, None),
+        };
+        let card = || {
+            Some(PaymentData::Card(CardPayment {
+                first_name: first_name.map(|n| n.ok_or(())).transpose().ok()?,
+                last_name: last_name.map(|n| n.ok_or(())).transpose().ok()?,
+                number: number?,
+                month: month?,
+                year: year?,
+                cvv: cvv?,
+            }))
+        };
+        (card(), fields)
+    }
+
+    /// Card fields for a gateway that takes none here: one error, and the body is dropped
+    /// (wiping the card data) without looking further.
+    fn card_refused(&mut self) -> Form {
+        self.errors.push(FieldError::new(
+            "data",
+            "Card data not accepted",
+            "this gateway takes a token (or no instrument) on this proxy, never card fields",
+        ));
+        self.fields = Fields::new(Vec::new());
+        (None, Vec::new())
+    }
+
+    /// Records an error when `method` is not one `gateway` takes (in this form).
+    fn method_allowed(
+        &mut self,
+        method: Option<Method>,
+        allowed: &[Method],
+        gateway: &str,
+        form: &str,
+    ) {
+        if let Some(m) = method
+            && !allowed.contains(&m)
+        {
+            let detail = format!("gateway {gateway} takes{form}: {}", method_list(allowed));
+            self.fail::<()>("method", "Method not supported", detail);
+        }
     }
 
     fn name(&mut self, field: &'static str, title: &'static str) -> Option<String> {
@@ -286,12 +339,4 @@ impl DataParser<'_> {
             .push(FieldError::new(source(field), title, detail));
         None
     }
-}
-
-/// `"<acctid>|<profileid>"`, each part 1-64 ASCII letters or digits.
-fn valid_token(s: &str) -> bool {
-    let part_ok =
-        |p: &str| (1..=64).contains(&p.len()) && p.bytes().all(|b| b.is_ascii_alphanumeric());
-    s.split_once('|')
-        .is_some_and(|(acct, profile)| part_ok(acct) && part_ok(profile))
 }

@@ -179,7 +179,8 @@ impl Phase<'_> {
 }
 
 /// Where a transaction action's outcome shows: a capture or a refund creates a transaction
-/// of that type, a cancel turns the transaction itself `cancelled`.
+/// of that type, a cancel turns the transaction itself `cancelled`, a confirm (after 3-D
+/// Secure or PayPal approval) turns a `pending` one `complete`.
 fn action_probe(action: TransactionAction, ctx: &RequestCtx<'_>) -> Option<Probe> {
     match action {
         TransactionAction::Capture | TransactionAction::Refund => Some(Probe::Created {
@@ -189,6 +190,10 @@ fn action_probe(action: TransactionAction, ctx: &RequestCtx<'_>) -> Option<Probe
         TransactionAction::Cancel => Some(Probe::Updated {
             id: ctx.transaction_id()?.to_string(),
             status: "cancelled".to_string(),
+        }),
+        TransactionAction::Confirm => Some(Probe::Updated {
+            id: ctx.transaction_id()?.to_string(),
+            status: "complete".to_string(),
         }),
     }
 }

@@ -234,7 +234,7 @@ impl Pipeline {
         Ok(match ctx.route {
             Route::Payment { .. } => Prepared::Forward(self.payments.validate(ctx, head, body)?),
             Route::Transaction { action, .. } => {
-                let out = transaction::validate(head, body)?;
+                let out = transaction::validate(head, action, body)?;
                 self.fingerprint_transaction(ctx, action, &out.body);
                 Prepared::Forward(out)
             }

@@ -18,12 +18,12 @@ use crate::config::Config;
 use crate::error::{ApiError, FieldError};
 use crate::idempotency::payment_fingerprint;
 use crate::keyed::KeyedHash;
-use crate::payment::{PaymentRequest, YearMonth};
+use crate::payment::{GatewayPolicy, PaymentRequest, YearMonth};
 use crate::upstream::{self, Outgoing};
 
 /// The payment rules, from the config.
 pub(crate) struct PaymentRules {
-    gateways: Vec<String>,
+    gateways: GatewayPolicy,
     /// `audit.fingerprint_key`, absorbed once: card fingerprints and the idempotency
     /// request fingerprint are keyed with it on every payment. Not the chain key, so that
     /// rotating that keeps fingerprints and per-card limits continuous.
@@ -42,7 +42,7 @@ impl AsRef<[u8]> for Wiped {
 impl PaymentRules {
     pub(crate) fn new(config: &Config) -> PaymentRules {
         PaymentRules {
-            gateways: config.payments.gateways.clone(),
+            gateways: config.payments.policy.clone(),
             hasher: KeyedHash::new(config.audit.fingerprint_key.expose_secret()),
         }
     }

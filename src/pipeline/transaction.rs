@@ -1,10 +1,11 @@
-//! Transaction actions, `POST /v2/orders/{uuid}/transactions/{uuid}/{capture,refund,cancel}`:
-//! what they add to the pipeline.
+//! Transaction actions,
+//! `POST /v2/orders/{uuid}/transactions/{uuid}/{capture,refund,cancel,confirm}`: what they
+//! add to the pipeline.
 //!
 //! No card data travels here, but money moves, so the same discipline as payments: they
 //! are audited from admission on (`transaction.rejected` for a refusal, `forwarded` made
 //! durable before the upstream call, then `completed`), and a body, when there is one,
-//! must be JSON.
+//! must be JSON with only the members the action takes.
 
 use bytes::Bytes;
 use http::request::Parts;
@@ -12,7 +13,8 @@ use http::request::Parts;
 use super::context::{Audited, AuditedAction, RequestCtx};
 use super::payment::require_json;
 use crate::audit::AuditLog;
-use crate::error::{ApiError, FieldError};
+use crate::error::ApiError;
+use crate::payment::check_transaction_body;
 use crate::route::TransactionAction;
 use crate::upstream::{self, Outgoing};
 
@@ -29,17 +31,16 @@ pub(crate) fn before_body(
     Ok(())
 }
 
-/// An empty body (as the SDK sends a capture) or a JSON one, forwarded as it came.
-pub(crate) fn validate(head: &Parts, body: Bytes) -> Result<Outgoing, ApiError> {
+/// An empty body (as the SDK sends a capture) or a JSON one whose members the action takes
+/// (`payment::check_transaction_body`), forwarded as it came.
+pub(crate) fn validate(
+    head: &Parts,
+    action: TransactionAction,
+    body: Bytes,
+) -> Result<Outgoing, ApiError> {
     if !body.is_empty() {
         require_json(&head.headers)?;
-        if serde_json::from_slice::<serde::de::IgnoredAny>(&body).is_err() {
-            return Err(ApiError::Validation(vec![FieldError {
-                source: "body".into(),
-                title: "Malformed JSON",
-                detail: "The request body is not valid JSON".into(),
-            }]));
-        }
+        check_transaction_body(action, &body).map_err(ApiError::Validation)?;
     }
     Ok(Outgoing {
         method: head.method.clone(),

@@ -195,6 +195,31 @@ fn cases() -> Vec<Case> {
             "clients[0].id",
         ),
         case(
+            "unknown payment gateway",
+            Box::new(|toml, _| {
+                format!("{toml}\n[payments]\ngateways = [\"card_connect\", \"paypal\"]\n")
+            }),
+            "payments.gateways",
+        ),
+        case(
+            "raw card fields for a gateway that never took them",
+            Box::new(|toml, _| {
+                format!(
+                    "{toml}\n[payments]\ngateways = [\"manual\"]\nraw_card_gateways = [\"manual\"]\n"
+                )
+            }),
+            "payments.raw_card_gateways",
+        ),
+        case(
+            "raw card fields for a gateway not in use",
+            Box::new(|toml, _| {
+                format!(
+                    "{toml}\n[payments]\ngateways = [\"stripe\"]\nraw_card_gateways = [\"card_connect\"]\n"
+                )
+            }),
+            "payments.raw_card_gateways",
+        ),
+        case(
             "unknown client route name",
             set("clients", "routes", "[\"payments\", \"refunds\"]"),
             "clients[0].routes",
@@ -580,7 +605,10 @@ fn production_example_is_valid_with_the_documented_environment() {
     let config = payshim::config::from_toml(&toml, &env)
         .unwrap_or_else(|e| panic!("production example refused: {} {}", e.key, e.message));
     let shown = config.to_string();
-    assert!(shown.contains("https://api.moltin.com"), "{shown}");
+    assert!(
+        shown.contains("https://useast.api.elasticpath.com"),
+        "{shown}"
+    );
     assert!(
         !shown.contains("store-client-secret") && !shown.contains(AUDIT_KEY),
         "{shown}"

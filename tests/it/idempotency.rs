@@ -621,6 +621,7 @@ fn action_request(payshim: &Payshim, action: &str, key: &str) -> Request<Bytes> 
     let body = match action {
         "refund" => r#"{"data":{"amount":1000}}"#,
         "cancel" => r#"{"data":{"reason":"duplicate"}}"#,
+        "confirm" => r#"{"data":{}}"#,
         _ => "",
     };
     let mut req = Request::post(payshim.url(&format!(
@@ -636,10 +637,10 @@ fn action_request(payshim: &Payshim, action: &str, key: &str) -> Request<Bytes> 
 
 /// A transaction action with a key stalls past the timeout: a retry is held, then gets
 /// what the order's transactions show of it (a new capture or refund transaction, or the
-/// transaction itself `cancelled`), and nothing is sent twice.
+/// transaction itself `cancelled` or, after a confirm, `complete`), and nothing is sent twice.
 #[tokio::test]
 async fn unknown_outcome_of_transaction_actions_resolves_from_the_transactions() {
-    for action in ["capture", "refund", "cancel"] {
+    for action in ["capture", "refund", "cancel", "confirm"] {
         let list = Arc::new(std::sync::Mutex::new(json!([])));
         let (world, payshim) = stalling_action_world(list.clone()).await;
         let key = format!("{action}-stalled");
@@ -650,10 +651,10 @@ async fn unknown_outcome_of_transaction_actions_resolves_from_the_transactions()
         assert_eq!(posts(&world), 1, "{action}");
         // The list shows the action's effect.
         let mut shown = transaction(ORDER, action);
-        if action == "cancel" {
+        if action == "cancel" || action == "confirm" {
             shown = transaction(ORDER, "purchase");
             shown["id"] = json!(TRANSACTION);
-            shown["status"] = json!("cancelled");
+            shown["status"] = json!(if action == "cancel" { "cancelled" } else { "complete" });
         }
         *list.lock().expect("list") = json!([transaction(ORDER, "authorize"), shown]);
         let resolved = send(&payshim, action_request(&payshim, action, &key)).await;

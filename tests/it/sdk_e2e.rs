@@ -1,196 +1,44 @@
-//! End to end with the real official SDK (issue 4): `@moltin/sdk` (pinned by
-//! tests/sdk/package-lock.json) pays through payshim exactly as its documentation shows,
-//! `gateway({ client_id, host })` then `Orders.Payment(orderId, {...})`, with only `host`
-//! changed and the test CA trusted through `NODE_EXTRA_CA_CERTS`.
+//! End to end with the real official SDKs (issues 4, 15 and 18): `@moltin/sdk` 36.0.0 and
+//! `@elasticpath/js-sdk` 35.0.0 (pinned by tests/sdk/package-lock.json) pay through payshim
+//! exactly as their documentation shows, `gateway({ client_id, host })` then
+//! `Orders.Payment(orderId, {...})`, with only `host` changed and the test CA trusted
+//! through `NODE_EXTRA_CA_CERTS` (tests/sdk/pay.mjs).
+//!
+//! Both SDKs: the token exchange, a card_connect payment, a Stripe token payment, capture
+//! and refund; the SDK's resend after payshim's 401 (with a new token) charges once. Its
+//! resends after a 429: sdk_retry.rs. The runner: support/sdk_run.rs.
 //!
 //! Needs node and npm (never skipped: the test fails with a message if they are missing).
-//! It runs `npm ci` in tests/sdk when node_modules is not there yet; CI runs
-//! `npm ci --prefix tests/sdk` first.
+//! It runs `npm ci` in tests/sdk when a pinned package is missing (support/node.rs).
 
 use crate::support;
 
-use std::path::{Path, PathBuf};
-use std::process::Stdio;
+use std::path::Path;
 use std::time::Duration;
 
 use http::Method;
 use serde_json::{Value, json};
-use tokio::process::Command;
 
-use support::payshim::{ORDER, Payshim, SESSION_KEY, UPSTREAM_TOKEN, base_config, toml_str};
-use support::{TestPki, Upstream, moltin_like};
+use support::node::Sdk;
+use support::payshim::{ORDER, SESSION_KEY, UPSTREAM_TOKEN};
+use support::sdk_run::{SdkRun, pay_with_sdk, run_sdk, sdk_config, upstream_calls};
+use support::upstream::transaction;
+use support::{Handler, Recorded, Reply, TestPki, Upstream, moltin_like};
 
-/// The pinned SDK version (tests/sdk/package.json).
-const SDK_VERSION: &str = "36.0.0";
-const PUBLIC_ID: &str = "pk-sdk-e2e-6a5b4c3d2e1f";
-
-fn sdk_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests")
-        .join("sdk")
-}
-
-/// `program --version`, or a clear failure when it is not installed.
-async fn require_tool(program: &str) -> String {
-    let out = Command::new(program)
-        .arg("--version")
-        .stdin(Stdio::null())
-        .output()
-        .await
-        .unwrap_or_else(|e| {
-            panic!(
-                "`{program}` is required for the SDK end-to-end test and could not be run ({e}); \
-                 install Node.js 18+ with npm"
-            )
-        });
-    assert!(
-        out.status.success(),
-        "`{program} --version` failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).trim().to_string()
-}
-
-/// Installs the locked SDK (`npm ci`) unless it is already there. Serialized: the tests of
-/// this file run in parallel and must not run two installs in the same folder.
-async fn ensure_sdk_installed() {
-    static INSTALL: std::sync::Mutex<()> = std::sync::Mutex::new(());
-    let _one_at_a_time = INSTALL.lock().unwrap_or_else(|e| e.into_inner());
-    let dir = sdk_dir();
-    let installed = dir
-        .join("node_modules")
-        .join("@moltin")
-        .join("sdk")
-        .join("package.json");
-    if !installed.exists() {
-        // Blocking on purpose (under the lock); nothing else runs on this test's runtime yet.
-        let out = std::process::Command::new("npm")
-            .args(["ci", "--no-audit", "--no-fund"])
-            .current_dir(&dir)
-            .stdin(Stdio::null())
-            .output()
-            .expect("run npm ci");
-        assert!(
-            out.status.success(),
-            "`npm ci` in {} failed:\n{}\n{}",
-            dir.display(),
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-    let package: Value = serde_json::from_str(
-        &std::fs::read_to_string(&installed).expect("read the installed SDK's package.json"),
-    )
-    .expect("SDK package.json is JSON");
-    assert_eq!(
-        package["version"], SDK_VERSION,
-        "installed @moltin/sdk is not the pinned version; run `npm ci` in tests/sdk"
-    );
-}
-
-/// The `sdk-request {json}` trace lines pay.mjs writes to stderr.
-fn sdk_requests(stderr: &str) -> Vec<Value> {
-    stderr
-        .lines()
-        .filter_map(|l| l.strip_prefix("sdk-request "))
-        .map(|j| serde_json::from_str(j).expect("trace line is JSON"))
-        .collect()
-}
-
-/// What one run of pay.mjs against payshim produced.
-struct SdkRun {
-    /// node's stdout and stderr, for failure messages.
-    report: String,
-    /// The last JSON line on stdout: the SDK's result.
-    result: Value,
-    /// The requests the SDK made (pay.mjs's trace).
-    sent: Vec<Value>,
-    /// `localhost:PORT` of payshim.
-    host: String,
-}
-
-/// Installs the SDK if needed, starts payshim (client `web-sdk` with `PUBLIC_ID`, may only
-/// pay) in front of `upstream`, runs pay.mjs with only the host changed and the test CA
-/// trusted, in a fresh scratch directory, and asserts it succeeded.
-async fn pay_with_sdk(pki: &TestPki, upstream: &Upstream, audit: &Path) -> SdkRun {
-    let scratch = tempfile::tempdir().unwrap();
-    pay_with_sdk_in(pki, upstream, audit, SESSION_KEY, scratch.path()).await
-}
-
-/// `pay_with_sdk` with a given session key, running node in `workdir` (where the SDK
-/// keeps its token between runs, in ./localStorage).
-async fn pay_with_sdk_in(
-    pki: &TestPki,
-    upstream: &Upstream,
-    audit: &Path,
-    session_key: &str,
-    workdir: &Path,
-) -> SdkRun {
-    let node = require_tool("node").await;
-    require_tool("npm").await;
-    ensure_sdk_installed().await;
-
-    let mut toml = base_config(pki, &upstream.url(), audit);
-    toml.push_str(&format!(
-        r#"
-[auth]
-session_key = {key}
-
-[[clients]]
-id = "web-sdk"
-public_id = "{PUBLIC_ID}"
-routes = ["payments"]
-"#,
-        key = toml_str(session_key)
-    ));
-    let payshim = Payshim::start(&toml).await;
-    let host = format!("localhost:{}", payshim.addr.port());
-
-    let run = Command::new("node")
-        .arg(sdk_dir().join("pay.mjs"))
-        .args([host.as_str(), PUBLIC_ID, ORDER])
-        .current_dir(workdir)
-        .env("NODE_EXTRA_CA_CERTS", &pki.ca_path)
-        .stdin(Stdio::null())
-        .kill_on_drop(true)
-        .output();
-    let out = tokio::time::timeout(Duration::from_secs(60), run)
-        .await
-        .expect("node pay.mjs finished within 60 s")
-        .expect("run node");
-    payshim.stop().await;
-    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
-    let report = format!("node {node}\n--- stdout\n{stdout}\n--- stderr\n{stderr}");
-    assert!(
-        out.status.success(),
-        "pay.mjs failed: {}\n{report}",
-        out.status
-    );
-    let result: Value = stdout
-        .lines()
-        .rev()
-        .find_map(|l| serde_json::from_str(l).ok())
-        .unwrap_or_else(|| panic!("no JSON result on stdout\n{report}"));
-    SdkRun {
-        sent: sdk_requests(&stderr),
-        report,
-        result,
-        host,
-    }
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn official_sdk_pays_through_payshim() {
+/// One purchase with `sdk`: what the SDK sent, and that the upstream got exactly the
+/// payment, with the store's token and the canonical body.
+async fn sdk_pays_through_payshim(sdk: Sdk) {
     let pki = TestPki::new();
     let upstream = Upstream::start(&pki, moltin_like()).await;
     let audit = tempfile::tempdir().unwrap();
+    let run = pay_with_sdk(&pki, &upstream, audit.path(), sdk).await;
     let SdkRun {
         report,
         result,
         sent,
         host,
-    } = pay_with_sdk(&pki, &upstream, audit.path()).await;
+        ..
+    } = &run;
 
     // The SDK resolved with the transaction the upstream created.
     assert_eq!(result["data"]["type"], "transaction", "{report}");
@@ -223,9 +71,9 @@ async fn official_sdk_pays_through_payshim() {
         auth.starts_with("Bearer ps1."),
         "the SDK did not use payshim's session token: {auth}"
     );
-    for request in &sent {
+    for request in sent {
         assert_eq!(request["headers"]["x-moltin-sdk-language"], "JS");
-        assert_eq!(request["headers"]["x-moltin-sdk-version"], SDK_VERSION);
+        assert_eq!(request["headers"]["x-moltin-sdk-version"], sdk.version());
     }
     assert_eq!(sent[1]["headers"]["x-moltin-application"], "epcc sdk");
     assert_eq!(sent[1]["headers"]["content-type"], "application/json");
@@ -233,18 +81,10 @@ async fn official_sdk_pays_through_payshim() {
     // What reached the upstream: exactly the payment, with the store's token and the
     // canonical card body, never the token exchange.
     let recorded = upstream.requests();
-    let paths: Vec<String> = recorded
-        .iter()
-        .map(|r| format!("{} {}", r.method, r.path))
-        .collect();
     assert_eq!(
-        paths,
+        upstream_calls(&upstream),
         vec![format!("POST /v2/orders/{ORDER}/payments")],
         "{report}"
-    );
-    assert!(
-        recorded.iter().all(|r| !r.path.starts_with("/oauth")),
-        "the SDK's token exchange reached the upstream"
     );
     let req = &recorded[0];
     assert_eq!(req.method, Method::POST);
@@ -282,57 +122,45 @@ async fn official_sdk_pays_through_payshim() {
     assert_eq!(req.header("x-moltin-sdk-language").as_deref(), Some("JS"));
     assert_eq!(
         req.header("x-moltin-sdk-version").as_deref(),
-        Some(SDK_VERSION)
+        Some(sdk.version())
     );
     assert_eq!(
         req.header("x-moltin-application").as_deref(),
         Some("epcc sdk")
     );
-    println!(
-        "SDK {SDK_VERSION} sent: {}\nupstream received headers: {:?}",
-        serde_json::to_string_pretty(&sent).unwrap(),
-        req.headers
-            .iter()
-            .filter(|(n, _)| n.as_str() != "authorization")
-            .collect::<Vec<_>>()
-    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn sdk_resends_after_payshims_401_and_the_payment_is_made_once() {
-    // The SDK keeps its token between runs. A token from another deployment (another
-    // session key) is refused with 401 before anything goes upstream; the SDK then fetches
-    // a new token and resends, and the store is charged exactly once.
+async fn moltin_sdk_pays_through_payshim() {
+    sdk_pays_through_payshim(Sdk::Moltin).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn elasticpath_sdk_pays_through_payshim() {
+    sdk_pays_through_payshim(Sdk::ElasticPath).await;
+}
+
+/// The SDK keeps its token between runs. A token from another deployment (another
+/// session key) is refused with 401 before anything goes upstream; the SDK then fetches a
+/// new token and resends, and the store is charged exactly once.
+async fn sdk_resends_after_payshims_401(sdk: Sdk) {
     const OTHER_SESSION_KEY: &str = "other-session-key-sdk-9f8e7d6c5b4a39281706f5e4d3c2b1a0";
     let pki = TestPki::new();
     let upstream = Upstream::start(&pki, moltin_like()).await;
     let audit = tempfile::tempdir().unwrap();
     let workdir = tempfile::tempdir().unwrap();
-    let first = pay_with_sdk_in(
-        &pki,
-        &upstream,
-        audit.path(),
-        OTHER_SESSION_KEY,
-        workdir.path(),
-    )
-    .await;
+    let routes = r#"["payments"]"#;
+    let old = sdk_config(&pki, &upstream, audit.path(), OTHER_SESSION_KEY, routes);
+    let first = run_sdk(&pki, &old, sdk, "pay", workdir.path()).await;
     assert_eq!(first.sent.len(), 2, "{}", first.report);
     assert_eq!(upstream.count(), 1);
 
-    let second = pay_with_sdk_in(&pki, &upstream, audit.path(), SESSION_KEY, workdir.path()).await;
+    let current = sdk_config(&pki, &upstream, audit.path(), SESSION_KEY, routes);
+    let second = run_sdk(&pki, &current, sdk, "pay", workdir.path()).await;
     let report = &second.report;
-    let calls: Vec<String> = second
-        .sent
-        .iter()
-        .map(|r| {
-            let url = r["url"].as_str().unwrap_or_default();
-            let path = url.split_once(&second.host).map_or(url, |(_, p)| p);
-            format!("{} {path}", r["method"].as_str().unwrap_or_default())
-        })
-        .collect();
     let payment = format!("POST /v2/orders/{ORDER}/payments");
     assert_eq!(
-        calls,
+        second.calls(),
         vec![
             payment.clone(),
             "POST /oauth/access_token".to_string(),
@@ -340,14 +168,133 @@ async fn sdk_resends_after_payshims_401_and_the_payment_is_made_once() {
         ],
         "stored token, 401, new token, resend\n{report}"
     );
+    assert_eq!(second.statuses, vec![401, 200, 201], "{report}");
     assert_eq!(second.result["data"]["type"], "transaction", "{report}");
     // One payment upstream per run: the refused attempt never left payshim.
-    let paths: Vec<String> = upstream
-        .requests()
-        .iter()
-        .map(|r| format!("{} {}", r.method, r.path))
-        .collect();
-    assert_eq!(paths, vec![payment.clone(), payment], "{report}");
+    assert_eq!(
+        upstream_calls(&upstream),
+        vec![payment.clone(), payment],
+        "{report}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn moltin_sdk_resends_after_payshims_401_and_the_payment_is_made_once() {
+    sdk_resends_after_payshims_401(Sdk::Moltin).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn elasticpath_sdk_resends_after_payshims_401_and_the_payment_is_made_once() {
+    sdk_resends_after_payshims_401(Sdk::ElasticPath).await;
+}
+
+/// Answers like the API for what the SDK flow sends: payments (a transaction of the
+/// body's gateway and method), capture and refund (the transaction of that action);
+/// everything else as `moltin_like`.
+fn sdk_flow_upstream() -> Handler {
+    let fallback = moltin_like();
+    support::handler(move |req: &Recorded| {
+        let path = req.path.split('?').next().unwrap_or_default();
+        let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
+        match (req.method.as_str(), segments.as_slice()) {
+            ("POST", ["v2", "orders", order, "payments"]) => {
+                let body = req.json();
+                let mut tx = transaction(order, body["data"]["method"].as_str().unwrap_or("x"));
+                tx["gateway"] = body["data"]["gateway"].clone();
+                Reply::json(201, json!({ "data": tx }))
+            }
+            ("POST", ["v2", "orders", order, "transactions", id, action]) => {
+                let mut tx = transaction(order, action);
+                tx["id"] = json!(id);
+                Reply::json(200, json!({ "data": tx }))
+            }
+            _ => fallback(req),
+        }
+    })
+}
+
+/// Token exchange, card payment (authorize), capture, refund and a Stripe token payment,
+/// each reaching the upstream once, in order, with the store token.
+async fn sdk_payment_flow(sdk: Sdk) {
+    let pki = TestPki::new();
+    let upstream = Upstream::start(&pki, sdk_flow_upstream()).await;
+    let audit = tempfile::tempdir().unwrap();
+    let scratch = tempfile::tempdir().unwrap();
+    let mut toml = sdk_config(
+        &pki,
+        &upstream,
+        audit.path(),
+        SESSION_KEY,
+        r#"["payments", "capture", "refund"]"#,
+    );
+    toml.push_str("\n[payments]\ngateways = [\"card_connect\", \"stripe\"]\n");
+    let run = run_sdk(&pki, &toml, sdk, "flow", scratch.path()).await;
+    let (r, report) = (&run.result, &run.report);
+    for step in ["card", "capture", "refund"] {
+        assert_eq!(
+            r[step]["ok"], true,
+            "step {step} failed: {}\n{report}",
+            r[step]
+        );
+    }
+    let tx = r["card"]["result"]["data"]["id"]
+        .as_str()
+        .expect("transaction id");
+    assert_eq!(r["card"]["result"]["data"]["transaction-type"], "authorize");
+    assert_eq!(r["capture"]["result"]["data"]["id"], tx);
+    assert_eq!(r["refund"]["result"]["data"]["transaction-type"], "refund");
+    assert_eq!(
+        run.calls()[0],
+        "POST /oauth/access_token",
+        "the flow starts with the implicit grant\n{report}"
+    );
+    let recorded = upstream.requests();
+    for req in &recorded {
+        assert_eq!(
+            req.header("authorization"),
+            Some(format!("Bearer {UPSTREAM_TOKEN}"))
+        );
+    }
+    let payments = format!("POST /v2/orders/{ORDER}/payments");
+    let action = |a: &str| format!("POST /v2/orders/{ORDER}/transactions/{tx}/{a}");
+    let calls = upstream_calls(&upstream);
+    assert_eq!(
+        calls[..3],
+        [payments.clone(), action("capture"), action("refund")],
+        "{report}"
+    );
+    // The SDK sends capture without a body, and the refund amount under `data`.
+    assert!(recorded[1].body.is_empty(), "{report}");
+    assert_eq!(recorded[2].json(), json!({ "data": { "amount": 4999 } }));
+
+    // The Stripe token payment (needs the per-gateway validation of issue 18, item 1).
+    assert_eq!(
+        r["stripe"]["ok"], true,
+        "stripe payment failed: {}\n{report}",
+        r["stripe"]
+    );
+    assert_eq!(r["stripe"]["result"]["data"]["gateway"], "stripe");
+    assert_eq!(calls.len(), 4, "{report}");
+    assert_eq!(calls[3], payments);
+    assert_eq!(
+        recorded[3].json(),
+        json!({ "data": {
+            "gateway": "stripe",
+            "method": "purchase",
+            "payment": "tok_visa",
+            "options": { "receipt_email": "ada@example.com" }
+        }})
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn moltin_sdk_payment_flow_through_payshim() {
+    sdk_payment_flow(Sdk::Moltin).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn elasticpath_sdk_payment_flow_through_payshim() {
+    sdk_payment_flow(Sdk::ElasticPath).await;
 }
 
 /// CRC-32 (IEEE), for the gzip trailer.
@@ -436,7 +383,7 @@ async fn sdk_payment_with_a_compressing_upstream_is_audited_with_its_transaction
     )
     .await;
     let audit = tempfile::tempdir().unwrap();
-    let run = pay_with_sdk(&pki, &upstream, audit.path()).await;
+    let run = pay_with_sdk(&pki, &upstream, audit.path(), Sdk::Moltin).await;
     // The SDK itself decodes the answer either way.
     assert_eq!(run.result["data"]["id"], DECLINED_ID, "{}", run.report);
     assert_eq!(upstream.count(), 1);

@@ -27,3 +27,6 @@ pub mod cards;
 pub mod h2abuse;
 pub mod h2raw;
 pub mod load;
+pub mod node;
+pub mod sdk_run;
+pub mod storefront;
