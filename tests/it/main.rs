@@ -15,6 +15,7 @@ mod connections;
 mod core_proxy;
 mod cors;
 mod early_refusals;
+mod gateways;
 mod h2_abuse;
 mod h2_abuse_bench;
 mod idempotency;
