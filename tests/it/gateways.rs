@@ -104,7 +104,7 @@ fn answer(path: &str) -> (u16, String) {
         .and_then(|o| o.rsplit('-').next())
         .and_then(|n| n.parse::<u64>().ok())
         .unwrap_or(0);
-    let status = if last % 2 == 0 { 200 } else { 201 };
+    let status = if last.is_multiple_of(2) { 200 } else { 201 };
     let body = format!(
         r#"{{ "data": {{ "type": "transaction", "id": "5e1d2c3b-4a59-4687-9a1b-{last:012}", "status": "complete", "transaction_type": "purchase" }} }}"#
     );
