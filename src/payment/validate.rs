@@ -193,26 +193,25 @@ impl DataParser<'_> {
             return self.card_refused();
         };
         self.method_allowed(method, raw.methods, gateway.name, " with card fields");
-        let names = match raw.names {
-            Names::Required => Some((
+        let names = (raw.names == Names::Required).then(|| {
+            (
                 self.name("first_name", "Invalid first name"),
                 self.name("last_name", "Invalid last name"),
-            )),
-            Names::Absent => None,
-        };
+            )
+        });
         let number = self.number();
         let month = self.month();
         let year = self.year(month);
         let cvv = self.cvv(number.as_ref().map(CardNumber::brand));
         let fields = take_fields(&mut self.fields, raw.fields, "data", &mut self.errors);
-        let (first_name, last_name) = match names {
-            Some((first, last)) => (Some(first), Some(last)),
-            None => (None, None),
-        };
         let card = || {
+            let (first_name, last_name) = match names {
+                Some((first, last)) => (Some(first?), Some(last?)),
+                None => (None, None),
+            };
             Some(PaymentData::Card(CardPayment {
-                first_name: first_name.map(|n| n.ok_or(())).transpose().ok()?,
-                last_name: last_name.map(|n| n.ok_or(())).transpose().ok()?,
+                first_name,
+                last_name,
                 number: number?,
                 month: month?,
                 year: year?,
