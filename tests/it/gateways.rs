@@ -245,3 +245,51 @@ async fn card_numbers_where_tokens_belong_and_card_fields_for_token_gateways_are
         "a card number in the audit log"
     );
 }
+
+/// Without an `Idempotency-Key` (the SDK sends none), a token payment resent within the
+/// duplicate window is answered from the first one; another token or amount is a new
+/// payment. The token's canonical members stand in for the card fingerprint.
+#[tokio::test]
+async fn the_duplicate_window_covers_token_payments() {
+    let pki = TestPki::new();
+    let upstream = Upstream::start(
+        &pki,
+        handler(|_| Reply::json(200, json!({"data": {"status": "complete"}}))),
+    )
+    .await;
+    let audit = tempfile::tempdir().unwrap();
+    let config = base_config(&pki, &upstream.url(), audit.path());
+    let config = support::payshim::set_key(
+        &config,
+        "idempotency",
+        "duplicate_window",
+        Some("\"10min\""),
+    );
+    let payshim = Payshim::start(&format!("{config}\n[payments]\ngateways = {ALL}\n")).await;
+    let client = payshim.client(HttpVersion::Http1);
+    let order = order(7);
+    let first = r#"{"gateway":"stripe","method":"purchase","payment":"tok_visa","amount":100}"#;
+    let resp = client.send(pay(&payshim, &order, first)).await.unwrap();
+    assert_eq!(resp.status, 200, "{}", resp.text());
+    assert_eq!(resp.header("idempotent-replayed"), None);
+    // The same members in another order: the same payment, replayed.
+    let same = r#"{"amount":100,"payment":"tok_visa","gateway":"stripe","method":"purchase"}"#;
+    let again = client.send(pay(&payshim, &order, same)).await.unwrap();
+    assert_eq!(again.status, 200, "{}", again.text());
+    assert_eq!(again.header("idempotent-replayed").as_deref(), Some("true"));
+    assert_eq!(
+        upstream.count(),
+        1,
+        "a duplicate token payment was charged twice"
+    );
+    for other in [
+        r#"{"gateway":"stripe","method":"purchase","payment":"tok_mastercard","amount":100}"#,
+        r#"{"gateway":"stripe","method":"purchase","payment":"tok_visa","amount":200}"#,
+    ] {
+        let resp = client.send(pay(&payshim, &order, other)).await.unwrap();
+        assert_eq!(resp.status, 200, "{}", resp.text());
+        assert_eq!(resp.header("idempotent-replayed"), None, "{other}");
+    }
+    assert_eq!(upstream.count(), 3);
+    payshim.stop().await;
+}
