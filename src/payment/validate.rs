@@ -179,6 +179,12 @@ impl DataParser<'_> {
     fn token_form(&mut self, gateway: &'static Gateway, method: Option<Method>) -> Form {
         self.method_allowed(method, gateway.methods, gateway.name, "");
         let fields = take_fields(&mut self.fields, gateway.fields, "data", &mut self.errors);
+        for (a, b) in gateway.exclusive {
+            if has_member(&fields, a) && has_member(&fields, b) {
+                let detail = format!("must not be sent together with `{b}`");
+                self.fail::<()>(a, "Conflicting fields", detail);
+            }
+        }
         (Some(PaymentData::Token), fields)
     }
 
@@ -338,4 +344,17 @@ impl DataParser<'_> {
             .push(FieldError::new(source(field), title, detail));
         None
     }
+}
+
+/// Whether the checked members hold `path` (dotted, below `data`).
+fn has_member(fields: &[(String, Canon)], path: &str) -> bool {
+    let (head, rest) = path.split_once('.').unwrap_or((path, ""));
+    fields.iter().any(|(name, value)| {
+        name == head
+            && match (rest, value) {
+                ("", _) => true,
+                (rest, Canon::Object(inner)) => has_member(inner, rest),
+                _ => false,
+            }
+    })
 }
