@@ -126,6 +126,33 @@ mod tests {
         );
     }
 
+    fn token(data: &str) -> Digest {
+        let names: Vec<String> = ["stripe", "card_connect"].map(String::from).to_vec();
+        let policy = GatewayPolicy::new(&names, &[]).unwrap();
+        let body = format!(r#"{{"data":{{{data}}}}}"#);
+        let request = PaymentRequest::parse(body.as_bytes(), &policy, YearMonth::now_utc())
+            .unwrap_or_else(|e| panic!("{data}: {e:?}"));
+        payment_fingerprint(&KeyedHash::new(b"k"), &ORDER, &request, None)
+    }
+
+    #[test]
+    fn token_payments_differ_by_token_amount_and_options_not_by_member_order() {
+        let base = token(r#""gateway":"stripe","method":"purchase","payment":"tok_1","amount":5"#);
+        assert_eq!(
+            base,
+            token(r#""amount":5,"payment":"tok_1","method":"purchase","gateway":"stripe""#)
+        );
+        for other in [
+            r#""gateway":"stripe","method":"purchase","payment":"tok_2","amount":5"#,
+            r#""gateway":"stripe","method":"purchase","payment":"tok_1","amount":6"#,
+            r#""gateway":"stripe","method":"purchase","payment":"tok_1""#,
+            r#""gateway":"stripe","method":"authorize","payment":"tok_1","amount":5"#,
+            r#""gateway":"stripe","method":"purchase","payment":"tok_1","amount":5,"options":{"customer":"c"}"#,
+        ] {
+            assert_ne!(base, token(other), "{other}");
+        }
+    }
+
     #[test]
     fn transaction_fields_are_separate() {
         let h = KeyedHash::new(b"k");

@@ -81,6 +81,8 @@ pub struct Gateway {
     pub(super) methods: &'static [Method],
     /// The members of the token form besides `gateway`, `method` and `amount`.
     pub(super) fields: &'static [Field],
+    /// Pairs of members (dotted paths below `data`) the API refuses together.
+    pub(super) exclusive: &'static [(&'static str, &'static str)],
     pub(super) raw_card: Option<RawCard>,
 }
 
@@ -161,6 +163,7 @@ pub(super) static GATEWAYS: [Gateway; 11] = [
                 ]),
             ),
         ],
+        exclusive: &[],
         raw_card: Some(RawCard {
             names: Names::Required,
             methods: CARD_PURCHASE,
@@ -177,6 +180,7 @@ pub(super) static GATEWAYS: [Gateway; 11] = [
                 Kind::Object(&[opt("customer_payment_profile_id", Kind::Text)]),
             ),
         ],
+        exclusive: &[],
         raw_card: Some(RawCard {
             names: Names::Absent,
             methods: CARD_ALL,
@@ -197,6 +201,7 @@ pub(super) static GATEWAYS: [Gateway; 11] = [
                 ]),
             ),
         ],
+        exclusive: &[],
         raw_card: Some(RawCard {
             names: Names::Required,
             methods: CARD_PURCHASE,
@@ -210,6 +215,7 @@ pub(super) static GATEWAYS: [Gateway; 11] = [
         name: "card_connect",
         methods: WITH_CAPTURE,
         fields: &[req("payment", Kind::AcctProfile)],
+        exclusive: &[],
         raw_card: Some(RawCard {
             names: Names::Required,
             methods: CARD_ALL,
@@ -220,6 +226,7 @@ pub(super) static GATEWAYS: [Gateway; 11] = [
         name: "cyber_source",
         methods: METHODS,
         fields: &[req("payment", Kind::Token), opt("options", Kind::TextMap)],
+        exclusive: &[],
         raw_card: Some(RawCard {
             names: Names::Required,
             methods: CARD_PURCHASE,
@@ -236,6 +243,11 @@ pub(super) static GATEWAYS: [Gateway; 11] = [
             opt("automatic_payment_methods", AUTOMATIC_PAYMENT_METHODS),
             opt("options", Kind::Object(EP_STRIPE_OPTIONS)),
         ],
+        // "Setting both will result in an error" (the Elastic Path Payments guide).
+        exclusive: &[
+            ("payment_method_types", "automatic_payment_methods"),
+            ("payment_method_types", "options.automatic_payment_methods"),
+        ],
         raw_card: None,
     },
     Gateway {
@@ -245,6 +257,7 @@ pub(super) static GATEWAYS: [Gateway; 11] = [
             "paymentmethod_meta",
             Kind::Object(&[opt("custom_reference", Kind::Text), opt("name", Kind::Text)]),
         )],
+        exclusive: &[],
         raw_card: None,
     },
     Gateway {
@@ -269,6 +282,7 @@ pub(super) static GATEWAYS: [Gateway; 11] = [
                 ),
             ]),
         )],
+        exclusive: &[],
         raw_card: None,
     },
     Gateway {
@@ -278,6 +292,7 @@ pub(super) static GATEWAYS: [Gateway; 11] = [
             opt("payment", Kind::Token),
             opt("options", Kind::Object(STRIPE_OPTIONS)),
         ],
+        exclusive: &[],
         raw_card: Some(RawCard {
             names: Names::Required,
             methods: CARD_ALL,
@@ -291,6 +306,7 @@ pub(super) static GATEWAYS: [Gateway; 11] = [
             opt("payment", Kind::Token),
             opt("options", Kind::Object(STRIPE_BASE_OPTIONS)),
         ],
+        exclusive: &[],
         raw_card: None,
     },
     Gateway {
@@ -300,6 +316,7 @@ pub(super) static GATEWAYS: [Gateway; 11] = [
             opt("payment", Kind::Token),
             opt("options", Kind::Object(STRIPE_BASE_OPTIONS)),
         ],
+        exclusive: &[],
         raw_card: Some(RawCard {
             names: Names::Required,
             methods: CARD_PURCHASE,

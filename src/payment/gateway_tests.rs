@@ -392,6 +392,16 @@ fn invalid_members_name_their_source() {
             &[("data.options.customer", "Unknown field")],
         ),
         (
+            "payment method types with automatic payment methods",
+            r#""gateway":"elastic_path_payments_stripe","method":"purchase","payment_method_types":["card"],"automatic_payment_methods":{"enabled":true}"#,
+            &[("data.payment_method_types", "Conflicting fields")],
+        ),
+        (
+            "payment method types with automatic payment methods in options",
+            r#""gateway":"elastic_path_payments_stripe","method":"purchase","payment_method_types":["card"],"options":{"automatic_payment_methods":{"enabled":true}}"#,
+            &[("data.payment_method_types", "Conflicting fields")],
+        ),
+        (
             "several at once",
             r#""gateway":"stripe","method":"refund","amount":0,"payment":"","options":{"x":1},"y":2"#,
             &[

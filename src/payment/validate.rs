@@ -179,6 +179,12 @@ impl DataParser<'_> {
     fn token_form(&mut self, gateway: &'static Gateway, method: Option<Method>) -> Form {
         self.method_allowed(method, gateway.methods, gateway.name, "");
         let fields = take_fields(&mut self.fields, gateway.fields, "data", &mut self.errors);
+        for (a, b) in gateway.exclusive {
+            if has_member(&fields, a) && has_member(&fields, b) {
+                let detail = format!("must not be sent together with `{b}`");
+                self.fail::<()>(a, "Conflicting fields", detail);
+            }
+        }
         (Some(PaymentData::Token), fields)
     }
 
@@ -193,26 +199,25 @@ impl DataParser<'_> {
             return self.card_refused();
         };
         self.method_allowed(method, raw.methods, gateway.name, " with card fields");
-        let names = match raw.names {
-            Names::Required => Some((
+        let names = (raw.names == Names::Required).then(|| {
+            (
                 self.name("first_name", "Invalid first name"),
                 self.name("last_name", "Invalid last name"),
-            )),
-            Names::Absent => None,
-        };
+            )
+        });
         let number = self.number();
         let month = self.month();
         let year = self.year(month);
         let cvv = self.cvv(number.as_ref().map(CardNumber::brand));
         let fields = take_fields(&mut self.fields, raw.fields, "data", &mut self.errors);
-        let (first_name, last_name) = match names {
-            Some((first, last)) => (Some(first), Some(last)),
-            None => (None, None),
-        };
         let card = || {
+            let (first_name, last_name) = match names {
+                Some((first, last)) => (Some(first?), Some(last?)),
+                None => (None, None),
+            };
             Some(PaymentData::Card(CardPayment {
-                first_name: first_name.map(|n| n.ok_or(())).transpose().ok()?,
-                last_name: last_name.map(|n| n.ok_or(())).transpose().ok()?,
+                first_name,
+                last_name,
                 number: number?,
                 month: month?,
                 year: year?,
@@ -339,4 +344,17 @@ impl DataParser<'_> {
             .push(FieldError::new(source(field), title, detail));
         None
     }
+}
+
+/// Whether the checked members hold `path` (dotted, below `data`).
+fn has_member(fields: &[(String, Canon)], path: &str) -> bool {
+    let (head, rest) = path.split_once('.').unwrap_or((path, ""));
+    fields.iter().any(|(name, value)| {
+        name == head
+            && match (rest, value) {
+                ("", _) => true,
+                (rest, Canon::Object(inner)) => has_member(inner, rest),
+                _ => false,
+            }
+    })
 }

@@ -19,6 +19,7 @@ mod connections;
 mod core_proxy;
 mod cors;
 mod early_refusals;
+mod gateways;
 mod h2_abuse;
 mod h2_abuse_bench;
 mod idempotency;

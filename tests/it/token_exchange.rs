@@ -585,7 +585,7 @@ async fn route_permissions_are_per_client() {
         Request::post(payshim.url(&txn("refund")))
             .header("authorization", format!("Bearer {STOREFRONT_KEY}"))
             .header("content-type", "application/json")
-            .body(Bytes::from_static(br#"{"amount":100}"#))
+            .body(Bytes::from_static(br#"{"data":{"amount":100}}"#))
             .unwrap(),
     )
     .await;

@@ -13,7 +13,7 @@ use http::Request;
 use serde_json::{Value, json};
 
 use support::cards::audit_verify;
-use support::payshim::{ORDER, Payshim, STOREFRONT_KEY, base_config};
+use support::payshim::{ORDER, Payshim, STOREFRONT_KEY, admin_get, base_config};
 use support::{HttpVersion, Reply, TestPki, Upstream, handler, moltin_like};
 
 const TRANSACTION: &str = "3f2a1b0c-4d5e-4f60-8a7b-9c0d1e2f3a4b";
@@ -206,6 +206,15 @@ async fn confirm_and_bodyless_capture_with_200_and_201_answers() {
     assert_eq!(again.status, 201, "{}", again.text());
     assert_eq!(again.headers["idempotent-replayed"], "true");
     assert_eq!(upstream.count(), 4, "the replayed confirm was sent again");
+    // The metrics name the route.
+    let (status, metrics) = admin_get(payshim.admin, "/metrics").await;
+    assert_eq!(status, 200);
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l.contains("route=\"confirm\"") && !l.starts_with('#')),
+        "no confirm series in /metrics:\n{metrics}"
+    );
     payshim.stop().await;
 
     let records = audit_records(&audit_dir.join("payshim.jsonl"));
