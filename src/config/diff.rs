@@ -69,7 +69,10 @@ impl ConfigDiff {
         self.changed
             .iter()
             .map(String::as_str)
-            .filter(|k| !LIVE_KEYS.contains(k) && !(audit_key_live && *k == "audit.key"))
+            .filter(|k| {
+                let live = LIVE_KEYS.contains(k) || (audit_key_live && *k == "audit.key");
+                !live
+            })
             .collect()
     }
 

@@ -22,6 +22,7 @@ mod limits_e2e;
 mod limits_redis;
 mod mtls;
 mod payments;
+mod reload;
 mod sdk_e2e;
 mod shutdown;
 mod soak;
