@@ -45,6 +45,7 @@ use tokio::sync::watch;
 use http::{Request, Response};
 use hyper::body::Incoming;
 
+use crate::audit::{AuditLog, SystemEvent};
 use crate::body::ProxyBody;
 use crate::config::{Config, UpstreamTarget};
 use crate::conn::ConnInfo;
@@ -115,6 +116,17 @@ pub async fn run_with(
         );
     }
     let pipeline = Arc::new(Pipeline::new(&config)?);
+    for warning in config.audit.warnings() {
+        tracing::warn!("{warning}");
+    }
+    audit_system_event(
+        pipeline.audit(),
+        SystemEvent::Started {
+            version: env!("CARGO_PKG_VERSION").to_string(),
+            config_hash: config.hash(),
+        },
+    )
+    .await;
     let (stop_tx, stop_rx) = watch::channel(false);
     let public_addr = listeners.public_addr();
     let admin_addr = listeners.admin_addr();
@@ -166,9 +178,18 @@ pub async fn run_with(
     pipeline.drain(shutdown_grace).await;
     let audit = pipeline.audit().clone();
     drop(pipeline);
+    audit_system_event(&audit, SystemEvent::Stopped).await;
     audit.shutdown().await;
     tracing::info!("payshim stopped");
     Ok(())
+}
+
+/// Writes a start or stop record (PCI DSS 10.2.1). A log that cannot take it is already
+/// unhealthy, refusing payments and failing readiness: that is logged, not fatal.
+async fn audit_system_event(audit: &AuditLog, event: SystemEvent) {
+    if let Err(e) = audit.system_event(event).await {
+        tracing::error!(error = %e, "audit log: the start or stop record was not written");
+    }
 }
 
 impl server::Handler for Pipeline {

@@ -71,10 +71,12 @@ enum AuditCommand {
 /// The chain to read and its key. Of the config, only the `[audit]` table is read.
 #[derive(Args)]
 struct ChainArgs {
-    /// File holding the audit key (a trailing newline is ignored). Default:
-    /// PAYSHIM__AUDIT__KEY, then audit.key of the config.
+    /// File holding an audit key (a trailing newline is ignored); repeat it for a chain
+    /// whose key was rotated, one file per key. Default: PAYSHIM__AUDIT__KEY, then
+    /// audit.key of the config, with PAYSHIM__AUDIT__PREVIOUS_KEYS or
+    /// audit.previous_keys.
     #[arg(long, value_name = "PATH")]
-    key_file: Option<PathBuf>,
+    key_file: Vec<PathBuf>,
     /// Audit files, oldest first. None: the configured log and its rotations.
     files: Vec<PathBuf>,
 }
@@ -218,6 +220,9 @@ fn disable_core_dumps() {
 fn check_config(path: Option<&Path>) -> anyhow::Result<ExitCode> {
     let config = load_config(path)?;
     print!("{config}");
+    for warning in config.audit.warnings() {
+        eprintln!("warning: {warning}");
+    }
     eprintln!("config OK");
     Ok(ExitCode::SUCCESS)
 }
@@ -237,36 +242,42 @@ fn hash_key() -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// The files of the chain (FILES, else the configured log and its rotations) and its key,
-/// from `--key-file`, `PAYSHIM__AUDIT__KEY` or the config's `[audit]` table: an auditor
-/// needs nothing else of the shop's config.
+/// The files of the chain (FILES, else the configured log and its rotations) and its keys,
+/// from the `--key-file`s, else `PAYSHIM__AUDIT__KEY` or the config's `[audit]` table with
+/// the previous keys: an auditor needs nothing else of the shop's config.
 fn audit_chain(
     config: Option<&Path>,
     chain: &ChainArgs,
-) -> anyhow::Result<(Vec<PathBuf>, SecretSlice<u8>)> {
+) -> anyhow::Result<(Vec<PathBuf>, Vec<SecretSlice<u8>>)> {
     let env: HashMap<String, String> = std::env::vars().collect();
     let toml = match config {
         Some(p) => AuditToml::File(p),
         None if Path::new(DEFAULT_CONFIG).exists() => AuditToml::File(Path::new(DEFAULT_CONFIG)),
         None => AuditToml::Text(EMBEDDED_CONFIG),
     };
-    let audit = payshim::audit::load_offline(toml, chain.key_file.as_deref(), &env)?;
+    let audit = payshim::audit::load_offline(toml, &chain.key_file, &env)?;
     let files = if chain.files.is_empty() {
         payshim::audit::chain_files(&audit.path)
             .with_context(|| format!("listing {}", audit.path.display()))?
     } else {
         chain.files.clone()
     };
-    Ok((files, audit.key))
+    Ok((files, audit.keys))
+}
+
+/// Verifies `files` with every key given.
+fn verify(files: &[PathBuf], keys: &[SecretSlice<u8>]) -> Result<VerifyReport, VerifyError> {
+    let keys: Vec<&[u8]> = keys.iter().map(|k| k.expose_secret()).collect();
+    payshim::audit::verify_chain(files, &keys)
 }
 
 fn audit_verify(config: Option<&Path>, chain: &ChainArgs) -> anyhow::Result<ExitCode> {
-    let (files, key) = audit_chain(config, chain)?;
-    match payshim::audit::verify_files(&files, key.expose_secret()) {
+    let (files, keys) = audit_chain(config, chain)?;
+    match verify(&files, &keys) {
         Ok(report) => {
             println!(
-                "OK: {} records in {} file(s), chain intact",
-                report.records, report.files
+                "OK: {} records in {} file(s), chain intact ({} system events, {} key rotations)",
+                report.records, report.files, report.system_events, report.key_rotations
             );
             if report.torn_tail {
                 println!("{TORN_TAIL_NOTE}");
@@ -290,8 +301,8 @@ fn audit_pending(
     chain: &ChainArgs,
     format: Format,
 ) -> anyhow::Result<ExitCode> {
-    let (files, key) = audit_chain(config, chain)?;
-    let verified = payshim::audit::verify_files(&files, key.expose_secret());
+    let (files, keys) = audit_chain(config, chain)?;
+    let verified = verify(&files, &keys);
     if let Err(e) = &verified {
         eprintln!("FAILED: {e}");
         eprintln!("the chain does not verify: the list below cannot be trusted");

@@ -87,6 +87,10 @@ impl ReloadMetrics {
     }
 
     fn register(&self, registry: &mut Registry) {
+        // Both series from the start, so that an alert on the first refusal sees it rise.
+        for result in ["ok", "refused"] {
+            let _ = self.reloads.get_or_create(&ResultLabel { result });
+        }
         registry.register(
             "reloads",
             "Config reloads by result (refused: invalid config or TLS files, or a key that needs a restart changed)",

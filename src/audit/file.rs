@@ -10,9 +10,9 @@ use std::path::{Path, PathBuf};
 
 use tracing::warn;
 
-use super::record::{ChainHead, check_line};
+use super::record::ChainHead;
+use super::resume::{ChainKeys, head_after};
 use super::rotate::{parent_dir, rotated_files};
-use crate::keyed::KeyedHash;
 
 /// Longest last line recovery reads back before giving up on the file.
 const MAX_LINE_BYTES: usize = 1 << 20;
@@ -76,7 +76,7 @@ pub(super) fn cut_back(path: &Path, file: &File, len: u64, committed: u64) -> io
 /// file's length after the cut.
 pub(super) fn recover(
     path: &Path,
-    key: &KeyedHash,
+    keys: &ChainKeys,
     file: &mut File,
     len: u64,
 ) -> Result<(ChainHead, u64), WriteFailure> {
@@ -94,16 +94,9 @@ pub(super) fn recover(
         None => last_rotated_line(path)?,
     };
     let head = match last {
-        None => ChainHead::genesis(),
+        None => ChainHead::genesis(Some(keys.current.id.clone())),
         Some((path, line)) => {
-            let signed = check_line(key, &line).map_err(|e| WriteFailure::BadTail {
-                path: path.clone(),
-                what: e.to_string(),
-            })?;
-            ChainHead::after(&signed).ok_or(WriteFailure::BadTail {
-                path,
-                what: "seq is at its maximum".into(),
-            })?
+            head_after(keys, &line).map_err(|what| WriteFailure::BadTail { path, what })?
         }
     };
     Ok((head, tail.complete_len))

@@ -1,11 +1,13 @@
 //! The audit key and log path for the offline tools (`payshim audit verify`,
 //! `payshim audit pending`).
 //!
-//! An auditor checks a chain on another machine, holding only the audit key: these tools
+//! An auditor checks a chain on another machine, holding only the audit keys: these tools
 //! read nothing of the config but its `[audit]` table, so the TLS files and every other
-//! secret the running proxy needs may be absent. The key comes, first found wins, from
-//! `--key-file`, `PAYSHIM__AUDIT__KEY`, then `audit.key` in the config file; the path from
-//! `PAYSHIM__AUDIT__PATH`, then `audit.path`, then the proxy's default.
+//! secret the running proxy needs may be absent. The keys come from the `--key-file`s
+//! (repeatable: one per key the chain was signed with, across rotations) if any is
+//! given; else `PAYSHIM__AUDIT__KEY`, then `audit.key` in the config file, together with
+//! `PAYSHIM__AUDIT__PREVIOUS_KEYS` (comma-separated), then `audit.previous_keys`. The
+//! path comes from `PAYSHIM__AUDIT__PATH`, then `audit.path`, then the proxy's default.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -31,24 +33,36 @@ pub enum AuditToml<'a> {
     Text(&'a str),
 }
 
-/// What the offline tools need: the chain's key and the current log file.
-/// (`Debug` shows the key as `[REDACTED]`: secrecy's own formatting.)
+/// What the offline tools need: the chain's keys and the current log file.
+/// (`Debug` shows the keys as `[REDACTED]`: secrecy's own formatting.)
 #[derive(Debug)]
 pub struct OfflineAudit {
     /// The current file; its rotations are found next to it.
     pub path: PathBuf,
-    pub key: SecretSlice<u8>,
+    /// Every key given; each record names the one it needs.
+    pub keys: Vec<SecretSlice<u8>>,
 }
 
-/// The `[audit]` table as written; `max_file_size` is accepted so a shop's own config
-/// can be given as it is, and ignored.
+/// The `[audit]` table as written; `max_file_size` and `fingerprint_key` are accepted so
+/// a shop's own config can be given as it is, and ignored.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 struct RawAudit {
     path: Option<PathBuf>,
     key: Option<SecretString>,
+    previous_keys: Option<PreviousKeys>,
     #[serde(rename = "max_file_size")]
     _max_file_size: Option<IgnoredAny>,
+    #[serde(rename = "fingerprint_key")]
+    _fingerprint_key: Option<IgnoredAny>,
+}
+
+/// `audit.previous_keys`: a TOML array, or one comma-separated string (the environment).
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum PreviousKeys {
+    List(Vec<SecretString>),
+    Joined(SecretString),
 }
 
 /// Only the `[audit]` table: every other table is skipped without being looked at.
@@ -63,20 +77,52 @@ struct AuditOnly {
 /// `PAYSHIM__AUDIT__PATH` are looked at.
 pub fn load_offline(
     toml: AuditToml<'_>,
-    key_file: Option<&Path>,
+    key_files: &[PathBuf],
     env: &HashMap<String, String>,
 ) -> Result<OfflineAudit, ConfigError> {
     let raw = read_audit_table(toml)?;
-    let key = match key_file {
-        Some(file) => read_key_file(file)?,
-        None => env_or_file_key(env, raw.key)?,
+    let keys = if key_files.is_empty() {
+        let mut keys = vec![env_or_file_key(env, raw.key)?];
+        keys.extend(previous_keys(env, raw.previous_keys)?);
+        keys
+    } else {
+        key_files
+            .iter()
+            .map(|file| read_key_file(file))
+            .collect::<Result<_, _>>()?
     };
     let path = env
         .get("PAYSHIM__AUDIT__PATH")
         .map(PathBuf::from)
         .or(raw.path)
         .unwrap_or_else(|| PathBuf::from(DEFAULT_PATH));
-    Ok(OfflineAudit { path, key })
+    Ok(OfflineAudit { path, keys })
+}
+
+/// `PAYSHIM__AUDIT__PREVIOUS_KEYS`, else `audit.previous_keys`.
+fn previous_keys(
+    env: &HashMap<String, String>,
+    from_file: Option<PreviousKeys>,
+) -> Result<Vec<SecretSlice<u8>>, ConfigError> {
+    let listed = match env.get("PAYSHIM__AUDIT__PREVIOUS_KEYS") {
+        Some(joined) => Some(PreviousKeys::Joined(SecretString::from(joined.as_str()))),
+        None => from_file,
+    };
+    let keys: Vec<SecretString> = match listed {
+        None => Vec::new(),
+        Some(PreviousKeys::List(keys)) => keys,
+        Some(PreviousKeys::Joined(joined)) => joined
+            .expose_secret()
+            .split(',')
+            .map(str::trim)
+            .filter(|k| !k.is_empty())
+            .map(SecretString::from)
+            .collect(),
+    };
+    keys.iter()
+        .enumerate()
+        .map(|(i, k)| checked(&format!("audit.previous_keys[{i}]"), k.expose_secret()))
+        .collect()
 }
 
 fn read_audit_table(toml: AuditToml<'_>) -> Result<RawAudit, ConfigError> {
@@ -163,9 +209,10 @@ mod tests {
         let toml = format!(
             "[server]\ncert = \"/missing.pem\"\n[auth]\nbogus = 1\n[audit]\npath = \"/a/p.jsonl\"\nkey = \"{KEY}\"\n"
         );
-        let got = load_offline(AuditToml::Text(&toml), None, &env(&[])).unwrap();
+        let got = load_offline(AuditToml::Text(&toml), &[], &env(&[])).unwrap();
         assert_eq!(got.path, PathBuf::from("/a/p.jsonl"));
-        assert_eq!(got.key.expose_secret(), KEY.as_bytes());
+        assert_eq!(got.keys.len(), 1);
+        assert_eq!(got.keys[0].expose_secret(), KEY.as_bytes());
     }
 
     #[test]
@@ -176,29 +223,31 @@ mod tests {
             ("PAYSHIM__AUDIT__PATH", "/env/p.jsonl"),
             ("PAYSHIM__AUTH__SESSION_KEY", "short"),
         ]);
-        let got = load_offline(AuditToml::Text(toml), None, &vars).unwrap();
-        assert_eq!(got.key.expose_secret(), KEY.as_bytes());
+        let got = load_offline(AuditToml::Text(toml), &[], &vars).unwrap();
+        assert_eq!(got.keys.len(), 1);
+        assert_eq!(got.keys[0].expose_secret(), KEY.as_bytes());
         assert_eq!(got.path, PathBuf::from("/env/p.jsonl"));
 
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("key");
         std::fs::write(&file, "key-file-key-file-key-file-key-file-01\r\n").unwrap();
-        let got = load_offline(AuditToml::Text(toml), Some(&file), &vars).unwrap();
+        let got = load_offline(AuditToml::Text(toml), &[file], &vars).unwrap();
+        assert_eq!(got.keys.len(), 1);
         assert_eq!(
-            got.key.expose_secret(),
+            got.keys[0].expose_secret(),
             b"key-file-key-file-key-file-key-file-01"
         );
     }
 
     #[test]
     fn missing_short_or_unreadable_keys_name_their_source() {
-        let err = load_offline(AuditToml::Text(""), None, &env(&[])).unwrap_err();
+        let err = load_offline(AuditToml::Text(""), &[], &env(&[])).unwrap_err();
         assert_eq!(err.key, "audit.key");
         assert!(err.message.starts_with("missing"), "{err}");
         assert_eq!(
             load_offline(
                 AuditToml::Text("[audit]\nkey = \"short\"\n"),
-                None,
+                &[],
                 &env(&[])
             )
             .unwrap_err()
@@ -208,25 +257,60 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("key");
         std::fs::write(&file, "0123456789abcdef0123456789abcde\n").unwrap();
-        let err = load_offline(AuditToml::Text(""), Some(&file), &env(&[])).unwrap_err();
+        let err = load_offline(AuditToml::Text(""), &[file], &env(&[])).unwrap_err();
         assert_eq!(err.key, "--key-file");
         assert!(!err.to_string().contains("0123456789"), "{err}");
         let err =
-            load_offline(AuditToml::Text(""), Some(&dir.path().join("no")), &env(&[])).unwrap_err();
+            load_offline(AuditToml::Text(""), &[dir.path().join("no")], &env(&[])).unwrap_err();
         assert_eq!(err.key, "--key-file");
     }
 
     #[test]
     fn a_typo_in_the_audit_table_is_refused_and_a_missing_file_named() {
         let err =
-            load_offline(AuditToml::Text("[audit]\nkye = \"x\"\n"), None, &env(&[])).unwrap_err();
+            load_offline(AuditToml::Text("[audit]\nkye = \"x\"\n"), &[], &env(&[])).unwrap_err();
         assert!(err.to_string().contains("kye"), "{err}");
         let err = load_offline(
             AuditToml::File(Path::new("/nonexistent/payshim.toml")),
-            None,
+            &[],
             &env(&[]),
         )
         .unwrap_err();
         assert_eq!(err.key, "--config");
+    }
+
+    #[test]
+    fn previous_keys_come_from_the_env_or_the_table_and_key_files_replace_all() {
+        const OLD1: &str = "previous-key-one-0123456789abcdef0123456";
+        const OLD2: &str = "previous-key-two-0123456789abcdef0123456";
+        let toml = format!(
+            "[audit]\nkey = \"{KEY}\"\nprevious_keys = [\"{OLD1}\", \"{OLD2}\"]\nfingerprint_key = \"x\"\n"
+        );
+        let got = load_offline(AuditToml::Text(&toml), &[], &env(&[])).unwrap();
+        let keys: Vec<&[u8]> = got.keys.iter().map(|k| k.expose_secret()).collect();
+        assert_eq!(keys, [KEY.as_bytes(), OLD1.as_bytes(), OLD2.as_bytes()]);
+
+        let vars = env(&[("PAYSHIM__AUDIT__PREVIOUS_KEYS", &format!("{OLD2} ,{OLD1},"))]);
+        let got = load_offline(AuditToml::Text(&toml), &[], &vars).unwrap();
+        let keys: Vec<&[u8]> = got.keys.iter().map(|k| k.expose_secret()).collect();
+        assert_eq!(keys, [KEY.as_bytes(), OLD2.as_bytes(), OLD1.as_bytes()]);
+
+        let vars = env(&[("PAYSHIM__AUDIT__PREVIOUS_KEYS", "short")]);
+        let err = load_offline(AuditToml::Text(&toml), &[], &vars).unwrap_err();
+        assert_eq!(err.key, "audit.previous_keys[0]");
+
+        let dir = tempfile::tempdir().unwrap();
+        let files: Vec<PathBuf> = [OLD1, OLD2]
+            .iter()
+            .enumerate()
+            .map(|(i, key)| {
+                let file = dir.path().join(format!("key{i}"));
+                std::fs::write(&file, format!("{key}\n")).unwrap();
+                file
+            })
+            .collect();
+        let got = load_offline(AuditToml::Text(&toml), &files, &env(&[])).unwrap();
+        let keys: Vec<&[u8]> = got.keys.iter().map(|k| k.expose_secret()).collect();
+        assert_eq!(keys, [OLD1.as_bytes(), OLD2.as_bytes()]);
     }
 }

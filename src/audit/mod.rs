@@ -52,14 +52,19 @@
 mod error;
 mod file;
 mod key;
+mod key_id;
 mod pending;
 mod queue;
 mod record;
+mod resume;
 mod rotate;
 mod settings;
+mod system;
 mod verify;
 mod writer;
 
+#[cfg(test)]
+mod rotation_tests;
 #[cfg(test)]
 mod tests;
 
@@ -69,17 +74,22 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
+use secrecy::{ExposeSecret, SecretSlice};
 use tokio::sync::{mpsc, oneshot, watch};
 use tracing::error;
 
 pub use self::error::AuditError;
 pub use key::{AuditToml, OfflineAudit, load_offline};
+pub use key_id::KeyId;
 pub use pending::{MaskedCard, Pending, PendingError, PendingReport, pending_in, pending_table};
 pub use record::{AuditEvent, AuditRecord, CardSummary, GENESIS_PREV, hex32};
 pub use settings::AuditSettings;
-pub use verify::{VerifyError, VerifyReport, verify_files};
+pub use system::{ReloadTrigger, SystemEvent};
+pub use verify::{VerifyError, VerifyReport, verify_chain, verify_files};
 
+use key_id::Signer;
 use queue::{CHANNEL_CAPACITY, Msg, Reply, Shared};
+use system::SystemRecord;
 use writer::Writer;
 
 /// Why [`AuditLog::submit`] did not queue a record.
@@ -158,6 +168,32 @@ impl AuditLog {
             .await
             .map_err(|_| AuditError::Closed)?;
         answer.await.map_err(|_| AuditError::Closed)?
+    }
+
+    /// Writes a system event (start, stop, reload, another key's rotation) into the
+    /// chain; resolves once it is written and `fdatasync`ed.
+    pub async fn system_event(&self, event: SystemEvent) -> Result<(), AuditError> {
+        let record = Box::new(SystemRecord::from(event));
+        self.call(|reply| Msg::System { record, reply }).await
+    }
+
+    /// Switches the chain to `new_key`: writes `audit.key_rotated`, signed with the key
+    /// in use and naming `new_key`'s id, and signs every later record with `new_key`.
+    /// Resolves once that record is durable; on `Err` the chain stays on the old key.
+    /// Records queued before this call are signed with the old key.
+    pub async fn rotate_key(&self, new_key: SecretSlice<u8>) -> Result<(), AuditError> {
+        let signer = Box::new(Signer::new(new_key.expose_secret()));
+        self.call(|reply| Msg::RotateKey { signer, reply }).await
+    }
+
+    /// Queues the message `make` builds around a reply channel and waits for the answer.
+    async fn call(&self, make: impl FnOnce(Reply) -> Msg) -> Result<(), AuditError> {
+        let (reply, answer) = oneshot::channel();
+        self.tx
+            .send(make(Reply(Some(reply))))
+            .await
+            .map_err(|_| AuditError::Closed)?;
+        answer.await.map_err(|_| AuditError::Closed)?.map(|_seq| ())
     }
 
     /// Queues a record without waiting for it to be durable (rejections, completions):

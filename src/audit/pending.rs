@@ -77,11 +77,12 @@ pub enum PendingError {
     },
 }
 
-/// The fields pairing needs; everything else in a line is skipped.
+/// The fields pairing needs; everything else in a line is skipped. System events (start,
+/// stop, reload, key rotation) have no `request_id`.
 #[derive(Deserialize)]
 struct Line {
     event: String,
-    request_id: String,
+    request_id: Option<String>,
 }
 
 /// Scans `paths` (oldest first, as [`chain_files`](super::chain_files) lists them).
@@ -114,7 +115,11 @@ fn pair(
 ) -> Option<()> {
     let head: Line = serde_json::from_slice(line).ok()?;
     let (kind, step) = head.event.split_once('.')?;
-    let key = (kind.to_string(), head.request_id);
+    if kind != "payment" && kind != "transaction" {
+        // A system event: nothing to pair.
+        return Some(());
+    }
+    let key = (kind.to_string(), head.request_id?);
     match step {
         "forwarded" => {
             let record: Pending = serde_json::from_slice(line).ok()?;

@@ -7,7 +7,9 @@ use tokio::sync::oneshot;
 use tracing::error;
 
 use super::error::AuditError;
+use super::key_id::Signer;
 use super::record::AuditRecord;
+use super::system::SystemRecord;
 
 /// Capacity of the queue in front of the writer; also the largest group.
 pub(super) const CHANNEL_CAPACITY: usize = 16_384;
@@ -36,6 +38,14 @@ pub(super) enum Msg {
         record: Box<AuditRecord>,
         reply: Reply,
     },
+    /// A system event (start, stop, reload): see [`SystemEvent`](super::SystemEvent).
+    System {
+        record: Box<SystemRecord>,
+        reply: Reply,
+    },
+    /// Switch the chain to a new key: `audit.key_rotated`, signed with the old key and
+    /// naming the new one, then every later record signed with the new key.
+    RotateKey { signer: Box<Signer>, reply: Reply },
     /// Write what is queued, then stop.
     Shutdown,
 }

@@ -8,6 +8,7 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
+use super::key_id::{KeyId, Signer};
 use crate::keyed::KeyedHash;
 use crate::outcome::Outcome;
 
@@ -53,6 +54,25 @@ pub enum AuditEvent {
     /// A transaction action answered with the stored answer of an earlier one.
     #[serde(rename = "transaction.replayed")]
     TransactionReplayed,
+    /// The proxy started (version, config hash): see [`SystemEvent`](super::SystemEvent).
+    #[serde(rename = "system.started")]
+    SystemStarted,
+    /// The proxy stopped cleanly, after draining.
+    #[serde(rename = "system.stopped")]
+    SystemStopped,
+    /// A new config took effect (hash, changed sections, trigger).
+    #[serde(rename = "config.reloaded")]
+    ConfigReloaded,
+    /// A new config was refused (reason, trigger); the running one stays.
+    #[serde(rename = "config.reload_refused")]
+    ConfigReloadRefused,
+    /// The chain's key switches: this record is signed with the old key and names the
+    /// new key's id; every later record is signed with the new key.
+    #[serde(rename = "audit.key_rotated")]
+    AuditKeyRotated,
+    /// Another key (e.g. `auth.session_key`) was replaced: old and new key ids.
+    #[serde(rename = "key.rotated")]
+    KeyRotated,
 }
 
 impl AuditEvent {
@@ -68,6 +88,12 @@ impl AuditEvent {
             Self::PaymentReplayed => "payment.replayed",
             Self::PaymentResolved => "payment.resolved",
             Self::TransactionReplayed => "transaction.replayed",
+            Self::SystemStarted => "system.started",
+            Self::SystemStopped => "system.stopped",
+            Self::ConfigReloaded => "config.reloaded",
+            Self::ConfigReloadRefused => "config.reload_refused",
+            Self::AuditKeyRotated => "audit.key_rotated",
+            Self::KeyRotated => "key.rotated",
         }
     }
 }
@@ -156,55 +182,65 @@ impl AuditRecord {
     }
 }
 
-/// Where the chain stands: the `seq` the next record gets and the `mac` it links to.
+/// Where the chain stands: the `seq` the next record gets, the `mac` it links to, and
+/// the id of the key that must sign it (`None`: not known yet, at the start of a chain
+/// being verified, or after a record written before records named their key).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(super) struct ChainHead {
     pub next_seq: u64,
     pub prev: String,
+    pub key: Option<KeyId>,
 }
 
 impl ChainHead {
-    pub(super) fn genesis() -> Self {
+    pub(super) fn genesis(key: Option<KeyId>) -> Self {
         Self {
             next_seq: 1,
             prev: GENESIS_PREV.to_owned(),
+            key,
         }
     }
 
-    /// The head after `line`, or `None` if its seq is `u64::MAX`.
-    pub(super) fn after(line: &SignedLine) -> Option<Self> {
+    /// The head after `line`, which `signed_by` signed (a key rotation record hands the
+    /// chain over to the key it names), or `None` if its seq is `u64::MAX`.
+    pub(super) fn after(line: &SignedLine, signed_by: Option<&KeyId>) -> Option<Self> {
         Some(Self {
             next_seq: line.seq.checked_add(1)?,
             prev: line.mac.clone(),
+            key: line.switches_to.clone().or_else(|| signed_by.cloned()),
         })
     }
 }
 
-/// The unsigned line L: `{"seq":..,"ts":..,"event":..,<record fields>,"prev":".."}`.
+/// The unsigned line L:
+/// `{"seq":..,"ts":..,"event":..,<record fields>,"key_id":"..","prev":".."}`.
 #[derive(Serialize)]
-struct Unsigned<'a> {
+struct Unsigned<'a, R> {
     seq: u64,
     ts: &'a str,
     #[serde(flatten)]
-    record: &'a AuditRecord,
+    record: &'a R,
+    key_id: &'a KeyId,
     prev: &'a str,
 }
 
-/// Encodes `record` as a signed line, `\n` included; returns the line and its mac (hex).
-pub(super) fn encode_line(
-    key: &KeyedHash,
+/// Encodes `record` (an [`AuditRecord`] or a system record) as a line signed by `signer`,
+/// `\n` included; returns the line and its mac (hex).
+pub(super) fn encode_line<R: Serialize>(
+    signer: &Signer,
     seq: u64,
     ts: &str,
-    record: &AuditRecord,
+    record: &R,
     prev: &str,
 ) -> Result<(Vec<u8>, String), serde_json::Error> {
     let mut line = serde_json::to_vec(&Unsigned {
         seq,
         ts,
         record,
+        key_id: &signer.id,
         prev,
     })?;
-    let mac_hex = hex32(&key.mac(&[&line]));
+    let mac_hex = hex32(&signer.hash.mac(&[&line]));
     // L ends with the object's `}`: replace it with `,"mac":"<hex>"}`.
     debug_assert_eq!(line.last(), Some(&b'}'));
     line.pop();
@@ -230,6 +266,10 @@ pub(super) struct SignedLine {
     pub seq: u64,
     pub prev: String,
     pub mac: String,
+    /// The key the line says signed it (`None` on lines written before records named it).
+    pub key_id: Option<KeyId>,
+    /// For `audit.key_rotated`: the key that signs every later record.
+    pub switches_to: Option<KeyId>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -251,26 +291,71 @@ impl fmt::Display for LineError {
 struct ChainFields {
     seq: u64,
     prev: String,
+    event: Option<String>,
+    key_id: Option<String>,
+    new_key_id: Option<String>,
 }
 
 fn is_lower_hex(bytes: &[u8]) -> bool {
     bytes.iter().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
 }
 
-/// Checks one line (without its `\n`): shape, mac, then the chain fields.
+/// A line taken apart but not yet verified: which key it names comes from bytes the
+/// mac covers, so it is trusted only once [`ParsedLine::verify`] accepted it.
+pub(super) struct ParsedLine<'a> {
+    body: &'a [u8],
+    event: Option<String>,
+    expected: [u8; MAC_HEX_LEN / 2],
+    line: SignedLine,
+}
+
+impl ParsedLine<'_> {
+    /// The key the line names, if any.
+    pub(super) fn key_id(&self) -> Option<&KeyId> {
+        self.line.key_id.as_ref()
+    }
+
+    /// Whether the line reports a system event (start, stop, reload, key rotation)
+    /// rather than a payment or a transaction action.
+    pub(super) fn is_system_event(&self) -> bool {
+        self.event
+            .as_deref()
+            .is_some_and(|e| !e.starts_with("payment.") && !e.starts_with("transaction."))
+    }
+
+    /// For `audit.key_rotated`: the key it hands the chain over to.
+    pub(super) fn switches_to(&self) -> Option<&KeyId> {
+        self.line.switches_to.as_ref()
+    }
+
+    /// The line's chain fields without checking its mac: only where the key is known to
+    /// be absent and the caller says why that is acceptable.
+    pub(super) fn unverified(self) -> SignedLine {
+        self.line
+    }
+
+    /// The line's chain fields if `key` made its mac.
+    pub(super) fn verify(&self, key: &KeyedHash) -> Result<SignedLine, LineError> {
+        if key.verify(&[self.body, b"}"], &self.expected) {
+            Ok(self.line.clone())
+        } else {
+            Err(LineError::BadMac)
+        }
+    }
+}
+
+const BAD_TAIL: LineError = LineError::Malformed("does not end with ,\"mac\":\"<64 hex digits>\"}");
+
+/// Takes one line (without its `\n`) apart: shape, mac text, chain fields.
 ///
 /// Error messages never quote the line's content.
-pub(super) fn check_line(key: &KeyedHash, line: &[u8]) -> Result<SignedLine, LineError> {
+pub(super) fn parse_line(line: &[u8]) -> Result<ParsedLine<'_>, LineError> {
     if line.len() <= SIGNED_TAIL_LEN || !line.ends_with(MAC_SUFFIX) {
-        return Err(LineError::Malformed(
-            "does not end with ,\"mac\":\"<64 hex digits>\"}",
-        ));
+        return Err(BAD_TAIL);
     }
     let (body, tail) = line.split_at(line.len() - SIGNED_TAIL_LEN);
     if !tail.starts_with(MAC_PREFIX) {
-        return Err(LineError::Malformed(
-            "does not end with ,\"mac\":\"<64 hex digits>\"}",
-        ));
+        return Err(BAD_TAIL);
     }
     let mac_hex = &tail[MAC_PREFIX.len()..MAC_PREFIX.len() + MAC_HEX_LEN];
     // Lowercase only, so that the mac text (outside the signed bytes) has one spelling.
@@ -280,9 +365,6 @@ pub(super) fn check_line(key: &KeyedHash, line: &[u8]) -> Result<SignedLine, Lin
     let mut expected = [0u8; MAC_HEX_LEN / 2];
     hex::decode_to_slice(mac_hex, &mut expected)
         .map_err(|_| LineError::Malformed("mac is not 64 lowercase hex digits"))?;
-    if !key.verify(&[body, b"}"], &expected) {
-        return Err(LineError::BadMac);
-    }
 
     let mut unsigned = Vec::with_capacity(body.len() + 1);
     unsigned.extend_from_slice(body);
@@ -292,11 +374,38 @@ pub(super) fn check_line(key: &KeyedHash, line: &[u8]) -> Result<SignedLine, Lin
     if fields.prev.len() != MAC_HEX_LEN || !is_lower_hex(fields.prev.as_bytes()) {
         return Err(LineError::Malformed("prev is not 64 lowercase hex digits"));
     }
-    Ok(SignedLine {
-        seq: fields.seq,
-        prev: fields.prev,
-        mac: String::from_utf8_lossy(mac_hex).into_owned(),
+    let key_id = match fields.key_id.as_deref() {
+        None => None,
+        Some(text) => Some(KeyId::parse(text).ok_or(LineError::Malformed(
+            "key_id is not 16 lowercase hex digits",
+        ))?),
+    };
+    let rotation = fields.event.as_deref() == Some(AuditEvent::AuditKeyRotated.as_str());
+    let switches_to = match (rotation, fields.new_key_id.as_deref()) {
+        (false, _) => None,
+        (true, Some(text)) => Some(KeyId::parse(text).ok_or(LineError::Malformed(
+            "new_key_id is not 16 lowercase hex digits",
+        ))?),
+        (true, None) => return Err(LineError::Malformed("audit.key_rotated without new_key_id")),
+    };
+    Ok(ParsedLine {
+        body,
+        event: fields.event,
+        expected,
+        line: SignedLine {
+            seq: fields.seq,
+            prev: fields.prev,
+            mac: String::from_utf8_lossy(mac_hex).into_owned(),
+            key_id,
+            switches_to,
+        },
     })
+}
+
+/// Checks one line (without its `\n`) with one key: shape, mac, then the chain fields.
+#[cfg(test)]
+pub(super) fn check_line(key: &KeyedHash, line: &[u8]) -> Result<SignedLine, LineError> {
+    parse_line(line)?.verify(key)
 }
 
 #[cfg(test)]
@@ -347,7 +456,7 @@ mod tests {
 
     #[test]
     fn record_json_has_no_card_number_or_cvv_field() {
-        let key = KeyedHash::new(b"k");
+        let key = Signer::new(b"k");
         let (line, _) = encode_line(&key, 1, "ts", &card_record(), GENESIS_PREV).unwrap();
         for json in [
             serde_json::to_value(card_record()).unwrap(),
@@ -376,7 +485,7 @@ mod tests {
 
     #[test]
     fn line_has_fields_in_order_and_omits_none() {
-        let key = KeyedHash::new(b"k");
+        let key = Signer::new(b"k");
         let (line, mac) = encode_line(
             &key,
             7,
@@ -402,6 +511,7 @@ mod tests {
             "\"method\":",
             "\"card\":",
             "\"outcome\":",
+            "\"key_id\":",
             "\"prev\":",
             "\"mac\":",
         ];
@@ -418,13 +528,15 @@ mod tests {
         }
         assert_eq!(text.matches('\n').count(), 1);
 
-        let checked = check_line(&key, &line[..line.len() - 1]).unwrap();
+        let checked = check_line(&key.hash, &line[..line.len() - 1]).unwrap();
         assert_eq!(
             checked,
             SignedLine {
                 seq: 7,
                 prev: GENESIS_PREV.into(),
-                mac
+                mac,
+                key_id: Some(key.id.clone()),
+                switches_to: None,
             }
         );
         assert_eq!(
@@ -435,23 +547,23 @@ mod tests {
 
     #[test]
     fn newlines_in_fields_stay_escaped() {
-        let key = KeyedHash::new(b"k");
+        let key = Signer::new(b"k");
         let mut record = card_record();
         record.reason = Some("a\nb\r\"c\"".into());
         let (line, _) = encode_line(&key, 1, "ts", &record, GENESIS_PREV).unwrap();
         assert_eq!(line.iter().filter(|&&b| b == b'\n').count(), 1);
-        assert!(check_line(&key, &line[..line.len() - 1]).is_ok());
+        assert!(check_line(&key.hash, &line[..line.len() - 1]).is_ok());
     }
 
     #[test]
     fn uppercase_mac_is_malformed() {
-        let key = KeyedHash::new(b"k");
+        let key = Signer::new(b"k");
         let (line, mac) = encode_line(&key, 1, "ts", &card_record(), GENESIS_PREV).unwrap();
         let text = String::from_utf8(line).unwrap();
         let upper = text.replace(&mac, &mac.to_uppercase());
         assert_ne!(upper, text);
         assert!(matches!(
-            check_line(&key, upper.trim_end().as_bytes()),
+            check_line(&key.hash, upper.trim_end().as_bytes()),
             Err(LineError::Malformed(_))
         ));
     }

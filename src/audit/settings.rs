@@ -8,8 +8,12 @@ use std::path::PathBuf;
 pub struct AuditSettings {
     /// The current file, e.g. `var/audit/payshim.jsonl`; its directory is created if missing.
     pub path: PathBuf,
-    /// HMAC key of the chain (and of card fingerprints).
+    /// HMAC key of the chain: every record is signed with it.
     pub key: secrecy::SecretSlice<u8>,
+    /// Keys the chain may have been signed with before (`audit.previous_keys`): the last
+    /// record on disk may be signed with one of them, and the writer then hands the chain
+    /// over to `key` with an `audit.key_rotated` record (see `resume.rs`).
+    pub previous_keys: Vec<secrecy::SecretSlice<u8>>,
     /// Rotation size. A record is never split: a file only goes past this size
     /// when a single record is larger.
     pub max_file_bytes: u64,

@@ -42,6 +42,7 @@ fn settings(path: &Path, max_file_bytes: u64) -> AuditSettings {
     AuditSettings {
         path: path.to_path_buf(),
         key: KEY.to_vec().into(),
+        previous_keys: Vec::new(),
         max_file_bytes,
     }
 }
@@ -142,7 +143,9 @@ async fn concurrent_appends_are_group_committed() {
         VerifyReport {
             records: N,
             files: 1,
-            torn_tail: false
+            torn_tail: false,
+            system_events: 0,
+            key_rotations: 0,
         }
     );
 }
@@ -269,8 +272,12 @@ async fn tampering_fails_at_the_tampered_line() {
         );
     }
 
+    // The first record names a key the verifier was not given.
     let err = verify_files(&[path], b"another key").unwrap_err();
-    assert!(matches!(err, VerifyError::BadMac { line: 1, .. }), "{err}");
+    assert!(
+        matches!(err, VerifyError::KeyNotGiven { line: 1, .. }),
+        "{err}"
+    );
 }
 
 #[tokio::test]
@@ -312,7 +319,9 @@ async fn torn_tail_is_reported_then_cut_off_on_restart() {
         VerifyReport {
             records: 4,
             files: 1,
-            torn_tail: true
+            torn_tail: true,
+            system_events: 0,
+            key_rotations: 0,
         }
     );
 
@@ -336,7 +345,9 @@ async fn torn_tail_only_line_starts_a_fresh_chain() {
         VerifyReport {
             records: 0,
             files: 1,
-            torn_tail: true
+            torn_tail: true,
+            system_events: 0,
+            key_rotations: 0,
         }
     );
     let log = start(&path);
@@ -469,7 +480,9 @@ async fn failed_write_is_cut_off_and_the_chain_does_not_advance() {
         VerifyReport {
             records: 4,
             files: 1,
-            torn_tail: false
+            torn_tail: false,
+            system_events: 0,
+            key_rotations: 0,
         }
     );
 }
@@ -486,6 +499,7 @@ async fn wrong_key_on_restart_keeps_the_log_unhealthy() {
     let log = AuditLog::start(AuditSettings {
         path: path.clone(),
         key: b"another key".to_vec().into(),
+        previous_keys: Vec::new(),
         max_file_bytes: AuditSettings::DEFAULT_MAX_FILE_BYTES,
     });
     assert!(!log.is_healthy());
@@ -600,7 +614,9 @@ fn verify_edge_cases() {
         VerifyReport {
             records: 0,
             files: 0,
-            torn_tail: false
+            torn_tail: false,
+            system_events: 0,
+            key_rotations: 0,
         }
     );
     let empty = dir.path("empty.jsonl");

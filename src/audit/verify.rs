@@ -4,8 +4,8 @@ use std::fs::File;
 use std::io::{self, BufRead, BufReader};
 use std::path::{Path, PathBuf};
 
-use super::record::{ChainHead, LineError, check_line};
-use crate::keyed::KeyedHash;
+use super::key_id::{KeyId, Keyring, Signer};
+use super::record::{ChainHead, LineError, ParsedLine, parse_line};
 
 /// What a successful verification saw.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -18,6 +18,10 @@ pub struct VerifyReport {
     /// line was never acknowledged; it is not counted, and the next start of the
     /// writer cuts it off.
     pub torn_tail: bool,
+    /// Of `records`, the system events (start, stop, reload, key rotation).
+    pub system_events: u64,
+    /// Of `system_events`, the `audit.key_rotated` records: the chain changed keys.
+    pub key_rotations: u64,
 }
 
 /// The first line that does not verify. `line` is 1-based, within `file`.
@@ -44,6 +48,27 @@ pub enum VerifyError {
         expected: u64,
         found: u64,
     },
+    #[error(
+        "{}: line {line}: signed by key id {key_id}, which was not given: give that key \
+         too (--key-file, repeatable)",
+        .file.display()
+    )]
+    KeyNotGiven {
+        file: PathBuf,
+        line: u64,
+        key_id: KeyId,
+    },
+    #[error(
+        "{}: line {line}: signed by key id {key_id}, but the chain is on key id {expected} \
+         here: a chain changes keys only after an audit.key_rotated record",
+        .file.display()
+    )]
+    WrongKey {
+        file: PathBuf,
+        line: u64,
+        key_id: KeyId,
+        expected: KeyId,
+    },
     #[error("{}: line {line}: malformed line: {what}", .file.display())]
     Malformed {
         file: PathBuf,
@@ -65,6 +90,8 @@ impl VerifyError {
     pub fn file(&self) -> &Path {
         match self {
             Self::BadMac { file, .. }
+            | Self::KeyNotGiven { file, .. }
+            | Self::WrongKey { file, .. }
             | Self::BrokenChain { file, .. }
             | Self::SeqGap { file, .. }
             | Self::Malformed { file, .. }
@@ -76,6 +103,8 @@ impl VerifyError {
     pub fn line(&self) -> u64 {
         match self {
             Self::BadMac { line, .. }
+            | Self::KeyNotGiven { line, .. }
+            | Self::WrongKey { line, .. }
             | Self::BrokenChain { line, .. }
             | Self::SeqGap { line, .. }
             | Self::Malformed { line, .. }
@@ -93,12 +122,23 @@ impl VerifyError {
 /// cannot be seen from the files alone: compare the last `seq` with an
 /// external copy (e.g. the records shipped to a log store).
 pub fn verify_files(paths: &[PathBuf], key: &[u8]) -> Result<VerifyReport, VerifyError> {
-    let key = KeyedHash::new(key);
-    let mut head = ChainHead::genesis();
+    verify_chain(paths, &[key])
+}
+
+/// [`verify_files`] for a chain whose key was rotated: `keys` holds every key it may be
+/// signed with, in any order. Each record names its key by id; the chain starts on the
+/// key its first record names and changes keys only at an `audit.key_rotated` record
+/// (signed with the old key, naming the new one), so a retired key cannot sign records
+/// after its successor took over.
+pub fn verify_chain(paths: &[PathBuf], keys: &[&[u8]]) -> Result<VerifyReport, VerifyError> {
+    let ring = Keyring::new(keys.iter().copied());
+    let mut head = ChainHead::genesis(None);
     let mut report = VerifyReport {
         records: 0,
         files: 0,
         torn_tail: false,
+        system_events: 0,
+        key_rotations: 0,
     };
     for (index, path) in paths.iter().enumerate() {
         let is_last_file = index + 1 == paths.len();
@@ -134,17 +174,21 @@ pub fn verify_files(paths: &[PathBuf], key: &[u8]) -> Result<VerifyReport, Verif
                     what: "incomplete last line in a file that is not the last one",
                 });
             }
-            let signed = check_line(&key, &buf).map_err(|error| match error {
-                LineError::BadMac => VerifyError::BadMac {
-                    file: path.clone(),
-                    line,
-                },
-                LineError::Malformed(what) => VerifyError::Malformed {
-                    file: path.clone(),
-                    line,
-                    what,
-                },
-            })?;
+            let at = |what| (path.clone(), line, what);
+            let parsed = parse_line(&buf).map_err(|e| line_error(at(e)))?;
+            let signer = signer_of(&ring, &head, &parsed, &path.clone(), line)?;
+            let signed = match signer {
+                Some(signer) => parsed.verify(&signer.hash),
+                None => Err(LineError::BadMac),
+            }
+            .map_err(|e| line_error(at(e)))?;
+            if parsed.is_system_event() {
+                report.system_events += 1;
+            }
+            if signed.switches_to.is_some() {
+                report.key_rotations += 1;
+            }
+            let signed_by = signer.map(|s| s.id.clone());
             if signed.prev != head.prev {
                 let what = if report.records == 0 {
                     "the first record does not start the chain (prev is not 64 zeros): \
@@ -167,7 +211,7 @@ pub fn verify_files(paths: &[PathBuf], key: &[u8]) -> Result<VerifyReport, Verif
                     found: signed.seq,
                 });
             }
-            head = ChainHead::after(&signed).ok_or(VerifyError::Malformed {
+            head = ChainHead::after(&signed, signed_by.as_ref()).ok_or(VerifyError::Malformed {
                 file: path.clone(),
                 line,
                 what: "seq is at its maximum",
@@ -177,4 +221,45 @@ pub fn verify_files(paths: &[PathBuf], key: &[u8]) -> Result<VerifyReport, Verif
         report.files += 1;
     }
     Ok(report)
+}
+
+fn line_error((file, line, error): (PathBuf, u64, LineError)) -> VerifyError {
+    match error {
+        LineError::BadMac => VerifyError::BadMac { file, line },
+        LineError::Malformed(what) => VerifyError::Malformed { file, line, what },
+    }
+}
+
+/// The key `parsed` must verify with: the one it names, which must be the chain's key at
+/// this point once that is known. A line that names no key (written before records named
+/// theirs) gets the chain's key, or at the start whichever given key verifies it
+/// (`None`: none does).
+fn signer_of<'r>(
+    ring: &'r Keyring,
+    head: &ChainHead,
+    parsed: &ParsedLine<'_>,
+    file: &PathBuf,
+    line: u64,
+) -> Result<Option<&'r Signer>, VerifyError> {
+    let named = parsed.key_id().or(head.key.as_ref());
+    let Some(id) = named else {
+        return Ok(ring.iter().find(|s| parsed.verify(&s.hash).is_ok()));
+    };
+    if let Some(expected) = &head.key
+        && expected != id
+    {
+        return Err(VerifyError::WrongKey {
+            file: file.clone(),
+            line,
+            key_id: id.clone(),
+            expected: expected.clone(),
+        });
+    }
+    ring.get(id)
+        .map(Some)
+        .ok_or_else(|| VerifyError::KeyNotGiven {
+            file: file.clone(),
+            line,
+            key_id: id.clone(),
+        })
 }

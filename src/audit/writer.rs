@@ -20,11 +20,13 @@ use tracing::{debug, error, info, warn};
 
 use super::error::AuditError;
 use super::file::{self, WriteFailure};
+use super::key_id::{Keyring, Signer};
 use super::queue::{CHANNEL_CAPACITY, Msg, Reply, Shared};
-use super::record::{AuditRecord, ChainHead, encode_line};
+use super::record::{AuditEvent, AuditRecord, ChainHead, encode_line};
+use super::resume::ChainKeys;
 use super::rotate;
 use super::settings::AuditSettings;
-use crate::keyed::KeyedHash;
+use super::system::SystemRecord;
 
 /// While unhealthy and idle, the writer tries to reopen the file this often.
 const RETRY_INTERVAL: Duration = Duration::from_secs(1);
@@ -36,8 +38,8 @@ const GATHER: Duration = Duration::from_micros(200);
 pub(super) struct Writer {
     path: PathBuf,
     max_file_bytes: u64,
-    /// Keyed once; each line is signed from a copy of this state.
-    key: KeyedHash,
+    /// Keyed once; each line is signed from a copy of the current key's state.
+    keys: ChainKeys,
     shared: Arc<Shared>,
     file: Option<File>,
     /// `None` until read from the files on disk.
@@ -47,8 +49,26 @@ pub(super) struct Writer {
 }
 
 struct Pending {
-    record: Box<AuditRecord>,
+    item: Item,
     reply: Reply,
+}
+
+/// What one queued message asks the writer to write.
+enum Item {
+    Request(Box<AuditRecord>),
+    System(Box<SystemRecord>),
+    /// Hand the chain over to this key (see [`Msg::RotateKey`]).
+    RotateKey(Box<Signer>),
+}
+
+impl Item {
+    fn event(&self) -> AuditEvent {
+        match self {
+            Item::Request(record) => record.event,
+            Item::System(record) => record.event,
+            Item::RotateKey(_) => AuditEvent::AuditKeyRotated,
+        }
+    }
 }
 
 /// Marks the log unhealthy and releases `shutdown` waiters when the thread ends, panics included.
@@ -65,11 +85,14 @@ impl Drop for ExitGuard {
 
 impl Writer {
     pub(super) fn new(settings: AuditSettings, shared: Arc<Shared>) -> Self {
-        let key = KeyedHash::new(settings.key.expose_secret());
+        let keys = ChainKeys {
+            current: Signer::new(settings.key.expose_secret()),
+            previous: Keyring::new(settings.previous_keys.iter().map(|k| k.expose_secret())),
+        };
         Self {
             path: settings.path,
             max_file_bytes: settings.max_file_bytes,
-            key,
+            keys,
             shared,
             file: None,
             head: None,
@@ -121,7 +144,18 @@ impl Writer {
             let mut next = Some(first);
             while let Some(msg) = next {
                 match msg {
-                    Msg::Append { record, reply } => group.push(Pending { record, reply }),
+                    Msg::Append { record, reply } => group.push(Pending {
+                        item: Item::Request(record),
+                        reply,
+                    }),
+                    Msg::System { record, reply } => group.push(Pending {
+                        item: Item::System(record),
+                        reply,
+                    }),
+                    Msg::RotateKey { signer, reply } => group.push(Pending {
+                        item: Item::RotateKey(signer),
+                        reply,
+                    }),
                     Msg::Shutdown => {
                         if !closing {
                             closing = true;
@@ -204,16 +238,34 @@ impl Writer {
                 return;
             }
         };
+        let mut signer = self.keys.current.clone();
         let mut chunk = Vec::with_capacity(group.len() * 512);
         let mut waiting: Vec<(Reply, u64)> = Vec::with_capacity(group.len());
-        let mut pending = group.into_iter();
-        while let Some(Pending { record, reply }) = pending.next() {
+        let handover = self.handover(&head).map(|item| Pending {
+            item,
+            reply: Reply(None),
+        });
+        if let Some(from) = head.key.as_ref().and_then(|id| self.keys.previous.get(id)) {
+            // The chain is still on a previous key: that key signs the handover.
+            signer = from.clone();
+        }
+        let mut pending = handover.into_iter().chain(group);
+        while let Some(Pending { item, reply }) = pending.next() {
             let ts = humantime::format_rfc3339_micros(SystemTime::now()).to_string();
-            let (line, mac) = match encode_line(&self.key, head.next_seq, &ts, &record, &head.prev)
-            {
+            let seq = head.next_seq;
+            let encoded = match &item {
+                Item::Request(record) => encode_line(&signer, seq, &ts, record, &head.prev),
+                Item::System(record) => encode_line(&signer, seq, &ts, record, &head.prev),
+                Item::RotateKey(next) => {
+                    let record =
+                        SystemRecord::chain_key_rotated(signer.id.as_str(), next.id.as_str());
+                    encode_line(&signer, seq, &ts, &record, &head.prev)
+                }
+            };
+            let (line, mac) = match encoded {
                 Ok(encoded) => encoded,
                 Err(e) => {
-                    error!(error = %e, event = %record.event, "audit record cannot be serialized");
+                    error!(error = %e, event = %item.event(), "audit record cannot be serialized");
                     reply.send(Err(AuditError::Unavailable));
                     continue;
                 }
@@ -228,7 +280,7 @@ impl Writer {
                         fail_all(std::iter::once(reply).chain(pending.map(|p| p.reply)));
                         return;
                     }
-                    self.commit(head.clone(), &mut waiting);
+                    self.commit(head.clone(), &signer, &mut waiting);
                     chunk.clear();
                 }
                 if let Err(e) = self.rotate() {
@@ -238,10 +290,14 @@ impl Writer {
                 }
             }
             chunk.extend_from_slice(&line);
-            waiting.push((reply, head.next_seq));
+            waiting.push((reply, seq));
+            if let Item::RotateKey(next) = item {
+                signer = *next;
+            }
             head = ChainHead {
-                next_seq: head.next_seq + 1,
+                next_seq: seq + 1,
                 prev: mac,
+                key: Some(signer.id.clone()),
             };
         }
         if !chunk.is_empty() {
@@ -250,13 +306,29 @@ impl Writer {
                 fail_all(waiting.into_iter().map(|(reply, _)| reply));
                 return;
             }
-            self.commit(head, &mut waiting);
+            self.commit(head, &signer, &mut waiting);
+        }
+    }
+
+    /// When the chain on disk is still signed with a previous key (rotated across a
+    /// restart), the record that hands it over to the current key.
+    fn handover(&self, head: &ChainHead) -> Option<Item> {
+        match &head.key {
+            Some(id) if *id != self.keys.current.id => {
+                info!(from = %id, to = %self.keys.current.id, "audit chain key rotated");
+                Some(Item::RotateKey(Box::new(self.keys.current.clone())))
+            }
+            _ => None,
         }
     }
 
     /// The records in `waiting` are durable: advance the chain and answer them.
-    fn commit(&mut self, head: ChainHead, waiting: &mut Vec<(Reply, u64)>) {
+    /// `signer` is the key the chain is on after them.
+    fn commit(&mut self, head: ChainHead, signer: &Signer, waiting: &mut Vec<(Reply, u64)>) {
         self.head = Some(head);
+        if signer.id != self.keys.current.id {
+            self.keys.current = signer.clone();
+        }
         // Before answering, so a caller that got Ok also sees the log healthy.
         if !self.shared.healthy.swap(true, Ordering::AcqRel) {
             info!(path = %self.path.display(), "audit log writable again");
@@ -313,7 +385,7 @@ impl Writer {
                 head
             }
             None => {
-                let (head, len) = file::recover(&self.path, &self.key, &mut file, len)?;
+                let (head, len) = file::recover(&self.path, &self.keys, &mut file, len)?;
                 self.committed_len = len;
                 self.head = Some(head.clone());
                 head

@@ -6,7 +6,7 @@ use std::time::Duration;
 use secrecy::{ExposeSecret, SecretSlice, SecretString};
 
 use super::parse::duration;
-use super::raw::RawAuth;
+use super::raw::{RawAuth, SecretList};
 use super::{ConfigError, Result};
 
 pub struct AuthConfig {
@@ -39,9 +39,18 @@ pub(super) fn auth_config(raw: RawAuth) -> Result<AuthConfig> {
         .session_key
         .map(|k| checked_key("auth.session_key", &k))
         .transpose()?;
-    let previous_session_keys = raw
-        .previous_session_keys
-        .unwrap_or_default()
+    let previous: Vec<SecretString> = match raw.previous_session_keys {
+        None => Vec::new(),
+        Some(SecretList::List(keys)) => keys,
+        Some(SecretList::Joined(joined)) => joined
+            .expose_secret()
+            .split(',')
+            .map(str::trim)
+            .filter(|k| !k.is_empty())
+            .map(SecretString::from)
+            .collect(),
+    };
+    let previous_session_keys = previous
         .iter()
         .enumerate()
         .map(|(i, k)| checked_key(&format!("auth.previous_session_keys[{i}]"), k))

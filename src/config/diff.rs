@@ -37,6 +37,16 @@ const LIVE_KEYS: &[&str] = &[
     "log.level",
 ];
 
+/// Live only when the audit log can rotate its chain key (see `ConfigDiff::not_live`).
+const AUDIT_KEYS: &[&str] = &["audit.key", "audit.previous_keys"];
+
+/// Compared by value in [`secrets_equal`], not by their printed (masked) lines.
+const BY_VALUE: &[&str] = &[
+    "audit.previous_keys",
+    "audit.fingerprint_key",
+    "auth.previous_session_keys",
+];
+
 /// How a new config differs from the running one.
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct ConfigDiff {
@@ -70,7 +80,7 @@ impl ConfigDiff {
             .iter()
             .map(String::as_str)
             .filter(|k| {
-                let live = LIVE_KEYS.contains(k) || (audit_key_live && *k == "audit.key");
+                let live = LIVE_KEYS.contains(k) || (audit_key_live && AUDIT_KEYS.contains(k));
                 !live
             })
             .collect()
@@ -133,7 +143,10 @@ fn keyed_lines(config: &Config) -> BTreeMap<String, String> {
             continue;
         }
         if let Some((key, value)) = line.split_once(" = ") {
-            out.insert(format!("{section}.{key}"), value.to_string());
+            let key = format!("{section}.{key}");
+            if !BY_VALUE.contains(&key.as_str()) {
+                out.insert(key, value.to_string());
+            }
         }
     }
     out
@@ -159,11 +172,16 @@ fn secrets_equal(old: &Config, new: &Config) -> Vec<(&'static str, bool)> {
                 (x, y) => x.is_none() == y.is_none(),
             },
         ),
-        (
-            "auth.previous_session_keys",
-            pa.len() == pb.len() && pa.iter().zip(pb).all(|(x, y)| same(x, y)),
-        ),
+        ("auth.previous_session_keys", same_list(pa, pb)),
         ("audit.key", same(&old.audit.key, &new.audit.key)),
+        (
+            "audit.previous_keys",
+            same_list(&old.audit.previous_keys, &new.audit.previous_keys),
+        ),
+        (
+            "audit.fingerprint_key",
+            same(&old.audit.fingerprint_key, &new.audit.fingerprint_key),
+        ),
         (
             "clients",
             old.clients
@@ -196,6 +214,10 @@ fn same_opt_str(a: Option<&SecretString>, b: Option<&SecretString>) -> bool {
 
 fn same(a: &SecretSlice<u8>, b: &SecretSlice<u8>) -> bool {
     a.expose_secret() == b.expose_secret()
+}
+
+fn same_list(a: &[SecretSlice<u8>], b: &[SecretSlice<u8>]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).all(|(x, y)| same(x, y))
 }
 
 #[cfg(test)]
@@ -250,6 +272,20 @@ mod tests {
         let new = from_toml(&BASE.replace("-audit", "-audit2"), &env).unwrap();
         let d = ConfigDiff::between(&old, &new);
         assert_eq!(d.not_live(false), ["audit.key"]);
+        assert!(d.not_live(true).is_empty());
+        // The documented rotation: the old key pinned as the fingerprint key and kept as
+        // a previous key; only the fingerprint key's value counts, not its line.
+        let old_key = "\"0123456789abcdef0123456789abcdef-audit\"";
+        let rotation = format!(
+            "fingerprint_key = {old_key}\nprevious_keys = [{old_key}]\nkey = \"0123456789abcdef0123456789abcdef-audit2\""
+        );
+        let rotated = BASE.replace(
+            "key = \"0123456789abcdef0123456789abcdef-audit\"",
+            &rotation,
+        );
+        let new = from_toml(&rotated, &env).unwrap();
+        let d = ConfigDiff::between(&old, &new);
+        assert_eq!(d.changed, ["audit.key", "audit.previous_keys"]);
         assert!(d.not_live(true).is_empty());
     }
 }

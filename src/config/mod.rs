@@ -18,6 +18,7 @@ mod audit;
 mod auth;
 mod clients;
 mod diff;
+mod hash;
 mod idempotency;
 mod limits;
 mod load;

@@ -161,6 +161,15 @@ impl fmt::Display for Config {
             None => writeln!(f, "duplicate_window = \"off\"")?,
         }
         writeln!(f, "\n[audit]\npath = {:?}\nkey = \"****\"", self.audit.path)?;
+        if !self.audit.previous_keys.is_empty() {
+            let masked = vec!["****"; self.audit.previous_keys.len()];
+            writeln!(f, "previous_keys = {masked:?}")?;
+        }
+        if self.audit.fingerprint_key_defaulted {
+            writeln!(f, "# fingerprint_key: not set, audit.key's value is used")?;
+        } else {
+            writeln!(f, "fingerprint_key = \"****\"")?;
+        }
         writeln!(f, "max_file_size = {}", self.audit.max_file_size)?;
         writeln!(
             f,

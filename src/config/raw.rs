@@ -71,7 +71,7 @@ pub(super) struct RawUpstreamAuth {
 pub(super) struct RawAuth {
     pub(super) session_key: Option<SecretString>,
     pub(super) session_ttl: Option<String>,
-    pub(super) previous_session_keys: Option<Vec<SecretString>>,
+    pub(super) previous_session_keys: Option<SecretList>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -126,6 +126,17 @@ pub(super) struct RawAudit {
     pub(super) path: Option<PathBuf>,
     pub(super) key: Option<SecretString>,
     pub(super) max_file_size: Option<String>,
+    pub(super) previous_keys: Option<SecretList>,
+    pub(super) fingerprint_key: Option<SecretString>,
+}
+
+/// A list of secrets: a TOML array, or (from the environment, which has no lists) one
+/// string of comma-separated values.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub(super) enum SecretList {
+    List(Vec<SecretString>),
+    Joined(SecretString),
 }
 
 #[derive(Debug, Default, Deserialize)]

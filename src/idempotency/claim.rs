@@ -80,7 +80,10 @@ impl Idempotency {
             .redis_url
             .as_deref()
             .map(|url| Arc::new(RedisIdempotency::new(url, limits.redis_timeout)));
-        let mut idem = Idempotency::local(&config.idempotency, config.audit.key.expose_secret());
+        let mut idem = Idempotency::local(
+            &config.idempotency,
+            config.audit.fingerprint_key.expose_secret(),
+        );
         idem.shared = shared;
         idem.deny_when_down = limits.on_store_error == OnStoreError::Deny;
         idem.order_hold = config.upstream.timeout * 2 + Duration::from_secs(60);

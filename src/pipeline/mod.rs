@@ -71,7 +71,8 @@ pub struct Pipeline {
     payments: PaymentRules,
     forwarder: Arc<Forwarder>,
     idempotency: Idempotency,
-    /// Keys the scoped idempotency keys and transaction fingerprints (the audit key).
+    /// Keys the scoped idempotency keys and transaction fingerprints
+    /// (`audit.fingerprint_key`, which a rotation of the chain key leaves alone).
     hasher: KeyedHash,
     metrics: Metrics,
 }
@@ -115,6 +116,7 @@ impl Pipeline {
         let audit = AuditLog::start(AuditSettings {
             path: config.audit.path.clone(),
             key: config.audit.key.clone(),
+            previous_keys: config.audit.previous_keys.clone(),
             max_file_bytes: config.audit.max_file_size,
         });
         let limiter = Arc::new(Limiter::start(&config.limits));
@@ -141,7 +143,7 @@ impl Pipeline {
             }),
             limiter,
             idempotency: Idempotency::start(config),
-            hasher: KeyedHash::new(config.audit.key.expose_secret()),
+            hasher: KeyedHash::new(config.audit.fingerprint_key.expose_secret()),
             metrics: Metrics::new(),
         })
     }

@@ -24,8 +24,9 @@ use crate::upstream::{self, Outgoing};
 /// The payment rules, from the config.
 pub(crate) struct PaymentRules {
     gateways: Vec<String>,
-    /// The audit key, absorbed once: card fingerprints and the idempotency request
-    /// fingerprint are keyed with it on every payment.
+    /// `audit.fingerprint_key`, absorbed once: card fingerprints and the idempotency
+    /// request fingerprint are keyed with it on every payment. Not the chain key, so that
+    /// rotating that keeps fingerprints and per-card limits continuous.
     hasher: KeyedHash,
 }
 
@@ -42,7 +43,7 @@ impl PaymentRules {
     pub(crate) fn new(config: &Config) -> PaymentRules {
         PaymentRules {
             gateways: config.payments.gateways.clone(),
-            hasher: KeyedHash::new(config.audit.key.expose_secret()),
+            hasher: KeyedHash::new(config.audit.fingerprint_key.expose_secret()),
         }
     }
 

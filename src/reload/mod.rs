@@ -17,6 +17,7 @@ use std::sync::Arc;
 
 use tokio::sync::{mpsc, watch};
 
+use crate::audit::{AuditError, ReloadTrigger};
 use crate::config::{Config, ConfigDiff, ConfigError, ConfigSource, TlsSource};
 use crate::metrics::ReloadMetrics;
 use crate::pipeline::Pipeline;
@@ -32,22 +33,6 @@ pub struct Reloads {
     pub signals: mpsc::Receiver<()>,
 }
 
-/// What started a reload.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ReloadTrigger {
-    Signal,
-    FileChange,
-}
-
-impl ReloadTrigger {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            ReloadTrigger::Signal => "signal",
-            ReloadTrigger::FileChange => "file_change",
-        }
-    }
-}
-
 /// Why a reload was refused; each names the key to fix.
 #[derive(Debug, thiserror::Error)]
 pub enum ReloadError {
@@ -60,11 +45,15 @@ pub enum ReloadError {
          value back and reload, or restart payshim"
     )]
     NotLive { keys: String },
+    #[error(
+        "config key `audit.key`: the audit log could not switch to the new key ({0}); fix the audit log's disk and reload again"
+    )]
+    AuditKey(AuditError),
 }
 
-/// Whether a reload may change `audit.key` (only when the audit log can rotate its key
-/// with a record in the chain).
-const AUDIT_KEY_LIVE: bool = false;
+/// A reload may change `audit.key`: the audit log switches its chain to the new key with
+/// an `audit.key_rotated` record signed by the old one.
+const AUDIT_KEY_LIVE: bool = true;
 
 /// Owns the running config and applies reloads to the live parts.
 pub(crate) struct Reloader {
@@ -131,38 +120,42 @@ impl Reloader {
             };
             let changed = self.files.changed();
             if trigger == ReloadTrigger::Signal || changed {
-                self.reload(trigger);
+                self.reload(trigger).await;
             }
         }
     }
 
-    /// One reload: applied whole, or refused whole (logged, counted).
-    pub(crate) fn reload(&mut self, trigger: ReloadTrigger) {
+    /// One reload: applied whole, or refused whole (logged, counted, audited).
+    pub(crate) async fn reload(&mut self, trigger: ReloadTrigger) {
         let Some(source) = &self.source else {
             tracing::info!(
-                trigger = trigger.as_str(),
+                trigger = record::name(trigger),
                 "reload requested, but payshim runs on the embedded default config \
                  (no config file): nothing to reload"
             );
             return;
         };
-        let new = match source.load().map_err(ReloadError::from) {
+        let loaded = source.load().map_err(ReloadError::from);
+        let pipeline = self.pipeline.clone();
+        let (metrics, audit) = (metrics(&pipeline), pipeline.audit());
+        let new = match loaded {
             Ok(new) => new,
-            Err(e) => return record::refused(metrics(&self.pipeline), &e.to_string(), trigger),
+            Err(e) => return record::refused(metrics, audit, e.to_string(), trigger).await,
         };
-        match self.apply(&new) {
+        match self.apply(&new).await {
             Ok(sections) => {
-                record::reloaded(metrics(&self.pipeline), &new, &sections, trigger);
+                record::reloaded(metrics, audit, &new, sections, trigger).await;
+                record::keys_rotated(audit, &self.current, &new).await;
                 let watched = self.source.as_ref().map(|s| s.watched_files(&new));
                 self.files = FileHashes::new(watched.unwrap_or_default());
                 self.current = new;
             }
-            Err(e) => record::refused(metrics(&self.pipeline), &e.to_string(), trigger),
+            Err(e) => record::refused(metrics, audit, e.to_string(), trigger).await,
         }
     }
 
     /// Checks everything first, then applies; returns the changed sections.
-    fn apply(&mut self, new: &Config) -> Result<Vec<&'static str>, ReloadError> {
+    async fn apply(&mut self, new: &Config) -> Result<Vec<&'static str>, ReloadError> {
         let diff = ConfigDiff::between(&self.current, new);
         let not_live = diff.not_live(AUDIT_KEY_LIVE);
         if !not_live.is_empty() {
@@ -177,9 +170,19 @@ impl Reloader {
         let tls = rebuild_tls(new, &diff)
             .then(|| tls::server_config(&new.server.tls, new.server.client_ca.as_deref()))
             .transpose()?;
+        if diff.touches("audit.key") {
+            // The last check that can fail: once the chain is on the new key, nothing else refuses.
+            let audit = self.pipeline.audit();
+            audit
+                .rotate_key(new.audit.key.clone())
+                .await
+                .map_err(ReloadError::AuditKey)?;
+        }
         if diff.touches("log.level") {
-            crate::logging::set_level(&new.log.level)
-                .map_err(|e| ConfigError::new("log.level", e))?;
+            // Validated with the config: a failure here cannot happen.
+            if let Err(e) = crate::logging::set_level(&new.log.level) {
+                tracing::warn!(error = %e, "log.level not applied");
+            }
         }
         let mut sections = diff.sections();
         if let Some(tls) = tls {

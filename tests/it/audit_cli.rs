@@ -15,7 +15,7 @@ use secrecy::SecretSlice;
 use serde_json::Value;
 use tempfile::TempDir;
 
-use payshim::audit::{AuditEvent, AuditLog, AuditRecord, AuditSettings, CardSummary};
+use payshim::audit::{AuditEvent, AuditLog, AuditRecord, AuditSettings, CardSummary, KeyId};
 use payshim::outcome::Outcome;
 
 const BIN: &str = env!("CARGO_BIN_EXE_payshim");
@@ -37,6 +37,7 @@ impl Chain {
         let log = AuditLog::start(AuditSettings {
             path: dir.path().join("payshim.jsonl"),
             key: SecretSlice::from(AUDIT_KEY.as_bytes().to_vec()),
+            previous_keys: Vec::new(),
             max_file_bytes: 400,
         });
         for record in records {
@@ -247,7 +248,12 @@ async fn verify_with_a_wrong_key_fails_as_before() {
     let chain = Chain::write(complete_records()).await;
     let config = chain.audit_only_config(None);
     let first = chain.files()[0].clone();
-    let needle = format!("FAILED: {}: line 1: bad mac", first.display());
+    // Every record names its key: the first one needs a key that was not given.
+    let needle = format!(
+        "FAILED: {}: line 1: signed by key id {}, which was not given",
+        first.display(),
+        KeyId::of(AUDIT_KEY.as_bytes())
+    );
 
     let out = payshim(
         &["audit", "verify", "--config", path(&config)],
@@ -465,7 +471,7 @@ async fn pending_on_a_chain_that_does_not_verify_is_exit_2_and_still_listed() {
     let v: Value = serde_json::from_str(&stdout).expect("JSON output");
     assert_eq!(v["verified"], false, "{v}");
     let error = v["verify_error"].as_str().unwrap_or_default();
-    assert!(error.contains("line 1: bad mac"), "{v}");
+    assert!(error.contains("line 1: signed by key id"), "{v}");
     assert_eq!(v["pending"].as_array().map(Vec::len), Some(2), "{v}");
 }
 

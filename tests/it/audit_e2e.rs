@@ -99,7 +99,11 @@ fn check_pairing(records: &[Value]) -> HashMap<String, usize> {
     for (i, r) in records.iter().enumerate() {
         assert_eq!(r["seq"], i as u64 + 1, "seq order: {r}");
         let event = r["event"].as_str().unwrap().to_string();
-        let id = r["request_id"].as_str().unwrap().to_string();
+        let Some(id) = r["request_id"].as_str().map(str::to_string) else {
+            // A system record (start, stop): counted, nothing to pair.
+            *counts.entry(event).or_insert(0) += 1;
+            continue;
+        };
         match event.as_str() {
             "payment.forwarded" => {
                 assert!(
@@ -193,8 +197,10 @@ async fn chain_verifies_after_concurrent_load_across_rotations() {
     assert!(files.len() > 2, "expected rotations: {files:?}");
     let report = payshim::audit::verify_files(&files, AUDIT_KEY.as_bytes())
         .unwrap_or_else(|e| panic!("verify: {e}"));
-    let expected = 2 * PAYMENTS + INVALID;
+    // Each payment's forwarded and completed, each rejection, the start and the stop.
+    let expected = 2 * PAYMENTS + INVALID + 2;
     assert_eq!(report.records, expected);
+    assert_eq!(report.system_events, 2);
     assert_eq!(report.files, files.len());
     assert!(!report.torn_tail);
 
@@ -304,7 +310,11 @@ async fn edited_deleted_or_reordered_lines_are_named_by_audit_verify() {
         .map(str::to_string)
         .collect();
     let n = original.len();
-    assert_eq!(n, 8 * 2 + 4, "8 forwarded + completed, 4 rejected");
+    assert_eq!(
+        n,
+        1 + 8 * 2 + 4 + 1,
+        "start, 8 forwarded + completed, 4 rejected, stop"
+    );
     // Untouched, it verifies.
     let out = audit_verify(&config_path, std::slice::from_ref(&audit_path));
     assert!(
@@ -328,7 +338,8 @@ async fn edited_deleted_or_reordered_lines_are_named_by_audit_verify() {
         out
     };
     let d = dir.path();
-    for k in [0, 6, n / 2, n - 1] {
+    // Lines 1 and n are the start and stop records, which have no request id.
+    for k in [1, 6, n / 2, n - 2] {
         assert_verify_fails_at(
             &config_path,
             d,
@@ -518,7 +529,8 @@ async fn sigkill_during_load_leaves_a_verifiable_log_and_nothing_forwarded_unrec
     let files = chain(&audit_path);
     let after = payshim::audit::verify_files(&files, AUDIT_KEY.as_bytes())
         .unwrap_or_else(|e| panic!("after restart: {e}"));
-    assert_eq!(after.records, report.records + 20);
+    // 10 payments, and the restart's start and stop records.
+    assert_eq!(after.records, report.records + 22);
     assert!(!after.torn_tail);
     let out = audit_verify(&again.config, &[]);
     assert!(

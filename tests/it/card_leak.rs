@@ -478,15 +478,16 @@ async fn no_card_data_in_logs_audit_or_responses_at_trace_level() {
         "payments that reached the upstream"
     );
 
-    // Audit: one record per refused payment, two per forwarded one. Completions and
-    // rejections are written after the answer: wait for them, then stop the process.
-    let expected_records = shots
+    // Audit: one record per refused payment, two per forwarded one, and the start and
+    // stop records. Completions and rejections are written after the answer: wait for
+    // them (all but the stop record), then stop the process.
+    let expected_records = 2 + shots
         .iter()
         .filter(|s| s.payment_route)
         .map(|s| if s.forwarded { 2 } else { 1 })
         .sum::<usize>();
     let deadline = Instant::now() + Duration::from_secs(10);
-    while audit_lines(&audit_path) < expected_records && Instant::now() < deadline {
+    while audit_lines(&audit_path) < expected_records - 1 && Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     binary.stop().await;

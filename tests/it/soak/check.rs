@@ -102,10 +102,10 @@ fn audit_events(files: &[PathBuf]) -> HashMap<String, Vec<String>> {
         let text = std::fs::read_to_string(file).expect("read audit file");
         for line in text.lines() {
             let record: Value = serde_json::from_str(line).expect("audit line is JSON");
-            let id = record["request_id"]
-                .as_str()
-                .expect("request_id")
-                .to_string();
+            // System records (start, stop) belong to no request.
+            let Some(id) = record["request_id"].as_str().map(str::to_string) else {
+                continue;
+            };
             let event = record["event"].as_str().expect("event").to_string();
             by_request.entry(id).or_default().push(event);
         }
