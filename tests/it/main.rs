@@ -9,6 +9,7 @@ mod support;
 
 mod audit_cli;
 mod audit_e2e;
+mod audit_events;
 mod card_leak;
 mod config_errors;
 mod connections;
