@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 
 use secrecy::{ExposeSecret, SecretSlice, SecretString};
 
-use super::{Config, UpstreamAuth};
+use super::{Config, TlsSource, UpstreamAuth};
 
 /// The keys that a reload applies to the running process. Every other key needs a
 /// restart; a reload that changes one is refused.
@@ -152,7 +152,7 @@ fn keyed_lines(config: &Config) -> BTreeMap<String, String> {
     out
 }
 
-/// The secrets the printer masks, compared in memory: `(key, equal)`.
+/// What the printer masks or leaves out, compared in memory: `(key, equal)`.
 fn secrets_equal(old: &Config, new: &Config) -> Vec<(&'static str, bool)> {
     let (a, b) = (
         upstream_secrets(&old.upstream.auth),
@@ -193,7 +193,20 @@ fn secrets_equal(old: &Config, new: &Config) -> Vec<(&'static str, bool)> {
             "limits.redis_url",
             old.limits.redis_url == new.limits.redis_url,
         ),
+        (
+            "server.dev_cert_dir",
+            same_dev_dir(&old.server.tls, &new.server.tls),
+        ),
     ]
+}
+
+/// The printer shows the dev certificate's directory only in a comment. Switching
+/// between the dev certificate and real files is a change of `server.cert` / `server.key`.
+fn same_dev_dir(a: &TlsSource, b: &TlsSource) -> bool {
+    match (a, b) {
+        (TlsSource::DevSelfSigned { dir: x }, TlsSource::DevSelfSigned { dir: y }) => x == y,
+        _ => true,
+    }
 }
 
 /// The static token and the client secret, whichever is configured.
@@ -271,8 +284,9 @@ mod tests {
         assert_eq!(d.changed, ["auth.session_key"]);
         let new = from_toml(&BASE.replace("-audit", "-audit2"), &env).unwrap();
         let d = ConfigDiff::between(&old, &new);
-        assert_eq!(d.not_live(false), ["audit.key"]);
-        assert!(d.not_live(true).is_empty());
+        // Unpinned, the fingerprint key follows audit.key: card fingerprints would change.
+        assert_eq!(d.not_live(false), ["audit.fingerprint_key", "audit.key"]);
+        assert_eq!(d.not_live(true), ["audit.fingerprint_key"]);
         // The documented rotation: the old key pinned as the fingerprint key and kept as
         // a previous key; only the fingerprint key's value counts, not its line.
         let old_key = "\"0123456789abcdef0123456789abcdef-audit\"";
