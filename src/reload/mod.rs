@@ -4,11 +4,13 @@
 //! A reload is all or nothing. The new config is read and validated, compared with the
 //! running one (a changed key that needs a restart refuses it, naming the key), and its
 //! TLS set-up is built, before anything is applied; any failure leaves the running
-//! config serving, logs an ERROR naming the key and the fix, and counts
-//! `payshim_reloads_total{result="refused"}`. Then, in order: the log level, the TLS
-//! set-up for new handshakes (open connections keep theirs), and the pipeline's live
-//! state (storefronts, routes, quotas, upstream credentials) for requests that start
-//! from now on: a request in flight finishes with the snapshot it took.
+//! config serving, logs an ERROR naming the key and the fix, counts
+//! `payshim_reloads_total{result="refused"}` and writes `config.reload_refused` into the
+//! audit chain. Then, in order: the audit chain's key (the last step that can fail: the
+//! audit log switches with a record signed by the old key), the log level, the TLS set-up
+//! for new handshakes (open connections keep theirs), and the pipeline's live state
+//! (storefronts, routes, quotas, upstream credentials) for requests that start from now
+//! on: a request in flight finishes with the snapshot it took.
 
 mod files;
 mod record;
@@ -159,10 +161,7 @@ impl Reloader {
         let diff = ConfigDiff::between(&self.current, new);
         let not_live = diff.not_live(AUDIT_KEY_LIVE);
         if !not_live.is_empty() {
-            let keys = not_live
-                .iter()
-                .map(|k| format!("`{k}`"))
-                .collect::<Vec<_>>();
+            let keys: Vec<String> = not_live.iter().map(|k| format!("`{k}`")).collect();
             return Err(ReloadError::NotLive {
                 keys: keys.join(", "),
             });
@@ -171,34 +170,38 @@ impl Reloader {
             .then(|| tls::server_config(&new.server.tls, new.server.client_ca.as_deref()))
             .transpose()?;
         if diff.touches("audit.key") {
-            // The last check that can fail: once the chain is on the new key, nothing else refuses.
             let audit = self.pipeline.audit();
-            audit
-                .rotate_key(new.audit.key.clone())
-                .await
-                .map_err(ReloadError::AuditKey)?;
+            let rotated = audit.rotate_key(new.audit.key.clone()).await;
+            rotated.map_err(ReloadError::AuditKey)?;
         }
-        if diff.touches("log.level") {
-            // Validated with the config: a failure here cannot happen.
-            if let Err(e) = crate::logging::set_level(&new.log.level) {
-                tracing::warn!(error = %e, "log.level not applied");
-            }
+        if diff.touches("log.level")
+            && let Err(e) = crate::logging::set_level(&new.log.level)
+        {
+            // Validated with the config: not expected.
+            tracing::warn!(error = %e, "log.level not applied");
         }
         let mut sections = diff.sections();
-        if let Some(tls) = tls {
-            if tls.leaf_sha256 != self.leaf && !sections.contains(&"server") {
-                sections.insert(0, "server");
-            }
-            self.tls.store(tls.config);
-            self.leaf = tls.leaf_sha256;
-            metrics(&self.pipeline)
-                .certificate_not_after
-                .set(tls.not_after);
+        if let Some(tls) = tls
+            && self.swap_tls(tls)
+            && !sections.contains(&"server")
+        {
+            sections.insert(0, "server");
         }
-        self.pipeline
-            .reconfigure(new, diff.touches("upstream.auth"));
+        let upstream_auth = diff.touches("upstream.auth");
+        self.pipeline.reconfigure(new, upstream_auth);
         record::serving(metrics(&self.pipeline), new, None);
         Ok(sections)
+    }
+
+    /// New handshakes use `tls` from now on; true when it serves another certificate.
+    fn swap_tls(&mut self, tls: ServerTls) -> bool {
+        let changed = tls.leaf_sha256 != self.leaf;
+        metrics(&self.pipeline)
+            .certificate_not_after
+            .set(tls.not_after);
+        self.tls.store(tls.config);
+        self.leaf = tls.leaf_sha256;
+        changed
     }
 }
 
