@@ -94,7 +94,7 @@ pub(super) fn recover(
         None => last_rotated_line(path)?,
     };
     let head = match last {
-        None => ChainHead::genesis(Some(keys.current.id.clone())),
+        None => ChainHead::genesis(Some(keys.current.id)),
         Some((path, line)) => {
             head_after(keys, &line).map_err(|what| WriteFailure::BadTail { path, what })?
         }

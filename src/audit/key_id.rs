@@ -19,10 +19,10 @@ const LABEL: &[u8] = b"payshim key id v1\0";
 /// Hex digits kept: 64 bits, enough to tell a shop's keys apart.
 const ID_HEX_LEN: usize = 16;
 
-/// The public name of a key.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize)]
-#[serde(transparent)]
-pub struct KeyId(String);
+/// The public name of a key: 16 lowercase hex digits, kept inline so that naming the key
+/// of every record costs no allocation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct KeyId([u8; ID_HEX_LEN]);
 
 impl KeyId {
     /// The id of `key`.
@@ -31,24 +31,34 @@ impl KeyId {
             .chain_update(LABEL)
             .chain_update(key)
             .finalize();
-        KeyId(hex::encode(&digest[..ID_HEX_LEN / 2]))
+        let mut hex = [0u8; ID_HEX_LEN];
+        hex::encode_to_slice(&digest[..ID_HEX_LEN / 2], &mut hex).expect("8 bytes fill 16 hex");
+        KeyId(hex)
     }
 
     /// An id read from a record; `None` unless it has the shape of one.
     pub(super) fn parse(text: &str) -> Option<KeyId> {
-        let shaped = text.len() == ID_HEX_LEN
-            && text.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'));
-        shaped.then(|| KeyId(text.to_owned()))
+        let bytes: [u8; ID_HEX_LEN] = text.as_bytes().try_into().ok()?;
+        bytes
+            .iter()
+            .all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+            .then_some(KeyId(bytes))
     }
 
     pub fn as_str(&self) -> &str {
-        &self.0
+        std::str::from_utf8(&self.0).expect("a key id is hex")
+    }
+}
+
+impl Serialize for KeyId {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(self.as_str())
     }
 }
 
 impl fmt::Display for KeyId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
+        f.write_str(self.as_str())
     }
 }
 
@@ -116,7 +126,8 @@ mod tests {
     #[test]
     fn parse_takes_only_16_lowercase_hex_digits() {
         let id = KeyId::of(b"k");
-        assert_eq!(KeyId::parse(id.as_str()), Some(id.clone()));
+        assert_eq!(KeyId::parse(id.as_str()), Some(id));
+        assert_eq!(serde_json::to_string(&id).unwrap(), format!("\"{id}\""));
         assert_eq!(KeyId::parse(&id.as_str().to_uppercase()), None);
         assert_eq!(KeyId::parse(&id.as_str()[1..]), None);
         assert_eq!(KeyId::parse("zzzzzzzzzzzzzzzz"), None);

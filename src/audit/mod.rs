@@ -3,21 +3,36 @@
 //! # Format
 //! One record per line, fields in this order: `seq` (from 1, continuing across
 //! restarts and rotations), `ts` (UTC, RFC 3339, microseconds), `event`, the
-//! [`AuditRecord`] fields (`None` fields left out), `prev`, `mac`:
+//! [`AuditRecord`] fields (`None` fields left out) or a system event's fields,
+//! `key_id`, `prev`, `mac`:
 //!
 //! ```text
-//! {"seq":1,"ts":"2025-01-01T00:00:00.000001Z","event":"payment.forwarded",...,"prev":"000…0","mac":"…"}
+//! {"seq":1,"ts":"2025-01-01T00:00:00.000001Z","event":"payment.forwarded",...,"key_id":"3f…","prev":"000…0","mac":"…"}
 //! ```
 //!
-//! The writer builds the unsigned line L = `{"seq":..,...,"prev":"<hex>"}`, then
-//! writes L with its final `}` replaced by `,"mac":"<hex>"}` and a `\n`, where
-//! `mac` = lowercase hex HMAC-SHA-256(audit key, L) and `prev` is the previous
-//! record's `mac` (64 zeros for the first record ever). Changing any byte,
-//! removing, inserting or reordering lines makes [`verify_files`] fail at the
-//! first line that no longer verifies, naming the file and the line.
+//! The writer builds the unsigned line L = `{"seq":..,...,"key_id":"<16 hex>","prev":"<hex>"}`,
+//! then writes L with its final `}` replaced by `,"mac":"<hex>"}` and a `\n`, where
+//! `mac` = lowercase hex HMAC-SHA-256(chain key, L), `key_id` is that key's [`KeyId`]
+//! and `prev` is the previous record's `mac` (64 zeros for the first record ever).
+//! Changing any byte, removing, inserting or reordering lines makes [`verify_chain`]
+//! fail at the first line that no longer verifies, naming the file and the line.
+//! (Lines written before records named their key have no `key_id`; they verify with
+//! the chain's key at that point.)
 //!
 //! Records hold card data only as a [`CardSummary`]: there is no field for a
 //! PAN or a CVV.
+//!
+//! # System events and key rotation
+//! [`AuditLog::system_event`] writes start, stop, reload and refused-reload records
+//! (PCI DSS 10.2.1, [`SystemEvent`]); they have no `request_id`, and
+//! [`pending_in`] ignores them. [`AuditLog::rotate_key`] writes `audit.key_rotated`
+//! (`old_key_id`, `new_key_id`) signed with the old key, then signs every later record
+//! with the new one. A verifier holding several keys follows the chain: it starts on
+//! the key the first record names and accepts another only after such a record, so a
+//! retired key cannot sign records after the switch. On start, the writer continues a
+//! chain whose last record `audit.key` or one of `audit.previous_keys` signed (handing
+//! it over to `audit.key` with `audit.key_rotated` first if needed), or that ends with
+//! a switch to `audit.key` (see `resume.rs`).
 //!
 //! # Durability
 //! [`AuditLog::append`] resolves once the record is written and `fdatasync`ed.
@@ -32,8 +47,8 @@
 //! On start, the chain continues from the last complete line of the file (or of
 //! the newest rotated file if the current one is empty). An incomplete last
 //! line left by a crash is cut off with a warning. If that last line does not
-//! verify with the key (wrong `audit.key`), the log stays unhealthy rather than
-//! starting a chain nobody can verify.
+//! verify with a configured key (wrong `audit.key`), the log stays unhealthy rather
+//! than starting a chain nobody can verify.
 //!
 //! # Rotation and verification
 //! When a record would take the file past `max_file_bytes`, the file is renamed

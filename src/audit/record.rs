@@ -207,7 +207,7 @@ impl ChainHead {
         Some(Self {
             next_seq: line.seq.checked_add(1)?,
             prev: line.mac.clone(),
-            key: line.switches_to.clone().or_else(|| signed_by.cloned()),
+            key: line.switches_to.or_else(|| signed_by.cloned()),
         })
     }
 }
@@ -535,7 +535,7 @@ mod tests {
                 seq: 7,
                 prev: GENESIS_PREV.into(),
                 mac,
-                key_id: Some(key.id.clone()),
+                key_id: Some(key.id),
                 switches_to: None,
             }
         );

@@ -38,10 +38,10 @@ pub(super) fn head_after(keys: &ChainKeys, line: &[u8]) -> Result<ChainHead, Str
         Some(id) => match keys.get(id) {
             Some(signer) => (
                 parsed.verify(&signer.hash).map_err(|e| e.to_string())?,
-                signer.id.clone(),
+                signer.id,
             ),
             None if parsed.switches_to() == Some(&keys.current.id) => {
-                let id = id.clone();
+                let id = *id;
                 (parsed.unverified(), id)
             }
             None => {
@@ -55,7 +55,7 @@ pub(super) fn head_after(keys: &ChainKeys, line: &[u8]) -> Result<ChainHead, Str
         // Written before records named their key: whichever configured key verifies it.
         None => std::iter::once(&keys.current)
             .chain(keys.previous.iter())
-            .find_map(|s| parsed.verify(&s.hash).ok().map(|l| (l, s.id.clone())))
+            .find_map(|s| parsed.verify(&s.hash).ok().map(|l| (l, s.id)))
             .ok_or_else(|| "bad mac".to_string())?,
     };
     let head = ChainHead::after(&signed, Some(&signer)).ok_or("seq is at its maximum")?;

@@ -280,3 +280,53 @@ async fn system_events_are_chained_counted_and_never_pending() {
     assert_eq!(pending.pending.len(), 1);
     assert_eq!(pending.pending[0].request_id, "req-0");
 }
+
+/// A chain as written before records named their key: no `key_id`.
+fn legacy_chain(path: &Path, key: &[u8], n: u64) {
+    let signer = crate::keyed::KeyedHash::new(key);
+    let mut prev = GENESIS_PREV.to_string();
+    let mut text = String::new();
+    for seq in 1..=n {
+        let body = format!(
+            r#"{{"seq":{seq},"ts":"2025-01-01T00:00:00.000001Z","event":"payment.forwarded","request_id":"legacy-{seq}","client_id":"web","remote_addr":"192.0.2.1:1","outcome":"forwarded","prev":"{prev}"}}"#
+        );
+        let mac = hex32(&signer.mac(&[body.as_bytes()]));
+        text.push_str(&body[..body.len() - 1]);
+        text.push_str(&format!(",\"mac\":\"{mac}\"}}\n"));
+        prev = mac;
+    }
+    fs::write(path, text).unwrap();
+}
+
+#[tokio::test]
+async fn a_chain_from_before_key_ids_still_verifies_and_continues() {
+    let dir = Dir::new();
+    legacy_chain(&dir.log(), OLD, 3);
+    assert_eq!(verify_chain(&[dir.log()], &[OLD]).unwrap().records, 3);
+    assert_eq!(verify_chain(&[dir.log()], &[NEW, OLD]).unwrap().records, 3);
+    assert!(matches!(
+        verify_chain(&[dir.log()], &[NEW]).unwrap_err(),
+        VerifyError::BadMac { line: 1, .. }
+    ));
+
+    // Continued with the same key, then rotated across a restart.
+    let log = start(&dir.log(), OLD, &[]);
+    assert!(log.is_healthy());
+    append(&log, 3..4).await;
+    log.shutdown().await;
+    let log = start(&dir.log(), NEW, &[OLD]);
+    assert!(log.is_healthy());
+    append(&log, 4..5).await;
+    log.shutdown().await;
+    let report = verify_chain(&[dir.log()], &[OLD, NEW]).unwrap();
+    assert_eq!((report.records, report.key_rotations), (6, 1));
+    let all = lines(&dir.log());
+    assert!(all[2].get("key_id").is_none());
+    assert_eq!(all[3]["key_id"], KeyId::of(OLD).as_str());
+    // Restarted on a legacy tail with a key that did not sign it: refused.
+    let dir = Dir::new();
+    legacy_chain(&dir.log(), OLD, 2);
+    let log = start(&dir.log(), NEW, &[]);
+    assert!(!log.is_healthy());
+    log.shutdown().await;
+}

@@ -176,7 +176,7 @@ pub fn verify_chain(paths: &[PathBuf], keys: &[&[u8]]) -> Result<VerifyReport, V
             }
             let at = |what| (path.clone(), line, what);
             let parsed = parse_line(&buf).map_err(|e| line_error(at(e)))?;
-            let signer = signer_of(&ring, &head, &parsed, &path.clone(), line)?;
+            let signer = signer_of(&ring, &head, &parsed, path, line)?;
             let signed = match signer {
                 Some(signer) => parsed.verify(&signer.hash),
                 None => Err(LineError::BadMac),
@@ -188,7 +188,7 @@ pub fn verify_chain(paths: &[PathBuf], keys: &[&[u8]]) -> Result<VerifyReport, V
             if signed.switches_to.is_some() {
                 report.key_rotations += 1;
             }
-            let signed_by = signer.map(|s| s.id.clone());
+            let signed_by = signer.map(|s| s.id);
             if signed.prev != head.prev {
                 let what = if report.records == 0 {
                     "the first record does not start the chain (prev is not 64 zeros): \
@@ -238,7 +238,7 @@ fn signer_of<'r>(
     ring: &'r Keyring,
     head: &ChainHead,
     parsed: &ParsedLine<'_>,
-    file: &PathBuf,
+    file: &Path,
     line: u64,
 ) -> Result<Option<&'r Signer>, VerifyError> {
     let named = parsed.key_id().or(head.key.as_ref());
@@ -249,17 +249,17 @@ fn signer_of<'r>(
         && expected != id
     {
         return Err(VerifyError::WrongKey {
-            file: file.clone(),
+            file: file.to_path_buf(),
             line,
-            key_id: id.clone(),
-            expected: expected.clone(),
+            key_id: *id,
+            expected: *expected,
         });
     }
     ring.get(id)
         .map(Some)
         .ok_or_else(|| VerifyError::KeyNotGiven {
-            file: file.clone(),
+            file: file.to_path_buf(),
             line,
-            key_id: id.clone(),
+            key_id: *id,
         })
 }

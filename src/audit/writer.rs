@@ -297,7 +297,7 @@ impl Writer {
             head = ChainHead {
                 next_seq: seq + 1,
                 prev: mac,
-                key: Some(signer.id.clone()),
+                key: Some(signer.id),
             };
         }
         if !chunk.is_empty() {

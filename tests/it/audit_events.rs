@@ -111,6 +111,12 @@ async fn start_and_stop_records_carry_the_version_and_config_hash_and_no_secret(
     assert!(printed.status.success(), "{printed:?}");
     let expected = hex::encode(Sha256::digest(&printed.stdout));
     assert_eq!(started["config_hash"], expected.as_str(), "{started}");
+    // No audit.fingerprint_key: check-config says what that means for a rotation.
+    let warned = String::from_utf8_lossy(&printed.stderr);
+    assert!(
+        warned.contains("warning: audit.fingerprint_key is not set"),
+        "{warned}"
+    );
     let key_id = KeyId::of(AUDIT_KEY.as_bytes());
     for r in &all {
         assert_eq!(r["key_id"], key_id.as_str(), "{r}");
