@@ -144,12 +144,13 @@ impl Reloader {
             Ok(new) => new,
             Err(e) => return record::refused(metrics, audit, e.to_string(), trigger).await,
         };
+        // Hashed before the TLS files are read: a change after this is seen next time.
+        let watched = FileHashes::new(source.watched_files(&new));
         match self.apply(&new).await {
             Ok(sections) => {
                 record::reloaded(metrics, audit, &new, sections, trigger).await;
                 record::keys_rotated(audit, &self.current, &new).await;
-                let watched = self.source.as_ref().map(|s| s.watched_files(&new));
-                self.files = FileHashes::new(watched.unwrap_or_default());
+                self.files = watched;
                 self.current = new;
             }
             Err(e) => record::refused(metrics, audit, e.to_string(), trigger).await,
