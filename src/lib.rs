@@ -27,9 +27,11 @@ pub mod outcome;
 pub mod payment;
 pub mod pipeline;
 pub mod redact;
+pub mod reload;
 pub mod route;
 pub mod sandbox;
 pub mod server;
+pub mod swap;
 pub mod tls;
 pub mod upstream;
 
@@ -39,7 +41,6 @@ use std::sync::Arc;
 
 use tokio::net::TcpListener;
 use tokio::sync::watch;
-use tokio_rustls::TlsAcceptor;
 
 use http::{Request, Response};
 use hyper::body::Incoming;
@@ -49,6 +50,8 @@ use crate::body::ProxyBody;
 use crate::config::{Config, UpstreamTarget};
 use crate::conn::ConnInfo;
 use crate::pipeline::Pipeline;
+use crate::reload::{Reloader, Reloads};
+use crate::swap::Swap;
 
 /// The two listening sockets, bound by the caller (tests bind port 0).
 pub struct Listeners {
@@ -86,15 +89,25 @@ pub enum RunError {
 }
 
 /// Serves until `shutdown` resolves, then drains in-flight requests (up to
-/// `server.shutdown_grace`) and returns.
+/// `server.shutdown_grace`) and returns. Never reloads: see [`run_with`].
 pub async fn run(
     config: Config,
     listeners: Listeners,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), RunError> {
-    let (server_tls, dev_cert) =
-        tls::server_config(&config.server.tls, config.server.client_ca.as_deref())?;
-    if let Some(path) = dev_cert {
+    run_with(config, None, listeners, shutdown).await
+}
+
+/// [`run`], reloading the config from `reloads` on each request there and when a
+/// watched file changes (README.md, "Operations").
+pub async fn run_with(
+    config: Config,
+    reloads: Option<Reloads>,
+    listeners: Listeners,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), RunError> {
+    let served = tls::server_config(&config.server.tls, config.server.client_ca.as_deref())?;
+    if let Some(path) = &served.dev_cert {
         tracing::warn!(
             cert = %path.display(),
             "DEV ONLY: serving a self-signed certificate generated at start-up; \
@@ -132,12 +145,21 @@ pub async fn run(
         upstream,
         "payshim serving"
     );
+    let server_settings = config.server.clone();
+    let shutdown_grace = config.server.shutdown_grace;
+    let tls = Arc::new(Swap::from_arc(served.config.clone()));
+    let (source, signals) = match reloads {
+        Some(r) => (r.source, Some(r.signals)),
+        None => (None, None),
+    };
+    let reloader = Reloader::new(source, config, pipeline.clone(), tls.clone(), &served);
+    let reloading = signals.map(|s| tokio::spawn(reloader.run(s, stop_rx.clone())));
     let server = server::serve(
         listeners.public,
-        TlsAcceptor::from(server_tls),
+        tls,
         pipeline.clone(),
         pipeline.metrics().connections.clone(),
-        &config.server,
+        &server_settings,
         stop_rx,
     );
     tokio::pin!(server);
@@ -150,7 +172,10 @@ pub async fn run(
     }
     let _ = stop_tx.send(true);
     let _ = admin.await;
-    pipeline.drain(config.server.shutdown_grace).await;
+    if let Some(task) = reloading {
+        let _ = task.await;
+    }
+    pipeline.drain(shutdown_grace).await;
     let audit = pipeline.audit().clone();
     drop(pipeline);
     audit_system_event(&audit, SystemEvent::Stopped).await;

@@ -10,7 +10,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use sha2::{Digest, Sha256};
 
 use payshim::audit::{AuditToml, PendingReport, VerifyError, VerifyReport};
-use payshim::config::{self, Config};
+use payshim::config::{self, Config, ConfigSource};
 use secrecy::{ExposeSecret, SecretSlice};
 
 /// The documented dev default, built in so `payshim` runs on a fresh machine.
@@ -111,20 +111,29 @@ fn main() -> ExitCode {
 }
 
 fn load_config(path: Option<&Path>) -> anyhow::Result<Config> {
+    Ok(load_with_source(path)?.0)
+}
+
+/// The config and, when it came from a file, where a reload reads it again.
+fn load_with_source(path: Option<&Path>) -> anyhow::Result<(Config, Option<ConfigSource>)> {
     let env: HashMap<String, String> = std::env::vars().collect();
-    let config = match path {
-        Some(p) => config::load(Some(p), &env)?,
-        None if Path::new(DEFAULT_CONFIG).exists() => {
-            config::load(Some(Path::new(DEFAULT_CONFIG)), &env)?
-        }
-        None => config::from_toml(EMBEDDED_CONFIG, &env)?,
+    let file = match path {
+        Some(p) => Some(p.to_path_buf()),
+        None if Path::new(DEFAULT_CONFIG).exists() => Some(PathBuf::from(DEFAULT_CONFIG)),
+        None => None,
     };
-    Ok(config)
+    Ok(match file {
+        Some(file) => {
+            let source = ConfigSource::new(file, env);
+            (source.load()?, Some(source))
+        }
+        None => (config::from_toml(EMBEDDED_CONFIG, &env)?, None),
+    })
 }
 
 fn run(path: Option<&Path>) -> anyhow::Result<ExitCode> {
     disable_core_dumps();
-    let config = load_config(path)?;
+    let (config, source) = load_with_source(path)?;
     // Declared before the runtime, so dropped after it: the runtime's last lines are in
     // the final batch.
     let _log = payshim::logging::init(&config.log).context("log pipeline check")?;
@@ -141,7 +150,11 @@ fn run(path: Option<&Path>) -> anyhow::Result<ExitCode> {
         let listeners = payshim::Listeners::bind(&config).await.with_context(|| {
             format!("binding {} / {}", config.server.listen, config.admin.listen)
         })?;
-        payshim::run(config, listeners, shutdown_signal()).await?;
+        let reloads = payshim::reload::Reloads {
+            source,
+            signals: reload_signal().context("installing the SIGHUP handler")?,
+        };
+        payshim::run_with(config, Some(reloads), listeners, shutdown_signal()).await?;
         Ok(ExitCode::SUCCESS)
     })
 }
@@ -165,6 +178,22 @@ async fn shutdown_signal() {
         _ = term.recv() => tracing::info!("SIGTERM received"),
         _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT received"),
     }
+}
+
+/// SIGHUP asks for a reload (README.md, "Operations"); handled for the life of the
+/// process, so a SIGHUP never kills payshim, even on the embedded default config.
+fn reload_signal() -> std::io::Result<tokio::sync::mpsc::Receiver<()>> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut hup = signal(SignalKind::hangup())?;
+    let (tx, rx) = tokio::sync::mpsc::channel(1);
+    tokio::spawn(async move {
+        while hup.recv().await.is_some() {
+            tracing::info!("SIGHUP received: reloading");
+            // A reload already queued covers this one too.
+            let _ = tx.try_send(());
+        }
+    });
+    Ok(rx)
 }
 
 /// Linux's SIGXFSZ: a write past the process's file-size limit (`RLIMIT_FSIZE`).

@@ -47,6 +47,78 @@ pub struct ReasonLabel {
     pub reason: &'static str,
 }
 
+/// A reload's result: `ok` or `refused` (payshim's own names).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ResultLabel {
+    pub result: &'static str,
+}
+
+/// The first 16 hex digits of the running config's hash (secrets masked before hashing).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct HashLabel {
+    pub hash: String,
+}
+
+/// What the reloads set: their count by result and what the running config serves.
+#[derive(Clone, Default)]
+pub struct ReloadMetrics {
+    pub reloads: Family<ResultLabel, Counter>,
+    /// Unix time of the last successful reload (of the start, before any).
+    pub last_success: Gauge,
+    /// Unix time of the served certificate's notAfter.
+    pub certificate_not_after: Gauge,
+    /// Unix time the upstream token expires; 0 without a token (or a static one).
+    pub token_expiry: Gauge,
+    /// One series, the current config's hash, at 1.
+    pub config_info: Family<HashLabel, Gauge>,
+}
+
+impl ReloadMetrics {
+    /// Counts a reload: `ok` or `refused`.
+    pub fn counted(&self, result: &'static str) {
+        self.reloads.get_or_create(&ResultLabel { result }).inc();
+    }
+
+    /// Exports `hash` as the only `payshim_config_info` series.
+    pub fn set_config_hash(&self, hash: &str) {
+        self.config_info.clear();
+        let hash = hash.chars().take(16).collect();
+        self.config_info.get_or_create(&HashLabel { hash }).set(1);
+    }
+
+    fn register(&self, registry: &mut Registry) {
+        // Both series from the start, so that an alert on the first refusal sees it rise.
+        for result in ["ok", "refused"] {
+            let _ = self.reloads.get_or_create(&ResultLabel { result });
+        }
+        registry.register(
+            "reloads",
+            "Config reloads by result (refused: invalid config or TLS files, or a key that needs a restart changed)",
+            self.reloads.clone(),
+        );
+        registry.register(
+            "reload_last_success_timestamp_seconds",
+            "Unix time of the last successful reload (or of the start)",
+            self.last_success.clone(),
+        );
+        registry.register(
+            "tls_certificate_not_after_timestamp_seconds",
+            "Unix time at which the served TLS certificate expires",
+            self.certificate_not_after.clone(),
+        );
+        registry.register(
+            "upstream_token_expiry_timestamp_seconds",
+            "Unix time at which the upstream token expires (0: no token, or a static one)",
+            self.token_expiry.clone(),
+        );
+        registry.register(
+            "config_info",
+            "The running config: its hash (secrets masked) as a label",
+            self.config_info.clone(),
+        );
+    }
+}
+
 /// The connection counters the public listener keeps (cheap clones of the registered
 /// metrics).
 #[derive(Clone, Default)]
@@ -106,6 +178,7 @@ pub struct Metrics {
     pub audit_healthy: Gauge,
     pub audit_io: AuditMetrics,
     pub readiness: ReadinessMetrics,
+    pub reload: ReloadMetrics,
     /// Each route's histograms, looked up in their families once: a family lookup (lock,
     /// label hash) on every request is measurable at proxy speeds.
     route_histograms: [OnceLock<(Histogram, Histogram)>; RouteName::COUNT],
@@ -211,6 +284,8 @@ impl Metrics {
             "1 when the shared rate-limit store answers (also when none is configured)",
             readiness.limits_store_up.clone(),
         );
+        let reload = ReloadMetrics::default();
+        reload.register(&mut registry);
         Metrics {
             registry,
             requests,
@@ -228,6 +303,7 @@ impl Metrics {
             audit_healthy,
             audit_io,
             readiness,
+            reload,
             route_histograms: Default::default(),
         }
     }

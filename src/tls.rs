@@ -10,6 +10,7 @@ use rustls::server::WebPkiClientVerifier;
 use rustls::{RootCertStore, ServerConfig};
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+use sha2::Digest;
 
 use crate::config::TlsSource;
 
@@ -23,6 +24,10 @@ pub enum TlsError {
     },
     #[error("TLS setup: {0}")]
     Rustls(#[from] rustls::Error),
+    #[error(
+        "config key `server.key`: {reason}; give the private key that server.cert was issued for"
+    )]
+    KeyPair { reason: String },
     #[error("client CA verifier: {0}")]
     Verifier(String),
     #[error("generating the dev certificate: {0}")]
@@ -42,12 +47,20 @@ pub fn provider() -> Arc<CryptoProvider> {
 const VERSIONS: &[&rustls::SupportedProtocolVersion] =
     &[&rustls::version::TLS13, &rustls::version::TLS12];
 
+/// The public listener's TLS set-up, built at start and again on each reload.
+pub struct ServerTls {
+    pub config: Arc<ServerConfig>,
+    /// In dev mode, where the self-signed certificate's PEM went.
+    pub dev_cert: Option<PathBuf>,
+    /// The served certificate's notAfter (Unix seconds), for the expiry metric.
+    pub not_after: i64,
+    /// SHA-256 of the served leaf certificate: tells a reload whether it changed.
+    pub leaf_sha256: [u8; 32],
+}
+
 /// The server side: certificate, ALPN h2 + http/1.1, and client certificates when a
-/// client CA is configured. Returns the config and, in dev mode, where the PEM went.
-pub fn server_config(
-    source: &TlsSource,
-    client_ca: Option<&Path>,
-) -> Result<(Arc<ServerConfig>, Option<PathBuf>), TlsError> {
+/// client CA is configured.
+pub fn server_config(source: &TlsSource, client_ca: Option<&Path>) -> Result<ServerTls, TlsError> {
     let (chain, key, dev_path) = match source {
         TlsSource::Files { cert, key } => (
             read_certs("server.cert", cert)?,
@@ -71,9 +84,26 @@ pub fn server_config(
         }
         None => builder.with_no_client_auth(),
     };
-    let mut config = builder.with_single_cert(chain, key)?;
+    let not_after = not_after(&chain[0]);
+    let leaf_sha256 = sha2::Sha256::digest(chain[0].as_ref()).into();
+    let mut config = builder
+        .with_single_cert(chain, key)
+        .map_err(|e| TlsError::KeyPair {
+            reason: e.to_string(),
+        })?;
     config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
-    Ok((Arc::new(config), dev_path))
+    Ok(ServerTls {
+        config: Arc::new(config),
+        dev_cert: dev_path,
+        not_after,
+        leaf_sha256,
+    })
+}
+
+/// A certificate's notAfter as Unix seconds (0 when it does not parse).
+fn not_after(leaf: &CertificateDer<'_>) -> i64 {
+    x509_parser::parse_x509_certificate(leaf.as_ref())
+        .map_or(0, |(_, cert)| cert.validity().not_after.timestamp())
 }
 
 /// The upstream side: the public web PKI roots plus an optional private CA.

@@ -3,6 +3,10 @@
 //! Stateless: `ps1.<payload>.<mac>`, payload = base64url(`<client id>|<expiry epoch>`),
 //! mac = base64url(HMAC-SHA-256(`auth.session_key`, `ps1.<payload>`)). Any replica holding
 //! the key accepts any replica's tokens; nothing is stored.
+//!
+//! Rotation: the new key signs, the old ones (`auth.previous_session_keys`) still verify,
+//! so tokens issued before a rotation keep working until they expire (at most
+//! `auth.session_ttl`), after which the old key can be dropped.
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -35,13 +39,28 @@ pub struct Issued {
 pub struct SessionKeys {
     /// Keyed once here, so issuing or checking a token only hashes the token.
     key: KeyedHash,
+    /// Keys of earlier rotations: verify only.
+    previous: Vec<KeyedHash>,
     ttl: Duration,
 }
 
 impl SessionKeys {
     pub fn new(key: SecretSlice<u8>, ttl: Duration) -> SessionKeys {
+        SessionKeys::with_previous(key, &[], ttl)
+    }
+
+    /// Signs with `key`; also accepts tokens signed with any of `previous`.
+    pub fn with_previous(
+        key: SecretSlice<u8>,
+        previous: &[SecretSlice<u8>],
+        ttl: Duration,
+    ) -> SessionKeys {
         SessionKeys {
             key: KeyedHash::new(key.expose_secret()),
+            previous: previous
+                .iter()
+                .map(|k| KeyedHash::new(k.expose_secret()))
+                .collect(),
             ttl,
         }
     }
@@ -66,7 +85,8 @@ impl SessionKeys {
         let (payload, mac) = rest.split_once('.').ok_or(SessionError::Malformed)?;
         let mac = B64.decode(mac).map_err(|_| SessionError::Malformed)?;
         let signed = &token[..PREFIX.len() + payload.len()];
-        if !self.key.verify(&[signed.as_bytes()], &mac) {
+        let verifies = |key: &KeyedHash| key.verify(&[signed.as_bytes()], &mac);
+        if !verifies(&self.key) && !self.previous.iter().any(verifies) {
             return Err(SessionError::BadSignature);
         }
         let payload = B64.decode(payload).map_err(|_| SessionError::Malformed)?;
@@ -119,5 +139,35 @@ mod tests {
         for bad in ["", "ps1.", "ps1.abc", "ps1.abc.def", "xyz"] {
             assert!(a.verify(bad, now).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn rotation_keeps_old_tokens_until_they_expire() {
+        let now = SystemTime::now();
+        let secret = |k: &str| SecretSlice::from(k.as_bytes().to_vec());
+        let old = keys("key-a-0123456789abcdef0123456789abcdef");
+        let issued_before = old.issue("web-eu", now);
+        let rotated = SessionKeys::with_previous(
+            secret("key-b-0123456789abcdef0123456789abcdef"),
+            &[secret("key-a-0123456789abcdef0123456789abcdef")],
+            Duration::from_secs(3600),
+        );
+        assert_eq!(rotated.verify(&issued_before.token, now).unwrap(), "web-eu");
+        let later = now + Duration::from_secs(3601);
+        assert_eq!(
+            rotated.verify(&issued_before.token, later),
+            Err(SessionError::Expired)
+        );
+        // New tokens are signed with the new key only.
+        let issued_after = rotated.issue("web-eu", now);
+        assert_eq!(
+            old.verify(&issued_after.token, now),
+            Err(SessionError::BadSignature)
+        );
+        let forged = keys("key-c-0123456789abcdef0123456789abcdef").issue("web-eu", now);
+        assert_eq!(
+            rotated.verify(&forged.token, now),
+            Err(SessionError::BadSignature)
+        );
     }
 }

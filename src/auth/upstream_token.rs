@@ -11,6 +11,10 @@
 //! waits for that fetch's outcome, which `upstream.connect_timeout` and `upstream.timeout`
 //! bound, and only then gets 503. With no fetch in flight after a failed one, it gets 503
 //! at once, so a token endpoint that is down costs requests no extra wait.
+//!
+//! A reload that changes `upstream.auth` replaces the source whole ([`UpstreamToken::replace`]):
+//! new credentials fetch a new token at once; a request already holding the old token
+//! finishes with it.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -22,11 +26,13 @@ use secrecy::{ExposeSecret, SecretString};
 use tokio::sync::{Mutex, MutexGuard, RwLock};
 
 use crate::config::UpstreamAuth;
+use crate::swap::Swap;
 use crate::upstream::Upstream;
 
 /// Where the upstream `Authorization` value comes from.
 pub struct UpstreamToken {
-    source: Source,
+    source: Swap<Source>,
+    upstream: Arc<Upstream>,
 }
 
 enum Source {
@@ -75,7 +81,39 @@ enum FetchError {
 impl UpstreamToken {
     /// Must run inside the runtime: a managed token starts its refresher task here.
     pub fn start(auth: &UpstreamAuth, upstream: Arc<Upstream>) -> UpstreamToken {
-        let source = match auth {
+        UpstreamToken {
+            source: Swap::new(Source::start(auth, &upstream)),
+            upstream,
+        }
+    }
+
+    /// New credentials from a reload; a managed token is fetched for them at once.
+    pub fn replace(&self, auth: &UpstreamAuth) {
+        self.source
+            .store(Arc::new(Source::start(auth, &self.upstream)));
+        tracing::info!("upstream credentials replaced");
+    }
+
+    /// When the current token expires (Unix seconds), for the expiry metric: `None`
+    /// without a token, or for a static token, whose lifetime payshim does not know.
+    pub fn expiry_unix(&self) -> Option<u64> {
+        let Source::Managed(m) = &*self.source.load() else {
+            return None;
+        };
+        let current = m.current.try_read().ok()?;
+        let left = current
+            .as_ref()?
+            .expires_at
+            .saturating_duration_since(Instant::now());
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH);
+        now.ok().map(|n| (n + left).as_secs())
+    }
+}
+
+impl Source {
+    /// Must run inside the runtime: a managed token starts its refresher task here.
+    fn start(auth: &UpstreamAuth, upstream: &Arc<Upstream>) -> Source {
+        match auth {
             UpstreamAuth::Static(token) => Source::Static(bearer_value(token.expose_secret())),
             UpstreamAuth::None => Source::Sandbox(bearer_value("sandbox")),
             UpstreamAuth::ClientCredentials {
@@ -85,7 +123,7 @@ impl UpstreamToken {
                 let managed = Arc::new(Managed {
                     client_id: client_id.clone(),
                     client_secret: client_secret.clone(),
-                    upstream,
+                    upstream: upstream.clone(),
                     current: RwLock::new(None),
                     fetching: Mutex::new(()),
                     attempted: AtomicBool::new(false),
@@ -95,15 +133,16 @@ impl UpstreamToken {
                 tokio::spawn(refresher(Arc::downgrade(&managed), managed.wake.clone()));
                 Source::Managed(managed)
             }
-        };
-        UpstreamToken { source }
+        }
     }
+}
 
+impl UpstreamToken {
     /// The `Authorization` header value for the next upstream call. Without a valid
     /// token it waits for a fetch in flight (see the module doc) before giving up with
     /// `None`.
     pub async fn bearer(&self) -> Option<HeaderValue> {
-        match &self.source {
+        match &*self.source.load() {
             Source::Static(v) | Source::Sandbox(v) => Some(v.clone()),
             Source::Managed(m) => m.valid_or_in_flight().await,
         }
@@ -112,13 +151,13 @@ impl UpstreamToken {
     /// Whether a rejected token can be replaced by a fresh one (client credentials): only
     /// then is a request worth keeping for its one resend.
     pub fn can_refresh(&self) -> bool {
-        matches!(self.source, Source::Managed(_))
+        matches!(*self.source.load(), Source::Managed(_))
     }
 
     /// After the upstream rejected `used` with 401: a fresh token to resend with, once.
     /// None when the token cannot be refreshed (static token, endpoint down).
     pub async fn refresh_after_rejection(&self, used: &HeaderValue) -> Option<HeaderValue> {
-        match &self.source {
+        match &*self.source.load() {
             Source::Managed(m) => m.refresh(Some(used)).await,
             Source::Static(_) | Source::Sandbox(_) => None,
         }
@@ -126,7 +165,7 @@ impl UpstreamToken {
 
     /// True when a token is in hand (readiness).
     pub async fn is_available(&self) -> bool {
-        match &self.source {
+        match &*self.source.load() {
             Source::Static(_) | Source::Sandbox(_) => true,
             Source::Managed(m) => m.valid().await.is_some(),
         }

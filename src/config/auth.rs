@@ -3,15 +3,18 @@
 use std::fmt;
 use std::time::Duration;
 
-use secrecy::{ExposeSecret, SecretSlice};
+use secrecy::{ExposeSecret, SecretSlice, SecretString};
 
 use super::parse::duration;
-use super::raw::RawAuth;
+use super::raw::{RawAuth, SecretList};
 use super::{ConfigError, Result};
 
 pub struct AuthConfig {
     pub session_key: Option<SecretSlice<u8>>,
     pub session_ttl: Duration,
+    /// Keys that signed tokens before a rotation: still accepted until those tokens
+    /// expire, never used to sign.
+    pub previous_session_keys: Vec<SecretSlice<u8>>,
 }
 
 impl fmt::Debug for AuthConfig {
@@ -26,23 +29,52 @@ impl fmt::Debug for AuthConfig {
                     .unwrap_or("(none)"),
             )
             .field("session_ttl", &humantime::format_duration(self.session_ttl))
+            .field("previous_session_keys", &self.previous_session_keys.len())
             .finish()
     }
 }
 
 pub(super) fn auth_config(raw: RawAuth) -> Result<AuthConfig> {
-    let session_key = match raw.session_key {
-        Some(k) if k.expose_secret().len() < 32 => {
-            return Err(ConfigError::new(
-                "auth.session_key",
-                "too short: use at least 32 random characters (e.g. `openssl rand -hex 32`)",
-            ));
-        }
-        Some(k) => Some(SecretSlice::from(k.expose_secret().as_bytes().to_vec())),
-        None => None,
+    let session_key = raw
+        .session_key
+        .map(|k| checked_key("auth.session_key", &k))
+        .transpose()?;
+    let previous: Vec<SecretString> = match raw.previous_session_keys {
+        None => Vec::new(),
+        Some(SecretList::List(keys)) => keys,
+        Some(SecretList::Joined(joined)) => joined
+            .expose_secret()
+            .split(',')
+            .map(str::trim)
+            .filter(|k| !k.is_empty())
+            .map(SecretString::from)
+            .collect(),
     };
+    let previous_session_keys = previous
+        .iter()
+        .enumerate()
+        .map(|(i, k)| checked_key(&format!("auth.previous_session_keys[{i}]"), k))
+        .collect::<Result<Vec<_>>>()?;
+    if session_key.is_none() && !previous_session_keys.is_empty() {
+        return Err(ConfigError::new(
+            "auth.session_key",
+            "auth.previous_session_keys is set but auth.session_key is not; \
+             set the current key too (tokens are only ever signed with it)",
+        ));
+    }
     Ok(AuthConfig {
         session_key,
         session_ttl: duration("auth.session_ttl", raw.session_ttl.as_deref(), "1h")?,
+        previous_session_keys,
     })
+}
+
+fn checked_key(key: &str, value: &SecretString) -> Result<SecretSlice<u8>> {
+    if value.expose_secret().len() < 32 {
+        return Err(ConfigError::new(
+            key,
+            "too short: use at least 32 random characters (e.g. `openssl rand -hex 32`)",
+        ));
+    }
+    Ok(SecretSlice::from(value.expose_secret().as_bytes().to_vec()))
 }

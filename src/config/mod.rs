@@ -10,12 +10,14 @@
 //! the serde structs, `validated.rs` the whole validated [`Config`] and its conversion, which
 //! delegates to one file per section (`server.rs`, `upstream.rs`, `auth.rs`, `clients.rs`,
 //! `limits.rs`, `idempotency.rs`, `audit.rs`, `log.rs`); `parse.rs` holds the value parsers they share,
-//! `quota.rs` the rate quota and its parser, and `print.rs` the masked printer of
-//! `check-config`.
+//! `quota.rs` the rate quota and its parser, `print.rs` the masked printer of
+//! `check-config`, `source.rs` where the config is re-read from on a reload and `diff.rs`
+//! what a reload changes.
 
 mod audit;
 mod auth;
 mod clients;
+mod diff;
 mod hash;
 mod idempotency;
 mod limits;
@@ -26,12 +28,14 @@ mod print;
 mod quota;
 mod raw;
 mod server;
+mod source;
 mod upstream;
 mod validated;
 
 pub use self::audit::AuditConfig;
 pub use self::auth::AuthConfig;
 pub use self::clients::ClientConfig;
+pub use self::diff::ConfigDiff;
 pub use self::idempotency::IdempotencyConfig;
 pub use self::limits::{LimitsConfig, OnStoreError};
 pub use self::load::{from_toml, load};
@@ -39,6 +43,7 @@ pub use self::log::{LogConfig, LogFormat};
 pub use self::parse::parse_size;
 pub use self::quota::{Quota, parse_quota};
 pub use self::server::{AdminConfig, ServerConfig, TlsSource};
+pub use self::source::ConfigSource;
 pub use self::upstream::{UpstreamAuth, UpstreamConfig, UpstreamTarget};
 pub use self::validated::{Config, PaymentsConfig};
 
@@ -51,7 +56,7 @@ pub struct ConfigError {
 }
 
 impl ConfigError {
-    fn new(key: impl Into<String>, message: impl Into<String>) -> Self {
+    pub fn new(key: impl Into<String>, message: impl Into<String>) -> Self {
         ConfigError {
             key: key.into(),
             message: message.into(),

@@ -41,6 +41,10 @@ impl fmt::Display for Config {
         writeln!(f, "max_h2_streams = {}", self.server.max_h2_streams)?;
         writeln!(f, "shutdown_grace = \"{}\"", d(self.server.shutdown_grace))?;
         writeln!(f, "workers = {} # 0: one per core", self.server.workers)?;
+        match self.server.reload_check_interval {
+            Some(i) => writeln!(f, "reload_check_interval = \"{}\"", d(i))?,
+            None => writeln!(f, "reload_check_interval = \"off\"")?,
+        }
         writeln!(f, "\n[admin]\nlisten = \"{}\"", self.admin.listen)?;
         writeln!(f, "\n[upstream]")?;
         match &self.upstream.target {
@@ -75,6 +79,10 @@ impl fmt::Display for Config {
             }
         )?;
         writeln!(f, "session_ttl = \"{}\"", d(self.auth.session_ttl))?;
+        if !self.auth.previous_session_keys.is_empty() {
+            let masked = vec!["****"; self.auth.previous_session_keys.len()];
+            writeln!(f, "previous_session_keys = {masked:?}")?;
+        }
         for c in &self.clients {
             writeln!(f, "\n[[clients]]\nid = \"{}\"", c.id)?;
             if let Some(p) = &c.public_id {

@@ -39,6 +39,7 @@ pub(super) struct RawServer {
     pub(super) max_h2_streams: Option<u32>,
     pub(super) shutdown_grace: Option<String>,
     pub(super) workers: Option<usize>,
+    pub(super) reload_check_interval: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -70,6 +71,7 @@ pub(super) struct RawUpstreamAuth {
 pub(super) struct RawAuth {
     pub(super) session_key: Option<SecretString>,
     pub(super) session_ttl: Option<String>,
+    pub(super) previous_session_keys: Option<SecretList>,
 }
 
 #[derive(Debug, Default, Deserialize)]

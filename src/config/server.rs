@@ -17,7 +17,7 @@ pub enum TlsSource {
     DevSelfSigned { dir: PathBuf },
 }
 
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct ServerConfig {
     pub listen: SocketAddr,
     pub tls: TlsSource,
@@ -33,6 +33,9 @@ pub struct ServerConfig {
     pub shutdown_grace: Duration,
     /// Runtime worker threads; 0 means one per available core.
     pub workers: usize,
+    /// How often the config file and the TLS files are hashed to reload on a change
+    /// (mounted Kubernetes Secrets change without a signal); `None`: only on SIGHUP.
+    pub reload_check_interval: Option<Duration>,
 }
 
 #[derive(Debug)]
@@ -96,5 +99,9 @@ pub(super) fn server_config(raw: RawServer) -> Result<ServerConfig> {
             "30s",
         )?,
         workers: raw.workers.unwrap_or(0),
+        reload_check_interval: match raw.reload_check_interval.as_deref() {
+            Some("off") => None,
+            v => Some(duration("server.reload_check_interval", v, "10s")?),
+        },
     })
 }

@@ -3,6 +3,8 @@
 
 use std::hash::{BuildHasher, Hash, RandomState};
 use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::Duration;
 
 use crate::config::Quota;
 
@@ -29,20 +31,24 @@ pub(super) struct Attempts {
 }
 
 /// Everything a `Limiter` shares with its background tasks (pruning, the Redis probe).
+/// Each part is behind an `Arc` so that a reload can carry it over (see `build.rs`).
 pub(super) struct Inner {
-    pub(super) per_client: Option<Kind<String>>,
-    pub(super) per_ip: Option<Kind<IpAddr>>,
-    pub(super) per_order: Option<Kind<u128>>,
-    pub(super) per_card: Option<Kind<u128, FingerprintHash>>,
-    pub(super) card_attempts: Option<Attempts>,
-    pub(super) breaker: Breaker,
-    pub(super) redis: Option<RedisStore>,
+    pub(super) per_client: Option<Arc<Kind<String>>>,
+    pub(super) per_ip: Option<Arc<Kind<IpAddr>>>,
+    pub(super) per_order: Option<Arc<Kind<u128>>>,
+    pub(super) per_card: Option<Arc<Kind<u128, FingerprintHash>>>,
+    pub(super) card_attempts: Option<Arc<Attempts>>,
+    pub(super) breaker: Arc<Breaker>,
+    /// The breaker's settings (ratio, window, cool-down), to tell whether a reload
+    /// changed them.
+    pub(super) decline: (f64, u32, Duration),
+    pub(super) redis: Option<Arc<RedisStore>>,
 }
 
 impl LocalMaps for Inner {
     fn local_maps(&self) -> Vec<&dyn Prunable> {
         fn local<K: Hash + Eq + Clone, S: BuildHasher + Default + Clone>(
-            kind: &Option<Kind<K, S>>,
+            kind: &Option<Arc<Kind<K, S>>>,
         ) -> Option<&dyn Prunable>
         where
             KeyedQuota<K, S>: Prunable,

@@ -21,6 +21,7 @@
 //! 2^64 addresses, escaping the quota and filling the map.
 
 mod breaker;
+mod build;
 mod emission;
 mod error;
 mod hash;
@@ -36,15 +37,15 @@ mod scope;
 use std::fmt;
 use std::hash::{BuildHasher, Hash};
 use std::net::IpAddr;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 
-use crate::config::{LimitsConfig, OnStoreError, Quota};
+use crate::config::{LimitsConfig, OnStoreError};
+use crate::swap::Swap;
 
-use self::breaker::Breaker;
+use self::build::Fixed;
 use self::error::exceeded;
 use self::keys::{HexKey, ip_key, redis_key};
-use self::kind::{Attempts, Inner, Kind, local_check};
-use self::local::{CardAttempts, KeyedQuota};
+use self::kind::{Inner, Kind, local_check};
 use self::redis::{Check, RedisStore};
 
 pub use self::error::LimitError;
@@ -53,8 +54,14 @@ pub use self::scope::Scope;
 /// Dispatches every limit check to Redis or the local state; `Send + Sync`, shared by all
 /// requests.
 pub struct Limiter {
-    inner: Arc<Inner>,
+    /// Replaced whole by a reload ([`Limiter::reconfigure`]); a check keeps the one it
+    /// started with.
+    state: Swap<Inner>,
+    fixed: Fixed,
+    /// The Redis probe.
     tasks: Vec<tokio::task::JoinHandle<()>>,
+    /// The pruning of the current state's local maps.
+    prune: Mutex<tokio::task::JoinHandle<()>>,
 }
 
 impl Drop for Limiter {
@@ -62,13 +69,17 @@ impl Drop for Limiter {
         for t in &self.tasks {
             t.abort();
         }
+        self.prune
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .abort();
     }
 }
 
 impl fmt::Debug for Limiter {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Limiter")
-            .field("shared", &self.inner.redis.is_some())
+            .field("shared", &self.inner().redis.is_some())
             .field("local_keys", &self.local_keys())
             .finish()
     }
@@ -81,20 +92,10 @@ impl Limiter {
     /// [`Limiter::readiness_problem`]).
     pub fn start(config: &LimitsConfig) -> Limiter {
         let shared = config.redis_url.is_some();
-        let with_local = !shared || config.on_store_error == OnStoreError::Local;
-        let max_keys = config.max_keys;
-        fn kind<K: Hash + Eq + Clone, S: BuildHasher + Default + Clone>(
-            scope: Scope,
-            q: &Option<Quota>,
-            with_local: bool,
-            max_keys: usize,
-        ) -> Option<Kind<K, S>> {
-            q.map(|quota| Kind {
-                scope,
-                quota,
-                local: with_local.then(|| KeyedQuota::new(scope, &quota, max_keys)),
-            })
-        }
+        let fixed = Fixed {
+            with_local: !shared || config.on_store_error == OnStoreError::Local,
+            max_keys: config.max_keys,
+        };
         let mut tasks = Vec::new();
         let redis = config.redis_url.as_deref().map(|url| {
             let fallback = match config.on_store_error {
@@ -103,38 +104,53 @@ impl Limiter {
             };
             let (store, task) = RedisStore::start(url, config.redis_timeout, fallback);
             tasks.push(task);
-            store
+            Arc::new(store)
         });
-        let inner = Arc::new(Inner {
-            per_client: kind(Scope::Client, &config.per_client, with_local, max_keys),
-            per_ip: kind(Scope::Ip, &config.per_ip, with_local, max_keys),
-            per_order: kind(Scope::Order, &config.per_order, with_local, max_keys),
-            per_card: kind(Scope::Card, &config.per_card, with_local, max_keys),
-            card_attempts: config.card_attempts.map(|quota| Attempts {
-                quota,
-                local: with_local.then(|| CardAttempts::new(&quota, max_keys)),
-            }),
-            breaker: Breaker::new(
-                config.decline_ratio,
-                config.decline_window,
-                config.decline_cooldown,
-                max_keys,
-            ),
-            redis,
-        });
-        tasks.push(tokio::spawn(prune::prune_loop(Arc::downgrade(&inner))));
-        Limiter { inner, tasks }
+        let inner = Arc::new(build::inner(config, fixed, redis, None));
+        let prune = tokio::spawn(prune::prune_loop(Arc::downgrade(&inner)));
+        Limiter {
+            state: Swap::from_arc(inner),
+            fixed,
+            tasks,
+            prune: Mutex::new(prune),
+        }
+    }
+
+    /// Applies reloaded quotas and breaker settings; every kind whose quota did not
+    /// change keeps its counters. The Redis settings, `max_keys` and `on_store_error`
+    /// are not live (a reload that changes them is refused before this).
+    pub fn reconfigure(&self, config: &LimitsConfig) {
+        let old = self.inner();
+        let inner = Arc::new(build::inner(
+            config,
+            self.fixed,
+            old.redis.clone(),
+            Some(&old),
+        ));
+        let prune = tokio::spawn(prune::prune_loop(Arc::downgrade(&inner)));
+        self.state.store(inner);
+        let previous = std::mem::replace(
+            &mut *self.prune.lock().unwrap_or_else(PoisonError::into_inner),
+            prune,
+        );
+        previous.abort();
+    }
+
+    /// The state current now; a check keeps it to its end.
+    fn inner(&self) -> Arc<Inner> {
+        self.state.load()
     }
 
     /// The decline breaker for this client, then the per-client quota.
     pub async fn check_client(&self, client_id: &str) -> Result<(), LimitError> {
-        if let Err(retry_after) = self.inner.breaker.check(client_id) {
+        if let Err(retry_after) = self.inner().breaker.check(client_id) {
             return Err(LimitError::Exceeded {
                 scope: Scope::Breaker,
                 retry_after,
             });
         }
-        let Some(kind) = &self.inner.per_client else {
+        let inner = self.inner();
+        let Some(kind) = &inner.per_client else {
             return Ok(());
         };
         let key = || redis_key(Scope::Client, client_id);
@@ -143,7 +159,8 @@ impl Limiter {
 
     /// The per-IP quota (IPv6 by /64 prefix).
     pub async fn check_ip(&self, ip: IpAddr) -> Result<(), LimitError> {
-        let Some(kind) = &self.inner.per_ip else {
+        let inner = self.inner();
+        let Some(kind) = &inner.per_ip else {
             return Ok(());
         };
         let ip = ip_key(ip);
@@ -173,8 +190,9 @@ impl Limiter {
         order: Option<uuid::Uuid>,
         card: Option<(&[u8; 32], &[u8; 32])>,
     ) -> Result<(), LimitError> {
-        if let Some(store) = &self.inner.redis {
-            let (checks, scopes) = self.shared_payment_checks(order, card);
+        let inner = self.inner();
+        if let Some(store) = &inner.redis {
+            let (checks, scopes) = Self::shared_payment_checks(&inner, order, card);
             if checks.is_empty() {
                 return Ok(());
             }
@@ -182,16 +200,15 @@ impl Limiter {
                 return verdict.map_or(Ok(()), |(n, wait)| Err(exceeded(scopes[n], wait)));
             }
         }
-        self.local_payment_checks(order, card)
+        Self::local_payment_checks(&inner, order, card)
     }
 
     /// The Redis checks of [`Limiter::check_payment`] and the scope of each, in order.
     fn shared_payment_checks<'a>(
-        &'a self,
+        i: &'a Inner,
         order: Option<uuid::Uuid>,
         card: Option<(&'a [u8; 32], &'a [u8; 32])>,
     ) -> (Vec<Check<'a>>, Vec<Scope>) {
-        let i = &*self.inner;
         let mut checks = Vec::with_capacity(3);
         let mut scopes = Vec::with_capacity(3);
         if let (Some(order), Some(kind)) = (order, &i.per_order) {
@@ -226,11 +243,10 @@ impl Limiter {
     /// [`Limiter::check_payment`] on this replica's state (local mode, or the fallback of
     /// shared mode).
     fn local_payment_checks(
-        &self,
+        i: &Inner,
         order: Option<uuid::Uuid>,
         card: Option<(&[u8; 32], &[u8; 32])>,
     ) -> Result<(), LimitError> {
-        let i = &*self.inner;
         if let (Some(order), Some(kind)) = (order, &i.per_order) {
             local_check(kind, &order.as_u128())?;
         }
@@ -260,13 +276,13 @@ impl Limiter {
     /// starts afresh after it. Returns true when this outcome tripped the breaker (for the
     /// audit log).
     pub fn record_outcome(&self, client_id: &str, declined: bool) -> bool {
-        self.inner.breaker.record(client_id, declined)
+        self.inner().breaker.record(client_id, declined)
     }
 
     /// For /readyz: `None` when fine, `Some(reason)` when Redis is configured but
     /// unreachable (also before the first connection succeeded).
     pub fn readiness_problem(&self) -> Option<&'static str> {
-        match &self.inner.redis {
+        match &self.inner().redis {
             Some(store) if !store.is_up() => Some("rate-limit store (Redis) unreachable"),
             _ => None,
         }
@@ -275,7 +291,7 @@ impl Limiter {
     /// For tests and metrics: keys currently held in the local maps, all kinds together
     /// (each kind holds at most `max_keys`).
     pub fn local_keys(&self) -> usize {
-        let i = &self.inner;
+        let i = self.inner();
         let kinds = [
             i.per_client
                 .as_ref()
@@ -304,7 +320,7 @@ impl Limiter {
         redis_key: impl FnOnce() -> String,
         local_key: impl FnOnce() -> K,
     ) -> Result<(), LimitError> {
-        if let Some(store) = &self.inner.redis {
+        if let Some(store) = &self.inner().redis {
             let check = Check::Gcra {
                 key: redis_key(),
                 quota: &kind.quota,
@@ -321,6 +337,7 @@ impl Limiter {
 mod tests {
     use super::hash::fp;
     use super::*;
+    use crate::config::Quota;
     use std::time::{Duration, Instant};
 
     fn quota(count: u32, period: Duration, burst: u32) -> Quota {
@@ -409,6 +426,30 @@ mod tests {
                 check(&l, other, key + 200).await.unwrap();
             }
         }
+    }
+
+    #[tokio::test]
+    async fn reconfigure_keeps_the_counters_of_unchanged_quotas() {
+        let mut c = config();
+        c.per_client = Some(quota(2, HOUR, 2));
+        c.per_ip = Some(quota(2, HOUR, 2));
+        let l = Limiter::start(&c);
+        for _ in 0..2 {
+            check(&l, Scope::Client, 1).await.unwrap();
+            check(&l, Scope::Ip, 1).await.unwrap();
+        }
+        c.per_ip = Some(quota(3, HOUR, 3));
+        l.reconfigure(&c);
+        // per_client did not change: still exhausted.
+        assert_exceeded(check(&l, Scope::Client, 1).await, Scope::Client, HOUR);
+        // per_ip did: a new quota, counted afresh.
+        for _ in 0..3 {
+            check(&l, Scope::Ip, 1).await.unwrap();
+        }
+        assert_exceeded(check(&l, Scope::Ip, 1).await, Scope::Ip, HOUR);
+        c.per_client = None;
+        l.reconfigure(&c);
+        check(&l, Scope::Client, 1).await.unwrap();
     }
 
     #[tokio::test]

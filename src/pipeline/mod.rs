@@ -46,6 +46,7 @@ use crate::keyed::KeyedHash;
 use crate::limit::Limiter;
 use crate::metrics::Metrics;
 use crate::route::{self, Route, RoutePattern};
+use crate::swap::Swap;
 use crate::tls::TlsError;
 use crate::upstream::{Outgoing, Upstream};
 use admit::{Admission, Admitted};
@@ -59,10 +60,10 @@ use payment::PaymentRules;
 use read::BodyLimits;
 use secrecy::ExposeSecret;
 
-/// Everything the phases need, built once from the validated config.
+/// Everything the phases need, built from the validated config; the parts a reload
+/// changes are in [`Live`] (or swap themselves: the limiter's quotas, the upstream token).
 pub struct Pipeline {
-    extra_routes: Vec<RoutePattern>,
-    clients: Clients,
+    live: Swap<Live>,
     limiter: Arc<Limiter>,
     limits_fail_closed: bool,
     body_limits: BodyLimits,
@@ -74,6 +75,29 @@ pub struct Pipeline {
     /// (`audit.fingerprint_key`, which a rotation of the chain key leaves alone).
     hasher: KeyedHash,
     metrics: Metrics,
+}
+
+/// The storefronts and the extra routes: a request takes one snapshot when it starts and
+/// keeps it to its end, so a reload never changes them under a request in flight.
+pub(crate) struct Live {
+    pub(crate) clients: Clients,
+    pub(crate) extra_routes: Vec<RoutePattern>,
+}
+
+impl Live {
+    fn new(config: &Config) -> Live {
+        let sessions = config.auth.session_key.clone().map(|k| {
+            SessionKeys::with_previous(
+                k,
+                &config.auth.previous_session_keys,
+                config.auth.session_ttl,
+            )
+        });
+        Live {
+            clients: Clients::new(config.clients.clone(), sessions),
+            extra_routes: config.routes.clone(),
+        }
+    }
 }
 
 /// What the validate phase made of a request.
@@ -89,11 +113,6 @@ impl Pipeline {
     /// limiter's pruning and, with client credentials, the upstream token refresher).
     pub fn new(config: &Config) -> Result<Pipeline, TlsError> {
         let upstream = Arc::new(Upstream::new(&config.upstream)?);
-        let sessions = config
-            .auth
-            .session_key
-            .clone()
-            .map(|k| SessionKeys::new(k, config.auth.session_ttl));
         let audit = AuditLog::start(AuditSettings {
             path: config.audit.path.clone(),
             key: config.audit.key.clone(),
@@ -107,8 +126,7 @@ impl Pipeline {
             upstream,
         };
         Ok(Pipeline {
-            extra_routes: config.routes.clone(),
-            clients: Clients::new(config.clients.clone(), sessions),
+            live: Swap::new(Live::new(config)),
             limits_fail_closed: config.limits.on_store_error == OnStoreError::Deny,
             body_limits: BodyLimits {
                 max_body: config.limits.max_body,
@@ -133,9 +151,10 @@ impl Pipeline {
 
     /// Handles one request; never fails (errors become API error responses).
     pub async fn handle(&self, req: Request<Incoming>, conn: &ConnInfo) -> Response<ProxyBody> {
-        let mut ctx = RequestCtx::accept(&req, conn, &self.extra_routes);
+        let live = self.live.load();
+        let mut ctx = RequestCtx::accept(&req, conn, &live.extra_routes);
         let (head, mut body) = req.into_parts();
-        let result = self.serve(&mut ctx, &head, &mut body).await;
+        let result = self.serve(&live, &mut ctx, &head, &mut body).await;
         if !body.is_end_stream() {
             // Answered without reading the whole body (a refusal): let the client finish
             // sending, so the answer reaches it (see linger.rs). Boxed: rare.
@@ -144,12 +163,12 @@ impl Pipeline {
                 self.linger.after_answer(body);
             }
         }
-        let client = ctx.client.map(|c| self.clients.get(c).id.as_str());
+        let client = ctx.client.map(|c| live.clients.get(c).id.as_str());
         if let Err(err) = &result {
             let auditor = &self.forwarder.auditor;
             auditor.refused(&ctx, client.unwrap_or("unauthenticated"), err);
         }
-        let response = respond::finish(result, &mut ctx, &self.clients, &self.metrics);
+        let response = respond::finish(result, &mut ctx, &live.clients, &self.metrics);
         observe::record(&ctx, client, &response, &self.metrics);
         response
     }
@@ -157,20 +176,21 @@ impl Pipeline {
     /// The phases from admission to the upstream's answer.
     async fn serve(
         &self,
+        live: &Live,
         ctx: &mut RequestCtx<'_>,
         head: &http::request::Parts,
         body: &mut Incoming,
     ) -> Result<Response<ProxyBody>, ApiError> {
         let admission = Admission {
-            clients: &self.clients,
+            clients: &live.clients,
             limiter: &self.limiter,
         };
         if let Admitted::Answered(response) = admission.admit(ctx, &head.headers).await? {
             return Ok(response);
         }
-        self.before_body(ctx, head)?;
+        self.before_body(live, ctx, head)?;
         let body = self.body_limits.read(&head.headers, body).await?;
-        let out = match self.validate(ctx, head, body)? {
+        let out = match self.validate(live, ctx, head, body)? {
             Prepared::Answered(response) => return Ok(response),
             Prepared::Forward(out) => out,
         };
@@ -179,7 +199,7 @@ impl Pipeline {
             Box::pin(self.pre_forward_checks(ctx)).await?;
         }
         if ctx.audit.is_some() {
-            let client = ctx.client.map(|c| self.clients.get(c).id.as_str());
+            let client = ctx.client.map(|c| live.clients.get(c).id.as_str());
             let auditor = &self.forwarder.auditor;
             let client = client.unwrap_or("unauthenticated");
             let phase = idempotent::Phase {
@@ -195,7 +215,7 @@ impl Pipeline {
             };
             // Boxed: the audited forward's future is large, and unboxed it would make
             // every request's future (the plain forward's too) that large.
-            Box::pin(self.forward_audited(ctx, out, ticket)).await
+            Box::pin(self.forward_audited(live, ctx, out, ticket)).await
         } else {
             let called = self.forwarder.caller.send(out).await?;
             ctx.upstream_latency = Some(called.latency);
@@ -206,6 +226,7 @@ impl Pipeline {
     /// The route's checks on the head alone, before any of the body is read.
     fn before_body(
         &self,
+        live: &Live,
         ctx: &mut RequestCtx<'_>,
         head: &http::request::Parts,
     ) -> Result<(), ApiError> {
@@ -217,7 +238,7 @@ impl Pipeline {
             _ => {}
         }
         if ctx.audit.is_some() {
-            let client = ctx.client.map(|c| self.clients.get(c).id.as_str());
+            let client = ctx.client.map(|c| live.clients.get(c).id.as_str());
             let key = idempotency::scoped_key(&self.hasher, client.unwrap_or(""), &head.headers)?;
             ctx.audited().idempotency_key = key;
         }
@@ -227,6 +248,7 @@ impl Pipeline {
     /// The route's validation of the whole request.
     fn validate(
         &self,
+        live: &Live,
         ctx: &mut RequestCtx<'_>,
         head: &http::request::Parts,
         body: bytes::Bytes,
@@ -239,7 +261,7 @@ impl Pipeline {
                 Prepared::Forward(out)
             }
             Route::TokenExchange => {
-                Prepared::Answered(token::answer(&self.clients, ctx, &head.headers, &body)?)
+                Prepared::Answered(token::answer(&live.clients, ctx, &head.headers, &body)?)
             }
             _ => Prepared::Forward(passthrough::prepare(head, body)),
         })
@@ -279,11 +301,12 @@ impl Pipeline {
     /// Audit `forwarded` -> upstream -> audit `completed`, detached from the storefront.
     async fn forward_audited(
         &self,
+        live: &Live,
         ctx: &mut RequestCtx<'_>,
         out: Outgoing,
         ticket: Option<Ticket>,
     ) -> Result<Response<ProxyBody>, ApiError> {
-        let client_id = ctx.client.map(|c| self.clients.get(c).id.clone());
+        let client_id = ctx.client.map(|c| live.clients.get(c).id.clone());
         let record = auditor::forwarded(ctx, client_id.as_deref().unwrap_or("unauthenticated"));
         let payment = ctx.audited().action == AuditedAction::Payment;
         let breaker_client = if payment { client_id } else { None };
@@ -301,6 +324,17 @@ impl Pipeline {
         &self.metrics
     }
 
+    /// Applies the live parts of a reloaded config: storefronts and routes for requests
+    /// that start from now on, the limits' quotas (unchanged ones keep their counters)
+    /// and, when they changed, the upstream credentials (a new token is fetched).
+    pub fn reconfigure(&self, config: &Config, upstream_auth_changed: bool) {
+        self.live.store(Arc::new(Live::new(config)));
+        self.limiter.reconfigure(&config.limits);
+        if upstream_auth_changed {
+            self.forwarder.caller.token.replace(&config.upstream.auth);
+        }
+    }
+
     /// The metrics, with the audit writer's own counters and the readiness checks read
     /// at this moment.
     pub async fn metrics_text(&self) -> String {
@@ -316,6 +350,10 @@ impl Pipeline {
         m.readiness.ready.set(i64::from(ready));
         m.readiness.upstream_token.set(i64::from(token));
         m.readiness.limits_store_up.set(i64::from(store_up));
+        let token_expiry = self.forwarder.caller.token.expiry_unix();
+        m.reload
+            .token_expiry
+            .set(token_expiry.map_or(0, |t| i64::try_from(t).unwrap_or(i64::MAX)));
         m.encode()
     }
 

@@ -30,6 +30,7 @@ use crate::body::{Guarded, ProxyBody};
 use crate::config::ServerConfig;
 use crate::conn::ConnInfo;
 use crate::metrics::ConnMetrics;
+use crate::swap::Swap;
 use fair::Fair;
 use watch::{IdleLimits, Watchdog};
 
@@ -96,7 +97,7 @@ impl Protocols {
 /// to `shutdown_grace`.
 pub async fn serve<H: Handler>(
     listener: TcpListener,
-    acceptor: TlsAcceptor,
+    tls: Arc<Swap<rustls::ServerConfig>>,
     handler: Arc<H>,
     metrics: ConnMetrics,
     settings: &ServerConfig,
@@ -132,7 +133,9 @@ pub async fn serve<H: Handler>(
             metrics.refused.inc();
             continue;
         };
-        let (acceptor, handler, protocols) = (acceptor.clone(), handler.clone(), protocols.clone());
+        // The TLS set-up current at accept: a reload changes later handshakes only.
+        let acceptor = TlsAcceptor::from(tls.load());
+        let (handler, protocols) = (handler.clone(), protocols.clone());
         let (watchdog, metrics) = (watchdog.clone(), metrics.clone());
         tokio::spawn(async move {
             let _slots = (permit, ip_slot);

@@ -654,7 +654,11 @@ async fn unknown_outcome_of_transaction_actions_resolves_from_the_transactions()
         if action == "cancel" || action == "confirm" {
             shown = transaction(ORDER, "purchase");
             shown["id"] = json!(TRANSACTION);
-            shown["status"] = json!(if action == "cancel" { "cancelled" } else { "complete" });
+            shown["status"] = json!(if action == "cancel" {
+                "cancelled"
+            } else {
+                "complete"
+            });
         }
         *list.lock().expect("list") = json!([transaction(ORDER, "authorize"), shown]);
         let resolved = send(&payshim, action_request(&payshim, action, &key)).await;

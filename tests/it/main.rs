@@ -28,6 +28,7 @@ mod limits_redis;
 mod metric_names;
 mod mtls;
 mod payments;
+mod reload;
 mod sdk_e2e;
 mod sdk_retry;
 mod shutdown;
