@@ -13,6 +13,8 @@ use super::upstream::{Recorded, Reply, Upstream, handler};
 
 /// Starts a storefront origin on `https://localhost:PORT` (a certificate from the test CA).
 pub async fn start(pki: &TestPki) -> Upstream {
+    // The SDK bundles it serves come from the pinned packages: install them first.
+    super::node::ensure_packages().await;
     let browser = Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("tests")
         .join("browser");
