@@ -15,7 +15,9 @@
 #         payments) picks the request both sides get. --ab-base nginx runs nginx (the
 #         nginx target's config) beside the current build on the passthrough request
 #         (rows payshim-ab-nginx and payshim-ab-payshim): the issue 2 comparison without
-#         the drift between separate runs.
+#         the drift between separate runs. --ab-base nginx --ab-request payments: nginx
+#         still proxies the passthrough request, payshim gets payments with every local
+#         limit on (the issue 17 payments figure).
 #
 # Proxy and upstream (and Redis) run pinned to core 0, wrk to core 1. Every target gets a
 # 3 s warm-up, then one measured wrk run of --duration, 64 keep-alive connections.
@@ -42,6 +44,7 @@ KEEP_LOGS=0
 ROUNDS=1
 AB_BASE=""
 AB_REQUEST=payments
+AB_REQUEST_GIVEN=0
 
 # Loopback ports (payshim's own are also in payshim-bench.toml; run.sh passes them as
 # PAYSHIM__ overrides so the two cannot drift apart).
@@ -75,7 +78,7 @@ while [[ $# -gt 0 ]]; do
         --rounds) ROUNDS=${2:?--rounds needs a number}; shift 2 ;;
         --rounds=*) ROUNDS=${1#*=}; shift ;;
         --ab-base) AB_BASE=${2:?--ab-base needs a payshim binary}; shift 2 ;;
-        --ab-request) AB_REQUEST=${2:?--ab-request needs passthrough or payments}; shift 2 ;;
+        --ab-request) AB_REQUEST=${2:?--ab-request needs passthrough or payments}; AB_REQUEST_GIVEN=1; shift 2 ;;
         -h|--help) usage; exit 0 ;;
         *) echo "run.sh: unknown argument $1" >&2; usage >&2; exit 2 ;;
     esac
@@ -105,8 +108,9 @@ if [[ -n $AB_BASE && $AB_BASE != nginx && ! -x $AB_BASE ]]; then
     echo "run.sh: --ab-base $AB_BASE is neither an executable nor 'nginx'" >&2
     exit 2
 fi
-# --ab-base nginx: nginx against the current build, on the passthrough request.
-[[ $AB_BASE == nginx ]] && AB_REQUEST=passthrough
+# --ab-base nginx: nginx against the current build, on the passthrough request unless
+# --ab-request payments (nginx then still gets the passthrough request).
+[[ $AB_BASE == nginx ]] && (( ! AB_REQUEST_GIVEN )) && AB_REQUEST=passthrough
 if (( DUR_S < 1 || DUR_S > 600 )); then
     echo "run.sh: --duration must be between 1s and 10m" >&2
     exit 2
@@ -787,7 +791,8 @@ run_ab() {
     [[ $a == nginx ]] && port[$a]=$NGINX_PORT
     local -A admin=([$a]=$ADMIN_PORT [$b]=$((ADMIN_PORT + 10)))
     local -A bin=([$a]=${AB_BASE:-$PAYSHIM_BIN} [$b]=$PAYSHIM_BIN)
-    local -A wrkpid=()
+    local -A wrkpid=() lua=([$a]=$AB_REQUEST [$b]=$AB_REQUEST)
+    [[ $a == nginx ]] && lua[$a]=passthrough
     log "== payshim-ab ($a and $b at once, $AB_REQUEST requests, $half connections each)"
     for side in $a $b; do
         if [[ $side == nginx ]]; then
@@ -799,7 +804,8 @@ run_ab() {
             continue
         fi
         local env=()
-        [[ $side == limits ]] && env=(PAYSHIM__LIMITS__PER_CLIENT=1000000/s
+        [[ $side == limits || ( $side == payshim && $AB_REQUEST == payments ) ]] \
+            && env=(PAYSHIM__LIMITS__PER_CLIENT=1000000/s
             PAYSHIM__LIMITS__PER_IP=1000000/s PAYSHIM__LIMITS__PER_ORDER=1000000/s
             PAYSHIM__LIMITS__PER_CARD=1000000/s PAYSHIM__LIMITS__CARD_ATTEMPTS=1000000/s)
         # start_payshim reads the binary and ports from these names; shadow them per side.
@@ -817,7 +823,7 @@ run_ab() {
         [[ $phase == measure ]] && { procs_b=$(proc_times); log "payshim-ab: measuring ${DUR_S}s ($(busy_report))"; }
         for side in $a $b; do
             timeout -k 5 $((secs + 30)) taskset -c "$WRK_CPU" wrk -t1 -c"$half" -d"${secs}s" \
-                --latency -s "$BENCH_DIR/lua/$AB_REQUEST.lua" "$url:${port[$side]}/" \
+                --latency -s "$BENCH_DIR/lua/${lua[$side]}.lua" "$url:${port[$side]}/" \
                 >"$base/$side/$phase.txt" 2>&1 &
             wrkpid[$side]=$!
             PIDS[wrk-$side]=${wrkpid[$side]}

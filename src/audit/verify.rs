@@ -1,10 +1,11 @@
 //! Offline verification of the chain, across rotated files (`payshim audit verify`).
 
 use std::fs::File;
-use std::io::{self, BufRead, BufReader};
+use std::io;
 use std::path::{Path, PathBuf};
 
 use super::record::{ChainHead, LineError, check_line};
+use super::segment::Lines;
 use crate::keyed::KeyedHash;
 
 /// What a successful verification saw.
@@ -14,9 +15,9 @@ pub struct VerifyReport {
     pub records: u64,
     /// Files read.
     pub files: usize,
-    /// The last file ends with an incomplete line (a crash during a write). That
-    /// line was never acknowledged; it is not counted, and the next start of the
-    /// writer cuts it off.
+    /// The last file's unwritten tail holds bytes of an incomplete record (a crash
+    /// during a write), not only padding. That record was never acknowledged; it is
+    /// not counted, and the next start of the writer pads over it.
     pub torn_tail: bool,
 }
 
@@ -107,34 +108,29 @@ pub fn verify_files(paths: &[PathBuf], key: &[u8]) -> Result<VerifyReport, Verif
             line: 0,
             source,
         })?;
-        let mut reader = BufReader::with_capacity(64 * 1024, file);
-        let mut buf = Vec::with_capacity(1024);
+        let mut lines = Lines::new(file);
         let mut line = 0u64;
         loop {
-            buf.clear();
             line += 1;
-            let read = reader
-                .read_until(b'\n', &mut buf)
-                .map_err(|source| VerifyError::Io {
-                    file: path.clone(),
-                    line,
-                    source,
-                })?;
-            if read == 0 {
-                break;
-            }
-            if buf.pop() != Some(b'\n') {
-                if is_last_file {
+            let read = lines.next_line().map_err(|source| VerifyError::Io {
+                file: path.clone(),
+                line,
+                source,
+            })?;
+            let Some(buf) = read else {
+                if lines.tail().is_some_and(|tail| tail.torn()) {
+                    if !is_last_file {
+                        return Err(VerifyError::Malformed {
+                            file: path.clone(),
+                            line,
+                            what: "incomplete last line in a file that is not the last one",
+                        });
+                    }
                     report.torn_tail = true;
-                    break;
                 }
-                return Err(VerifyError::Malformed {
-                    file: path.clone(),
-                    line,
-                    what: "incomplete last line in a file that is not the last one",
-                });
-            }
-            let signed = check_line(&key, &buf).map_err(|error| match error {
+                break;
+            };
+            let signed = check_line(&key, buf).map_err(|error| match error {
                 LineError::BadMac => VerifyError::BadMac {
                     file: path.clone(),
                     line,

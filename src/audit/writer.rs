@@ -1,14 +1,17 @@
 //! The writer thread: group commit and chain state. The file itself (opening, crash
-//! recovery, cutting back a failed write) is handled in `file.rs`, rotation in `rotate.rs`.
+//! recovery, cutting back a failed write) is handled in `file.rs`, its padding ahead of
+//! the records in `prealloc.rs`, rotation in `rotate.rs`.
 //!
 //! One dedicated std thread owns the file, so `fdatasync` never blocks the async
 //! runtime. It blocks for the first queued record, lets the group gather for
 //! [`GATHER`], takes everything queued by then, signs the group onto the chain, writes
-//! it with one `write_all`, makes it durable with one `sync_data`, then answers every
-//! waiter. The chain only advances for records that were synced.
+//! it over the padding after the last record with one positioned write, makes it durable
+//! with one `sync_data`, then answers every waiter. The chain only advances for records
+//! that were synced.
 
 use std::fs::File;
-use std::io::{self, Write};
+use std::io;
+use std::os::unix::fs::FileExt;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -20,6 +23,7 @@ use tracing::{debug, error, info, warn};
 
 use super::error::AuditError;
 use super::file::{self, WriteFailure};
+use super::prealloc::Prealloc;
 use super::queue::{CHANNEL_CAPACITY, Msg, Reply, Shared};
 use super::record::{AuditRecord, ChainHead, encode_line};
 use super::rotate;
@@ -42,8 +46,12 @@ pub(super) struct Writer {
     file: Option<File>,
     /// `None` until read from the files on disk.
     head: Option<ChainHead>,
-    /// Length of the current file holding only synced, acknowledged records.
+    /// Where the synced, acknowledged records of the current file end.
     committed_len: u64,
+    /// Where a failed write may have left bytes: up to here the padding is restored
+    /// before the next write.
+    dirty_until: u64,
+    prealloc: Prealloc,
 }
 
 struct Pending {
@@ -74,6 +82,8 @@ impl Writer {
             file: None,
             head: None,
             committed_len: 0,
+            dirty_until: 0,
+            prealloc: Prealloc::default(),
         }
     }
 
@@ -251,6 +261,10 @@ impl Writer {
                 return;
             }
             self.commit(head, &mut waiting);
+            if let Some(file) = &self.file {
+                self.prealloc
+                    .ahead(file, self.committed_len, self.max_file_bytes);
+            }
         }
     }
 
@@ -269,18 +283,21 @@ impl Writer {
         }
     }
 
-    /// One `write_all` and one `sync_data`. On failure the handle is dropped, and
-    /// the next [`Self::ensure_ready`] cuts the file back to `committed_len`.
+    /// One positioned write over the padding and one `sync_data`. On failure the handle is
+    /// dropped, and the next [`Self::ensure_ready`] pads over what the write left.
     fn write_chunk(&mut self, chunk: &[u8]) -> io::Result<()> {
-        let Some(mut file) = self.file.take() else {
+        let Some(file) = self.file.take() else {
             return Err(io::Error::other("audit file not open"));
         };
+        let (at, end) = (self.committed_len, self.committed_len + chunk.len() as u64);
+        self.prealloc.ensure(&file, end, self.max_file_bytes)?;
+        self.dirty_until = self.dirty_until.max(end);
         #[cfg(test)]
         if self.shared.fail_next_write.swap(false, Ordering::AcqRel) {
-            file.write_all(&chunk[..chunk.len() / 2])?;
+            file.write_all_at(&chunk[..chunk.len() / 2], at)?;
             return Err(io::Error::other("injected write failure"));
         }
-        file.write_all(chunk)?;
+        file.write_all_at(chunk, at)?;
         file.sync_data()?;
         self.shared.syncs.fetch_add(1, Ordering::Relaxed);
         self.committed_len += chunk.len() as u64;
@@ -288,37 +305,63 @@ impl Writer {
         Ok(())
     }
 
-    /// Renames the full file to `<path>.<N>` (N = 1 + highest existing) and opens a new one.
+    /// Cuts the padding off the full file, renames it to `<path>.<N>` (N = 1 + highest
+    /// existing) and opens a new, preallocated one.
     fn rotate(&mut self) -> io::Result<()> {
-        self.file = None;
+        self.prealloc.wait();
+        let Some(file) = self.file.take() else {
+            return Err(io::Error::other("audit file not open"));
+        };
+        // A rotated file is plain JSON Lines: only the current file carries padding.
+        file.set_len(self.committed_len)?;
+        file.sync_all()?;
+        drop(file);
         let target = rotate::rename_aside(&self.path)?;
         self.committed_len = 0;
+        self.dirty_until = 0;
         info!(from = %self.path.display(), to = %target.display(), "audit log rotated");
         // Syncing the directory (in file::open) makes the rename and the new file durable.
-        self.file = Some(file::open(&self.path)?);
+        let file = file::open(&self.path)?;
+        self.prealloc = Prealloc::opened(file.metadata()?.len());
+        self.prealloc.ensure(&file, 1, self.max_file_bytes)?;
+        self.prealloc.ahead(&file, 0, self.max_file_bytes);
+        self.file = Some(file);
         Ok(())
     }
 
-    /// Opens the file if needed (recovering the chain head the first time, or cutting
-    /// off what a failed group left), and returns the chain head.
+    /// Opens the file if needed (recovering the chain head the first time, or padding
+    /// over what a failed group left), and returns the chain head.
     fn ensure_ready(&mut self) -> Result<ChainHead, WriteFailure> {
         if let (Some(_), Some(head)) = (&self.file, &self.head) {
             return Ok(head.clone());
         }
-        let mut file = file::open(&self.path)?;
+        self.prealloc.wait();
+        let file = file::open(&self.path)?;
         let len = file.metadata()?.len();
         let head = match self.head.clone() {
             Some(head) => {
-                self.committed_len = file::cut_back(&self.path, &file, len, self.committed_len)?;
+                self.committed_len =
+                    file::cut_back(&self.path, &file, len, self.committed_len, self.dirty_until)?;
                 head
             }
             None => {
-                let (head, len) = file::recover(&self.path, &self.key, &mut file, len)?;
-                self.committed_len = len;
+                let (head, end) = file::recover(&self.path, &self.key, &file)?;
+                self.committed_len = end;
                 self.head = Some(head.clone());
                 head
             }
         };
+        self.dirty_until = self.committed_len;
+        // Padding for the first group: a disk too full for it makes the log unavailable now.
+        self.prealloc = Prealloc::opened(len);
+        #[cfg(test)]
+        if self.shared.fail_prealloc.load(Ordering::Acquire) {
+            return Err(io::Error::other("injected preallocation failure: disk full").into());
+        }
+        self.prealloc
+            .ensure(&file, self.committed_len + 1, self.max_file_bytes)?;
+        self.prealloc
+            .ahead(&file, self.committed_len, self.max_file_bytes);
         self.file = Some(file);
         Ok(head)
     }

@@ -58,8 +58,8 @@ api_key_sha256 = "{}"
 
     /// Every audit record written so far.
     fn audit_records(&self) -> Vec<Value> {
-        let text =
-            std::fs::read_to_string(self.audit.path().join("payshim.jsonl")).unwrap_or_default();
+        let text = payshim::audit::read_records(&self.audit.path().join("payshim.jsonl"))
+            .unwrap_or_default();
         text.lines()
             .map(|l| serde_json::from_str(l).expect("audit line is JSON"))
             .collect()

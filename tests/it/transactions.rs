@@ -30,7 +30,7 @@ fn action(payshim: &Payshim, action: &str, body: &str) -> Request<Bytes> {
 }
 
 fn audit_records(path: &Path) -> Vec<Value> {
-    std::fs::read_to_string(path)
+    payshim::audit::read_records(path)
         .expect("audit file")
         .lines()
         .map(|l| serde_json::from_str(l).expect(l))
