@@ -76,7 +76,7 @@ fn fingerprint(pan: &str) -> String {
 fn records(files: &[PathBuf]) -> Vec<Value> {
     let mut out = Vec::new();
     for file in files {
-        let text = payshim::audit::read_records(&file).expect("read audit file");
+        let text = payshim::audit::read_records(file).expect("read audit file");
         for line in text.split_inclusive('\n') {
             if line.ends_with('\n') {
                 out.push(serde_json::from_str(line).expect("audit line is JSON"));
