@@ -782,3 +782,28 @@ async fn a_failed_preallocation_makes_the_log_unavailable_until_it_succeeds() {
     let report = verify(std::slice::from_ref(&path)).unwrap();
     assert_eq!((report.records, report.torn_tail), (3, false));
 }
+
+/// A rotated file is cut to its last record, but one left padded (a crash during the
+/// rotation, an older build) still verifies; record bytes after its last record do not,
+/// since only the last file can hold a write that was cut short.
+#[tokio::test]
+async fn padding_in_a_rotated_file_verifies_a_torn_record_there_does_not() {
+    let dir = TempDir::new("rotated-padding");
+    let path = dir.path("audit.jsonl");
+    let log = AuditLog::start(settings(&path, 1500));
+    append_n(&log, 0..10).await;
+    log.shutdown().await;
+    let files = chain_files(&path).unwrap();
+    assert!(files.len() >= 2, "{files:?}");
+    let first = &files[0];
+    let len = fs::metadata(first).unwrap().len();
+
+    write_at(first, len, &[0; 300]);
+    let report = verify(&files).unwrap();
+    assert_eq!((report.records, report.torn_tail), (10, false));
+
+    write_at(first, len + 100, b"{\"seq\":");
+    let err = verify(&files).unwrap_err();
+    assert!(matches!(err, VerifyError::Malformed { .. }), "{err}");
+    assert_eq!(err.file(), first.as_path());
+}
