@@ -38,6 +38,9 @@
 //! and GNU grep stops at the first NUL with "binary file matches" unless given
 //! `-a`. `wc -l` counts the records (padding holds no `\n`). [`read_records`]
 //! is the same cut in Rust; `payshim audit verify` is the reference reader.
+//! The file does not grow with each record: a shipper that follows a file by
+//! its size misses records written over padding (README.md, "Card data and the
+//! audit log").
 //!
 //! # Durability
 //! [`AuditLog::append`] resolves once the record is written and `fdatasync`ed.
