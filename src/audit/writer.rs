@@ -35,6 +35,8 @@ const RETRY_INTERVAL: Duration = Duration::from_secs(1);
 /// How long the writer lets a group gather after its first record before writing it.
 /// Adds as much to a payment's latency, and saves a wake-up per record.
 const GATHER: Duration = Duration::from_micros(200);
+/// The largest group buffer kept from one group to the next (a group of ~400 payments' records).
+const KEPT_CHUNK_BYTES: usize = 256 * 1024;
 
 /// The writer thread's state.
 pub(super) struct Writer {
@@ -52,6 +54,9 @@ pub(super) struct Writer {
     /// before the next write.
     dirty_until: u64,
     prealloc: Prealloc,
+    /// The group being written, and who waits for it (kept between groups).
+    chunk: Vec<u8>,
+    waiting: Vec<(Reply, u64)>,
 }
 
 struct Pending {
@@ -84,6 +89,8 @@ impl Writer {
             committed_len: 0,
             dirty_until: 0,
             prealloc: Prealloc::default(),
+            chunk: Vec::new(),
+            waiting: Vec::new(),
         }
     }
 
@@ -114,6 +121,9 @@ impl Writer {
             )
             .ok();
         let mut closing = false;
+        // Reused from group to group, as are the writer's buffers: memory freed between
+        // groups would be handed back and faulted in again for the next one.
+        let mut group = Vec::new();
         loop {
             let first = if closing {
                 rx.try_recv().ok()
@@ -127,7 +137,6 @@ impl Writer {
                 // than the fdatasync (bench/README.md).
                 std::thread::sleep(GATHER);
             }
-            let mut group = Vec::new();
             let mut next = Some(first);
             while let Some(msg) = next {
                 match msg {
@@ -147,7 +156,7 @@ impl Writer {
                 };
             }
             if !group.is_empty() {
-                writer.commit_group(group);
+                writer.commit_group(&mut group);
             }
         }
         drop(writer);
@@ -205,18 +214,33 @@ impl Writer {
         }
     }
 
-    fn commit_group(&mut self, group: Vec<Pending>) {
+    /// Writes and syncs the records of `group` (left empty), in the writer's reused buffers.
+    fn commit_group(&mut self, group: &mut Vec<Pending>) {
+        let mut chunk = std::mem::take(&mut self.chunk);
+        let mut waiting = std::mem::take(&mut self.waiting);
+        chunk.clear();
+        self.write_group(group, &mut chunk, &mut waiting);
+        // A burst's buffer is not kept: an idle writer holds at most this much.
+        chunk.shrink_to(KEPT_CHUNK_BYTES);
+        self.chunk = chunk;
+        self.waiting = waiting;
+    }
+
+    fn write_group(
+        &mut self,
+        group: &mut Vec<Pending>,
+        chunk: &mut Vec<u8>,
+        waiting: &mut Vec<(Reply, u64)>,
+    ) {
         let mut head = match self.ensure_ready() {
             Ok(head) => head,
             Err(failure) => {
                 self.mark_unhealthy(&failure);
-                fail_all(group.into_iter().map(|p| p.reply));
+                fail_all(group.drain(..).map(|p| p.reply));
                 return;
             }
         };
-        let mut chunk = Vec::with_capacity(group.len() * 512);
-        let mut waiting: Vec<(Reply, u64)> = Vec::with_capacity(group.len());
-        let mut pending = group.into_iter();
+        let mut pending = group.drain(..);
         while let Some(Pending { record, reply }) = pending.next() {
             let ts = humantime::format_rfc3339_micros(SystemTime::now()).to_string();
             let (line, mac) = match encode_line(&self.key, head.next_seq, &ts, &record, &head.prev)
@@ -232,13 +256,13 @@ impl Writer {
             if used > 0 && used + line.len() as u64 > self.max_file_bytes {
                 // The current file is full: make what it got durable, then rotate.
                 if !chunk.is_empty() {
-                    if let Err(e) = self.write_chunk(&chunk) {
+                    if let Err(e) = self.write_chunk(chunk) {
                         self.mark_unhealthy(&e.into());
-                        fail_all(waiting.into_iter().map(|(reply, _)| reply));
+                        fail_all(waiting.drain(..).map(|(reply, _)| reply));
                         fail_all(std::iter::once(reply).chain(pending.map(|p| p.reply)));
                         return;
                     }
-                    self.commit(head.clone(), &mut waiting);
+                    self.commit(head.clone(), waiting);
                     chunk.clear();
                 }
                 if let Err(e) = self.rotate() {
@@ -255,12 +279,12 @@ impl Writer {
             };
         }
         if !chunk.is_empty() {
-            if let Err(e) = self.write_chunk(&chunk) {
+            if let Err(e) = self.write_chunk(chunk) {
                 self.mark_unhealthy(&e.into());
-                fail_all(waiting.into_iter().map(|(reply, _)| reply));
+                fail_all(waiting.drain(..).map(|(reply, _)| reply));
                 return;
             }
-            self.commit(head, &mut waiting);
+            self.commit(head, waiting);
             if let Some(file) = &self.file {
                 self.prealloc
                     .ahead(file, self.committed_len, self.max_file_bytes);
