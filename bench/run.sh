@@ -16,11 +16,13 @@
 #         payments) picks the request both sides get. --ab-base nginx runs nginx (the
 #         nginx target's config) beside the current build on the passthrough request
 #         (rows payshim-ab-nginx and payshim-ab-payshim): the issue 2 comparison without
-#         the drift between separate runs. --ab-idem local|redis measures idempotency:
-#         payments without keys with the duplicate window and the order lock off (row
-#         payshim-ab-idem-off) beside payments each with a unique Idempotency-Key and the
-#         defaults on (row payshim-ab-idem-local, or payshim-ab-idem-redis with the keys in
-#         Redis), limits off on both.
+#         the drift between separate runs. --ab-base nginx --ab-request payments: nginx
+#         still proxies the passthrough request, payshim gets payments with every local
+#         limit on (the issue 17 payments figure). --ab-idem local|redis measures
+#         idempotency: payments without keys with the duplicate window and the order lock
+#         off (row payshim-ab-idem-off) beside payments each with a unique Idempotency-Key
+#         and the defaults on (row payshim-ab-idem-local, or payshim-ab-idem-redis with the
+#         keys in Redis), limits off on both.
 #
 # Proxy and upstream (and Redis) run pinned to core 0, wrk to core 1. Every target gets a
 # 3 s warm-up, then one measured wrk run of --duration, 64 keep-alive connections.
@@ -48,6 +50,7 @@ ROUNDS=1
 AB_BASE=""
 AB_REQUEST=payments
 AB_IDEM=""
+AB_REQUEST_GIVEN=0
 
 # Loopback ports (payshim's own are also in payshim-bench.toml; run.sh passes them as
 # PAYSHIM__ overrides so the two cannot drift apart).
@@ -81,7 +84,7 @@ while [[ $# -gt 0 ]]; do
         --rounds) ROUNDS=${2:?--rounds needs a number}; shift 2 ;;
         --rounds=*) ROUNDS=${1#*=}; shift ;;
         --ab-base) AB_BASE=${2:?--ab-base needs a payshim binary}; shift 2 ;;
-        --ab-request) AB_REQUEST=${2:?--ab-request needs passthrough or payments}; shift 2 ;;
+        --ab-request) AB_REQUEST=${2:?--ab-request needs passthrough or payments}; AB_REQUEST_GIVEN=1; shift 2 ;;
         --ab-idem) AB_IDEM=${2:?--ab-idem needs local or redis}; shift 2 ;;
         -h|--help) usage; exit 0 ;;
         *) echo "run.sh: unknown argument $1" >&2; usage >&2; exit 2 ;;
@@ -120,8 +123,9 @@ if [[ -n $AB_BASE && $AB_BASE != nginx && ! -x $AB_BASE ]]; then
     echo "run.sh: --ab-base $AB_BASE is neither an executable nor 'nginx'" >&2
     exit 2
 fi
-# --ab-base nginx: nginx against the current build, on the passthrough request.
-[[ $AB_BASE == nginx ]] && AB_REQUEST=passthrough
+# --ab-base nginx: nginx against the current build, on the passthrough request unless
+# --ab-request payments (nginx then still gets the passthrough request).
+[[ $AB_BASE == nginx ]] && (( ! AB_REQUEST_GIVEN )) && AB_REQUEST=passthrough
 if (( DUR_S < 1 || DUR_S > 600 )); then
     echo "run.sh: --duration must be between 1s and 10m" >&2
     exit 2
@@ -804,7 +808,9 @@ run_ab() {
     [[ $a == nginx ]] && port[$a]=$NGINX_PORT
     local -A admin=([$a]=$ADMIN_PORT [$b]=$((ADMIN_PORT + 10)))
     local -A bin=([$a]=${AB_BASE:-$PAYSHIM_BIN} [$b]=$PAYSHIM_BIN)
-    local -A wrkpid=()
+    local -A wrkpid=() lua=([$a]=$AB_REQUEST [$b]=$AB_REQUEST)
+    [[ $a == nginx ]] && lua[$a]=passthrough
+    [[ -n $AB_IDEM ]] && lua[$b]=payments-keyed
     log "== payshim-ab ($a and $b at once, $AB_REQUEST requests, $half connections each)"
     for side in $a $b; do
         if [[ $side == nginx ]]; then
@@ -816,7 +822,8 @@ run_ab() {
             continue
         fi
         local env=()
-        [[ $side == limits ]] && env=(PAYSHIM__LIMITS__PER_CLIENT=1000000/s
+        [[ $side == limits || ( $side == payshim && $AB_REQUEST == payments ) ]] \
+            && env=(PAYSHIM__LIMITS__PER_CLIENT=1000000/s
             PAYSHIM__LIMITS__PER_IP=1000000/s PAYSHIM__LIMITS__PER_ORDER=1000000/s
             PAYSHIM__LIMITS__PER_CARD=1000000/s PAYSHIM__LIMITS__CARD_ATTEMPTS=1000000/s)
         [[ $side == idem-off ]] && env=(PAYSHIM__IDEMPOTENCY__DUPLICATE_WINDOW=off
@@ -835,8 +842,6 @@ run_ab() {
     done
     # Warm-up, then the measured runs: both wrks at once.
     local phase secs procs_b=""
-    local -A lua=([$a]=$AB_REQUEST [$b]=$AB_REQUEST)
-    [[ -n $AB_IDEM ]] && lua[$b]=payments-keyed
     for phase in warmup measure; do
         secs=$WARM_S; [[ $phase == measure ]] && secs=$DUR_S
         [[ $phase == measure ]] && { procs_b=$(proc_times); log "payshim-ab: measuring ${DUR_S}s ($(busy_report))"; }

@@ -5,7 +5,7 @@
 //! in the [`audit`](super) module documentation.
 
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, Read, Seek, SeekFrom};
+use std::io::{self, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 
 use tracing::warn;
@@ -13,9 +13,7 @@ use tracing::warn;
 use super::record::ChainHead;
 use super::resume::{ChainKeys, head_after};
 use super::rotate::{parent_dir, rotated_files};
-
-/// Longest last line recovery reads back before giving up on the file.
-const MAX_LINE_BYTES: usize = 1 << 20;
+use super::segment::{self, Lines, Tail};
 
 /// Why the file cannot take records.
 #[derive(thiserror::Error, Debug)]
@@ -30,13 +28,14 @@ pub(super) enum WriteFailure {
     BadTail { path: PathBuf, what: String },
 }
 
-/// Opens (creating it if needed, mode 0600) the file at `path` for appending and reading
-/// back, and syncs its directory so that a new file or a rename before it is durable.
+/// Opens (creating it if needed, mode 0600) the file at `path` for writing at given
+/// offsets (records overwrite the padding, see `segment.rs`) and reading back, and syncs
+/// its directory so that a new file or a rename before it is durable.
 pub(super) fn open(path: &Path) -> io::Result<File> {
     let dir = parent_dir(path);
     fs::create_dir_all(dir)?;
     let mut options = OpenOptions::new();
-    options.read(true).append(true).create(true);
+    options.read(true).write(true).create(true);
     #[cfg(unix)]
     {
         use std::os::unix::fs::OpenOptionsExt;
@@ -47,49 +46,57 @@ pub(super) fn open(path: &Path) -> io::Result<File> {
     Ok(file)
 }
 
-/// Reconciles a reopened file of `len` bytes with the `committed` bytes acknowledged so far,
-/// and returns the new committed length: the unacknowledged end of a failed write is cut
-/// off; a file shorter than that was changed outside payshim and is taken as it is.
-pub(super) fn cut_back(path: &Path, file: &File, len: u64, committed: u64) -> io::Result<u64> {
-    if len > committed {
-        warn!(
-            path = %path.display(),
-            bytes = len - committed,
-            "audit log: removing the unacknowledged end of a failed write"
-        );
-        file.set_len(committed)?;
-        Ok(committed)
-    } else if len < committed {
+/// Reconciles a reopened file of `len` bytes with the `committed` bytes of records
+/// acknowledged so far, and returns the new committed length: what a failed write may have
+/// left in `[committed, dirty_until)` is padded over again; a file shorter than `committed`
+/// was changed outside payshim and is taken as it is.
+pub(super) fn cut_back(
+    path: &Path,
+    file: &File,
+    len: u64,
+    committed: u64,
+    dirty_until: u64,
+) -> io::Result<u64> {
+    if len < committed {
         warn!(
             path = %path.display(),
             "audit log is shorter than what was written: it was replaced or cut \
              outside payshim; the chain continues from the last record written"
         );
-        Ok(len)
-    } else {
-        Ok(committed)
+        return Ok(scan(file)?.start);
     }
+    let dirty_until = dirty_until.min(len);
+    if dirty_until > committed {
+        warn!(
+            path = %path.display(),
+            bytes = dirty_until - committed,
+            "audit log: removing the unacknowledged end of a failed write"
+        );
+        segment::pad(file, committed, dirty_until)?;
+        file.sync_data()?;
+    }
+    Ok(committed)
 }
 
-/// Reads the chain head from the last complete line of the file at `path` (`len` bytes), or
-/// of the newest rotated file, cutting off an incomplete last line. Returns the head and the
-/// file's length after the cut.
+/// Reads the chain head from the last complete record of the file at `path`, or of the
+/// newest rotated file, and pads over the unwritten tail if a crash left record bytes in
+/// it. Returns the head and where the records of the file end.
 pub(super) fn recover(
     path: &Path,
     keys: &ChainKeys,
-    file: &mut File,
-    len: u64,
+    file: &File,
 ) -> Result<(ChainHead, u64), WriteFailure> {
-    let tail = read_tail(file, len)?;
-    if tail.complete_len < len {
+    let (last_line, tail) = last_line(file)?;
+    if tail.torn() {
         warn!(
             path = %path.display(),
-            bytes = len - tail.complete_len,
-            "audit log ends with an incomplete line (crash during a write?): removing it"
+            bytes = tail.dirty_end - tail.start,
+            "audit log ends with an incomplete record (crash during a write?): removing it"
         );
-        file.set_len(tail.complete_len)?;
+        segment::pad(file, tail.start, tail.dirty_end)?;
+        file.sync_data()?;
     }
-    let last = match tail.last_line {
+    let last = match last_line {
         Some(line) => Some((path.to_path_buf(), line)),
         None => last_rotated_line(path)?,
     };
@@ -99,20 +106,37 @@ pub(super) fn recover(
             head_after(keys, &line).map_err(|what| WriteFailure::BadTail { path, what })?
         }
     };
-    Ok((head, tail.complete_len))
+    Ok((head, tail.start))
 }
 
 /// The current file has no record (new, or a crash right after a rotation):
 /// the chain continues from the newest rotated file.
 fn last_rotated_line(path: &Path) -> io::Result<Option<(PathBuf, Vec<u8>)>> {
     for (_, path) in rotated_files(path)?.into_iter().rev() {
-        let mut file = File::open(&path)?;
-        let len = file.metadata()?.len();
-        if let Some(line) = read_tail(&mut file, len)?.last_line {
+        if let (Some(line), _) = last_line(&File::open(&path)?)? {
             return Ok(Some((path, line)));
         }
     }
     Ok(None)
+}
+
+/// The last complete record of `file` (read from its start) and what follows it.
+fn last_line(mut file: &File) -> io::Result<(Option<Vec<u8>>, Tail)> {
+    file.seek(SeekFrom::Start(0))?;
+    let mut lines = Lines::new(file);
+    let mut last = Vec::new();
+    let mut any = false;
+    while let Some(line) = lines.next_line()? {
+        last.clear();
+        last.extend_from_slice(line);
+        any = true;
+    }
+    let tail = lines.tail().unwrap_or_default();
+    Ok((any.then_some(last), tail))
+}
+
+fn scan(file: &File) -> io::Result<Tail> {
+    Ok(last_line(file)?.1)
 }
 
 /// Makes directory entries (a new file, a rename) durable.
@@ -122,73 +146,4 @@ fn sync_dir(dir: &Path) -> io::Result<()> {
     #[cfg(not(unix))]
     let _ = dir;
     Ok(())
-}
-
-struct Tail {
-    /// Length up to and including the last `\n`.
-    complete_len: u64,
-    /// The last complete line, without its `\n`.
-    last_line: Option<Vec<u8>>,
-}
-
-/// Reads backwards from the end: where the complete lines end, and the last of them.
-fn read_tail(file: &mut File, len: u64) -> io::Result<Tail> {
-    const BLOCK: u64 = 8192;
-    let mut block = vec![0u8; BLOCK as usize];
-
-    let mut end = len;
-    let last_newline = loop {
-        if end == 0 {
-            break None;
-        }
-        let start = end.saturating_sub(BLOCK);
-        let buf = &mut block[..(end - start) as usize];
-        read_at(file, start, buf)?;
-        if let Some(i) = buf.iter().rposition(|&b| b == b'\n') {
-            break Some(start + i as u64);
-        }
-        end = start;
-    };
-    let Some(last_newline) = last_newline else {
-        return Ok(Tail {
-            complete_len: 0,
-            last_line: None,
-        });
-    };
-
-    // Collect the line that ends at `last_newline`, block by block, backwards.
-    let mut pieces: Vec<Vec<u8>> = Vec::new();
-    let mut size = 0usize;
-    let mut end = last_newline;
-    while end > 0 {
-        let start = end.saturating_sub(BLOCK);
-        let buf = &mut block[..(end - start) as usize];
-        read_at(file, start, buf)?;
-        let (piece, done) = match buf.iter().rposition(|&b| b == b'\n') {
-            Some(i) => (&buf[i + 1..], true),
-            None => (&buf[..], false),
-        };
-        size += piece.len();
-        if size > MAX_LINE_BYTES {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidData,
-                "the last line of the audit log is too long to be a record",
-            ));
-        }
-        pieces.push(piece.to_vec());
-        if done {
-            break;
-        }
-        end = start;
-    }
-    let line = pieces.into_iter().rev().flatten().collect();
-    Ok(Tail {
-        complete_len: last_newline + 1,
-        last_line: Some(line),
-    })
-}
-
-fn read_at(file: &mut File, offset: u64, buf: &mut [u8]) -> io::Result<()> {
-    file.seek(SeekFrom::Start(offset))?;
-    file.read_exact(buf)
 }

@@ -34,26 +34,54 @@
 //! it over to `audit.key` with `audit.key_rotated` first if needed), or that ends with
 //! a switch to `audit.key` (see `resume.rs`).
 //!
+//! # The file: records, then NUL padding
+//! The current file is preallocated: NUL bytes (`\0`) are written and synced
+//! ahead of the records, and each group of records overwrites the padding after
+//! the last one. A record's sync then has no file size to commit (an appending
+//! write changes the size, and the sync must write the inode too). So the
+//! current file reads as complete record lines followed by NULs up to its end;
+//! the records end at the first line that holds a NUL or has no `\n` (a record
+//! never holds a NUL). Everything after is the *unwritten tail*: padding, and
+//! after a crash possibly bytes of a group that was never acknowledged (a torn
+//! record, or sectors written out of order). Rotated files are cut to their last
+//! record when rotated: they are plain JSON Lines.
+//!
+//! With ordinary tools: `tr -d '\0' < FILE` removes the padding and leaves
+//! JSON Lines (a torn record left by a crash is then the last line, without its
+//! `\n`): pipe that to `jq` or `grep`. Given the padded file itself, jq 1.6
+//! reads the records and ignores the padding at the end (not a torn record),
+//! and GNU grep stops at the first NUL with "binary file matches" unless given
+//! `-a`. `wc -l` counts the records (padding holds no `\n`). [`read_records`]
+//! is the same cut in Rust; `payshim audit verify` is the reference reader.
+//! The file does not grow with each record: a shipper that follows a file by
+//! its size misses records written over padding (README.md, "Card data and the
+//! audit log").
+//!
 //! # Durability
 //! [`AuditLog::append`] resolves once the record is written and `fdatasync`ed.
 //! A dedicated thread commits records in groups: one write and one sync for
 //! all the records queued while the previous group was syncing. If the file
 //! cannot be written or synced, the whole group gets [`AuditError::Unavailable`],
 //! the log reports unhealthy (the proxy answers 503 and fails readiness), the
-//! chain does not advance, and the next attempt first cuts the file back to its
-//! last synced length. The writer retries on every new record, and on its own
-//! every second while unhealthy, so readiness comes back without traffic.
+//! chain does not advance, and the next attempt first pads over what the failed
+//! write left after the last synced record. The writer retries on every new
+//! record, and on its own every second while unhealthy, so readiness comes back
+//! without traffic. Padding that cannot be written (a full disk) counts as a
+//! failed write: records already have their room in the padding written before,
+//! and the log becomes unavailable when it needs more and cannot get it.
 //!
-//! On start, the chain continues from the last complete line of the file (or of
-//! the newest rotated file if the current one is empty). An incomplete last
-//! line left by a crash is cut off with a warning. If that last line does not
-//! verify with a configured key (wrong `audit.key`), the log stays unhealthy rather
-//! than starting a chain nobody can verify.
+//! On start, the chain continues from the last complete record of the file (or
+//! of the newest rotated file if the current one has none). Record bytes left
+//! in the unwritten tail by a crash are padded over with a warning. If the last
+//! record does not verify with a configured key (wrong `audit.key`), the log stays
+//! unhealthy rather than starting a chain nobody can verify.
 //!
 //! # Rotation and verification
-//! When a record would take the file past `max_file_bytes`, the file is renamed
-//! to `<path>.<N>` (N = 1 + the highest existing N, so `.1` is the oldest) and a
-//! new `<path>` is started; the chain runs on across files. To verify, give the
+//! When a record would take the file past `max_file_bytes`, the file is cut to
+//! its last record, renamed to `<path>.<N>` (N = 1 + the highest existing N, so
+//! `.1` is the oldest), and a new, preallocated `<path>` is started; the chain
+//! runs on across files. Verification accepts an unwritten tail in the last
+//! file (reporting a torn record), and padding alone in any file. To verify, give the
 //! files oldest first and the current file last, as [`chain_files`] lists them:
 //!
 //! ```text
@@ -69,10 +97,12 @@ mod file;
 mod key;
 mod key_id;
 mod pending;
+mod prealloc;
 mod queue;
 mod record;
 mod resume;
 mod rotate;
+mod segment;
 mod settings;
 mod system;
 mod verify;
@@ -98,6 +128,7 @@ pub use key::{AuditToml, OfflineAudit, load_offline};
 pub use key_id::KeyId;
 pub use pending::{MaskedCard, Pending, PendingError, PendingReport, pending_in, pending_table};
 pub use record::{AuditEvent, AuditRecord, CardSummary, GENESIS_PREV, hex32};
+pub use segment::read_records;
 pub use settings::AuditSettings;
 pub use system::{ReloadTrigger, SystemEvent};
 pub use verify::{VerifyError, VerifyReport, verify_chain, verify_files};

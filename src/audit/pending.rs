@@ -14,10 +14,12 @@
 use std::collections::{BTreeMap, HashMap};
 use std::fmt::Write as _;
 use std::fs::File;
-use std::io::{self, BufRead, BufReader};
+use std::io;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
+
+use super::segment::Lines;
 
 /// A card as shown in the list: never more than the audit record's summary holds.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -136,26 +138,19 @@ fn pair(
     Some(())
 }
 
-/// Calls `f` with every complete line of `path` (without its `\n`). An incomplete last
-/// line (a crash mid-write) was never acknowledged, so its payment was never sent: it is
-/// skipped, as `verify_files` does.
+/// Calls `f` with every complete record line of `path` (without its `\n`). The unwritten
+/// tail (padding, or an incomplete record left by a crash mid-write, never acknowledged, so
+/// its payment was never sent) is skipped, as `verify_files` does.
 fn for_each_line(path: &Path, mut f: impl FnMut(&[u8])) -> Result<(), PendingError> {
     let io_error = |source| PendingError::Io {
         file: path.to_path_buf(),
         source,
     };
-    let file = File::open(path).map_err(io_error)?;
-    let mut reader = BufReader::with_capacity(64 * 1024, file);
-    let mut buf = Vec::with_capacity(1024);
-    loop {
-        buf.clear();
-        if reader.read_until(b'\n', &mut buf).map_err(io_error)? == 0 {
-            return Ok(());
-        }
-        if buf.pop() == Some(b'\n') {
-            f(&buf);
-        }
+    let mut lines = Lines::new(File::open(path).map_err(io_error)?);
+    while let Some(line) = lines.next_line().map_err(io_error)? {
+        f(line);
     }
+    Ok(())
 }
 
 /// The list as an aligned text table, one row per pending record, with a header.

@@ -61,6 +61,9 @@ pub(super) struct Shared {
     /// Test hook: the next write stops half-way and fails.
     #[cfg(test)]
     pub fail_next_write: AtomicBool,
+    /// Test hook: opening the file fails as if the disk were too full to preallocate it.
+    #[cfg(test)]
+    pub fail_prealloc: AtomicBool,
 }
 
 impl Shared {
@@ -71,6 +74,8 @@ impl Shared {
             syncs: AtomicU64::new(0),
             #[cfg(test)]
             fail_next_write: AtomicBool::new(false),
+            #[cfg(test)]
+            fail_prealloc: AtomicBool::new(false),
         }
     }
 }

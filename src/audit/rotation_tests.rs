@@ -43,7 +43,7 @@ async fn append(log: &AuditLog, range: std::ops::Range<u64>) {
 }
 
 fn lines(path: &Path) -> Vec<serde_json::Value> {
-    fs::read_to_string(path)
+    super::read_records(path)
         .unwrap()
         .lines()
         .map(|l| serde_json::from_str(l).unwrap())
@@ -120,7 +120,7 @@ async fn a_rotated_chain_verifies_with_both_keys_only() {
 async fn a_changed_switch_or_a_retired_key_signing_later_is_refused() {
     let dir = Dir::new();
     rotated_chain(&dir).await;
-    let text = fs::read_to_string(dir.log()).unwrap();
+    let text = super::read_records(&dir.log()).unwrap();
     let new_id = KeyId::of(NEW);
     let other_id = KeyId::of(OTHER);
 

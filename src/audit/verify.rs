@@ -1,11 +1,12 @@
 //! Offline verification of the chain, across rotated files (`payshim audit verify`).
 
 use std::fs::File;
-use std::io::{self, BufRead, BufReader};
+use std::io;
 use std::path::{Path, PathBuf};
 
 use super::key_id::{KeyId, Keyring, Signer};
 use super::record::{ChainHead, LineError, ParsedLine, parse_line};
+use super::segment::Lines;
 
 /// What a successful verification saw.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -14,9 +15,9 @@ pub struct VerifyReport {
     pub records: u64,
     /// Files read.
     pub files: usize,
-    /// The last file ends with an incomplete line (a crash during a write). That
-    /// line was never acknowledged; it is not counted, and the next start of the
-    /// writer cuts it off.
+    /// The last file's unwritten tail holds bytes of an incomplete record (a crash
+    /// during a write), not only padding. That record was never acknowledged; it is
+    /// not counted, and the next start of the writer pads over it.
     pub torn_tail: bool,
     /// Of `records`, the system events (start, stop, reload, key rotation).
     pub system_events: u64,
@@ -147,35 +148,30 @@ pub fn verify_chain(paths: &[PathBuf], keys: &[&[u8]]) -> Result<VerifyReport, V
             line: 0,
             source,
         })?;
-        let mut reader = BufReader::with_capacity(64 * 1024, file);
-        let mut buf = Vec::with_capacity(1024);
+        let mut lines = Lines::new(file);
         let mut line = 0u64;
         loop {
-            buf.clear();
             line += 1;
-            let read = reader
-                .read_until(b'\n', &mut buf)
-                .map_err(|source| VerifyError::Io {
-                    file: path.clone(),
-                    line,
-                    source,
-                })?;
-            if read == 0 {
-                break;
-            }
-            if buf.pop() != Some(b'\n') {
-                if is_last_file {
+            let read = lines.next_line().map_err(|source| VerifyError::Io {
+                file: path.clone(),
+                line,
+                source,
+            })?;
+            let Some(buf) = read else {
+                if lines.tail().is_some_and(|tail| tail.torn()) {
+                    if !is_last_file {
+                        return Err(VerifyError::Malformed {
+                            file: path.clone(),
+                            line,
+                            what: "incomplete last line in a file that is not the last one",
+                        });
+                    }
                     report.torn_tail = true;
-                    break;
                 }
-                return Err(VerifyError::Malformed {
-                    file: path.clone(),
-                    line,
-                    what: "incomplete last line in a file that is not the last one",
-                });
-            }
+                break;
+            };
             let at = |what| (path.clone(), line, what);
-            let parsed = parse_line(&buf).map_err(|e| line_error(at(e)))?;
+            let parsed = parse_line(buf).map_err(|e| line_error(at(e)))?;
             let signer = signer_of(&ring, &head, &parsed, path, line)?;
             let signed = match signer {
                 Some(signer) => parsed.verify(&signer.hash),

@@ -1,14 +1,17 @@
 //! The writer thread: group commit and chain state. The file itself (opening, crash
-//! recovery, cutting back a failed write) is handled in `file.rs`, rotation in `rotate.rs`.
+//! recovery, cutting back a failed write) is handled in `file.rs`, its padding ahead of
+//! the records in `prealloc.rs`, rotation in `rotate.rs`.
 //!
 //! One dedicated std thread owns the file, so `fdatasync` never blocks the async
 //! runtime. It blocks for the first queued record, lets the group gather for
 //! [`GATHER`], takes everything queued by then, signs the group onto the chain, writes
-//! it with one `write_all`, makes it durable with one `sync_data`, then answers every
-//! waiter. The chain only advances for records that were synced.
+//! it over the padding after the last record with one positioned write, makes it durable
+//! with one `sync_data`, then answers every waiter. The chain only advances for records
+//! that were synced.
 
 use std::fs::File;
-use std::io::{self, Write};
+use std::io;
+use std::os::unix::fs::FileExt;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -21,6 +24,7 @@ use tracing::{debug, error, info, warn};
 use super::error::AuditError;
 use super::file::{self, WriteFailure};
 use super::key_id::{Keyring, Signer};
+use super::prealloc::Prealloc;
 use super::queue::{CHANNEL_CAPACITY, Msg, Reply, Shared};
 use super::record::{AuditEvent, AuditRecord, ChainHead, encode_line};
 use super::resume::ChainKeys;
@@ -33,6 +37,8 @@ const RETRY_INTERVAL: Duration = Duration::from_secs(1);
 /// How long the writer lets a group gather after its first record before writing it.
 /// Adds as much to a payment's latency, and saves a wake-up per record.
 const GATHER: Duration = Duration::from_micros(200);
+/// The largest group buffer kept from one group to the next (a group of ~400 payments' records).
+const KEPT_CHUNK_BYTES: usize = 256 * 1024;
 
 /// The writer thread's state.
 pub(super) struct Writer {
@@ -44,8 +50,15 @@ pub(super) struct Writer {
     file: Option<File>,
     /// `None` until read from the files on disk.
     head: Option<ChainHead>,
-    /// Length of the current file holding only synced, acknowledged records.
+    /// Where the synced, acknowledged records of the current file end.
     committed_len: u64,
+    /// Where a failed write may have left bytes: up to here the padding is restored
+    /// before the next write.
+    dirty_until: u64,
+    prealloc: Prealloc,
+    /// The group being written, and who waits for it (kept between groups).
+    chunk: Vec<u8>,
+    waiting: Vec<(Reply, u64)>,
 }
 
 struct Pending {
@@ -97,6 +110,10 @@ impl Writer {
             file: None,
             head: None,
             committed_len: 0,
+            dirty_until: 0,
+            prealloc: Prealloc::default(),
+            chunk: Vec::new(),
+            waiting: Vec::new(),
         }
     }
 
@@ -127,6 +144,9 @@ impl Writer {
             )
             .ok();
         let mut closing = false;
+        // Reused from group to group, as are the writer's buffers: memory freed between
+        // groups would be handed back and faulted in again for the next one.
+        let mut group = Vec::new();
         loop {
             let first = if closing {
                 rx.try_recv().ok()
@@ -140,7 +160,6 @@ impl Writer {
                 // than the fdatasync (bench/README.md).
                 std::thread::sleep(GATHER);
             }
-            let mut group = Vec::new();
             let mut next = Some(first);
             while let Some(msg) = next {
                 match msg {
@@ -171,7 +190,7 @@ impl Writer {
                 };
             }
             if !group.is_empty() {
-                writer.commit_group(group);
+                writer.commit_group(&mut group);
             }
         }
         drop(writer);
@@ -229,18 +248,33 @@ impl Writer {
         }
     }
 
-    fn commit_group(&mut self, group: Vec<Pending>) {
+    /// Writes and syncs the records of `group` (left empty), in the writer's reused buffers.
+    fn commit_group(&mut self, group: &mut Vec<Pending>) {
+        let mut chunk = std::mem::take(&mut self.chunk);
+        let mut waiting = std::mem::take(&mut self.waiting);
+        chunk.clear();
+        self.write_group(group, &mut chunk, &mut waiting);
+        // A burst's buffer is not kept: an idle writer holds at most this much.
+        chunk.shrink_to(KEPT_CHUNK_BYTES);
+        self.chunk = chunk;
+        self.waiting = waiting;
+    }
+
+    fn write_group(
+        &mut self,
+        group: &mut Vec<Pending>,
+        chunk: &mut Vec<u8>,
+        waiting: &mut Vec<(Reply, u64)>,
+    ) {
         let mut head = match self.ensure_ready() {
             Ok(head) => head,
             Err(failure) => {
                 self.mark_unhealthy(&failure);
-                fail_all(group.into_iter().map(|p| p.reply));
+                fail_all(group.drain(..).map(|p| p.reply));
                 return;
             }
         };
         let mut signer = self.keys.current.clone();
-        let mut chunk = Vec::with_capacity(group.len() * 512);
-        let mut waiting: Vec<(Reply, u64)> = Vec::with_capacity(group.len());
         let handover = self.handover(&head).map(|item| Pending {
             item,
             reply: Reply(None),
@@ -249,7 +283,7 @@ impl Writer {
             // The chain is still on a previous key: that key signs the handover.
             signer = from.clone();
         }
-        let mut pending = handover.into_iter().chain(group);
+        let mut pending = handover.into_iter().chain(group.drain(..));
         while let Some(Pending { item, reply }) = pending.next() {
             let ts = humantime::format_rfc3339_micros(SystemTime::now()).to_string();
             let seq = head.next_seq;
@@ -274,13 +308,13 @@ impl Writer {
             if used > 0 && used + line.len() as u64 > self.max_file_bytes {
                 // The current file is full: make what it got durable, then rotate.
                 if !chunk.is_empty() {
-                    if let Err(e) = self.write_chunk(&chunk) {
+                    if let Err(e) = self.write_chunk(chunk) {
                         self.mark_unhealthy(&e.into());
-                        fail_all(waiting.into_iter().map(|(reply, _)| reply));
+                        fail_all(waiting.drain(..).map(|(reply, _)| reply));
                         fail_all(std::iter::once(reply).chain(pending.map(|p| p.reply)));
                         return;
                     }
-                    self.commit(head.clone(), &signer, &mut waiting);
+                    self.commit(head.clone(), &signer, waiting);
                     chunk.clear();
                 }
                 if let Err(e) = self.rotate() {
@@ -301,12 +335,16 @@ impl Writer {
             };
         }
         if !chunk.is_empty() {
-            if let Err(e) = self.write_chunk(&chunk) {
+            if let Err(e) = self.write_chunk(chunk) {
                 self.mark_unhealthy(&e.into());
-                fail_all(waiting.into_iter().map(|(reply, _)| reply));
+                fail_all(waiting.drain(..).map(|(reply, _)| reply));
                 return;
             }
-            self.commit(head, &signer, &mut waiting);
+            self.commit(head, &signer, waiting);
+            if let Some(file) = &self.file {
+                self.prealloc
+                    .ahead(file, self.committed_len, self.max_file_bytes);
+            }
         }
     }
 
@@ -341,18 +379,21 @@ impl Writer {
         }
     }
 
-    /// One `write_all` and one `sync_data`. On failure the handle is dropped, and
-    /// the next [`Self::ensure_ready`] cuts the file back to `committed_len`.
+    /// One positioned write over the padding and one `sync_data`. On failure the handle is
+    /// dropped, and the next [`Self::ensure_ready`] pads over what the write left.
     fn write_chunk(&mut self, chunk: &[u8]) -> io::Result<()> {
-        let Some(mut file) = self.file.take() else {
+        let Some(file) = self.file.take() else {
             return Err(io::Error::other("audit file not open"));
         };
+        let (at, end) = (self.committed_len, self.committed_len + chunk.len() as u64);
+        self.prealloc.ensure(&file, end, self.max_file_bytes)?;
+        self.dirty_until = self.dirty_until.max(end);
         #[cfg(test)]
         if self.shared.fail_next_write.swap(false, Ordering::AcqRel) {
-            file.write_all(&chunk[..chunk.len() / 2])?;
+            file.write_all_at(&chunk[..chunk.len() / 2], at)?;
             return Err(io::Error::other("injected write failure"));
         }
-        file.write_all(chunk)?;
+        file.write_all_at(chunk, at)?;
         file.sync_data()?;
         self.shared.syncs.fetch_add(1, Ordering::Relaxed);
         self.committed_len += chunk.len() as u64;
@@ -360,37 +401,63 @@ impl Writer {
         Ok(())
     }
 
-    /// Renames the full file to `<path>.<N>` (N = 1 + highest existing) and opens a new one.
+    /// Cuts the padding off the full file, renames it to `<path>.<N>` (N = 1 + highest
+    /// existing) and opens a new, preallocated one.
     fn rotate(&mut self) -> io::Result<()> {
-        self.file = None;
+        self.prealloc.wait();
+        let Some(file) = self.file.take() else {
+            return Err(io::Error::other("audit file not open"));
+        };
+        // A rotated file is plain JSON Lines: only the current file carries padding.
+        file.set_len(self.committed_len)?;
+        file.sync_all()?;
+        drop(file);
         let target = rotate::rename_aside(&self.path)?;
         self.committed_len = 0;
+        self.dirty_until = 0;
         info!(from = %self.path.display(), to = %target.display(), "audit log rotated");
         // Syncing the directory (in file::open) makes the rename and the new file durable.
-        self.file = Some(file::open(&self.path)?);
+        let file = file::open(&self.path)?;
+        self.prealloc = Prealloc::opened(file.metadata()?.len());
+        self.prealloc.ensure(&file, 1, self.max_file_bytes)?;
+        self.prealloc.ahead(&file, 0, self.max_file_bytes);
+        self.file = Some(file);
         Ok(())
     }
 
-    /// Opens the file if needed (recovering the chain head the first time, or cutting
-    /// off what a failed group left), and returns the chain head.
+    /// Opens the file if needed (recovering the chain head the first time, or padding
+    /// over what a failed group left), and returns the chain head.
     fn ensure_ready(&mut self) -> Result<ChainHead, WriteFailure> {
         if let (Some(_), Some(head)) = (&self.file, &self.head) {
             return Ok(head.clone());
         }
-        let mut file = file::open(&self.path)?;
+        self.prealloc.wait();
+        let file = file::open(&self.path)?;
         let len = file.metadata()?.len();
         let head = match self.head.clone() {
             Some(head) => {
-                self.committed_len = file::cut_back(&self.path, &file, len, self.committed_len)?;
+                self.committed_len =
+                    file::cut_back(&self.path, &file, len, self.committed_len, self.dirty_until)?;
                 head
             }
             None => {
-                let (head, len) = file::recover(&self.path, &self.keys, &mut file, len)?;
-                self.committed_len = len;
+                let (head, end) = file::recover(&self.path, &self.keys, &file)?;
+                self.committed_len = end;
                 self.head = Some(head.clone());
                 head
             }
         };
+        self.dirty_until = self.committed_len;
+        // Padding for the first group: a disk too full for it makes the log unavailable now.
+        self.prealloc = Prealloc::opened(len);
+        #[cfg(test)]
+        if self.shared.fail_prealloc.load(Ordering::Acquire) {
+            return Err(io::Error::other("injected preallocation failure: disk full").into());
+        }
+        self.prealloc
+            .ensure(&file, self.committed_len + 1, self.max_file_bytes)?;
+        self.prealloc
+            .ahead(&file, self.committed_len, self.max_file_bytes);
         self.file = Some(file);
         Ok(head)
     }

@@ -76,7 +76,7 @@ fn fingerprint(pan: &str) -> String {
 fn records(files: &[PathBuf]) -> Vec<Value> {
     let mut out = Vec::new();
     for file in files {
-        let text = std::fs::read_to_string(file).expect("read audit file");
+        let text = payshim::audit::read_records(file).expect("read audit file");
         for line in text.split_inclusive('\n') {
             if line.ends_with('\n') {
                 out.push(serde_json::from_str(line).expect("audit line is JSON"));
@@ -304,7 +304,7 @@ async fn edited_deleted_or_reordered_lines_are_named_by_audit_verify() {
     let config_path = dir.path().join("payshim.toml");
     std::fs::write(&config_path, &config).unwrap();
 
-    let original: Vec<String> = std::fs::read_to_string(&audit_path)
+    let original: Vec<String> = payshim::audit::read_records(&audit_path)
         .unwrap()
         .lines()
         .map(str::to_string)

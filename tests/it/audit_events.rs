@@ -57,7 +57,7 @@ async fn pay(client: &TestClient, binary: &Binary, n: u64) {
 }
 
 fn records(path: &Path) -> Vec<Value> {
-    std::fs::read_to_string(path)
+    payshim::audit::read_records(path)
         .expect("audit file")
         .lines()
         .map(|l| serde_json::from_str(l).expect("audit line is JSON"))

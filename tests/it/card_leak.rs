@@ -414,7 +414,7 @@ fn files_under(dir: &Path) -> Vec<PathBuf> {
 }
 
 fn audit_lines(path: &Path) -> usize {
-    std::fs::read_to_string(path)
+    payshim::audit::read_records(path)
         .map(|t| t.lines().count())
         .unwrap_or(0)
 }
@@ -534,7 +534,7 @@ async fn no_card_data_in_logs_audit_or_responses_at_trace_level() {
     assert!(!report.torn_tail);
     let mut events: HashMap<String, usize> = HashMap::new();
     let mut outcomes: HashMap<String, usize> = HashMap::new();
-    for line in std::fs::read_to_string(&audit_path).unwrap().lines() {
+    for line in payshim::audit::read_records(&audit_path).unwrap().lines() {
         let record: Value = serde_json::from_str(line).unwrap();
         let event = record["event"].as_str().unwrap().to_string();
         if event == "payment.completed" {

@@ -232,7 +232,7 @@ async fn card_numbers_where_tokens_belong_and_card_fields_for_token_gateways_are
     let resp = client.send(pay(&payshim, &order(98), &cc)).await.unwrap();
     assert_eq!(resp.status, 200, "{}", resp.text());
     payshim.stop().await;
-    let audit_text = std::fs::read_to_string(audit.path().join("payshim.jsonl")).unwrap();
+    let audit_text = payshim::audit::read_records(&audit.path().join("payshim.jsonl")).unwrap();
     let rejected = audit_text
         .lines()
         .filter(|l| l.contains("\"payment.rejected\""))

@@ -91,7 +91,7 @@ async fn pay(payshim: &Payshim, pan: &str, key: Option<&[u8]>) -> TestResponse {
 }
 
 fn audit_text(world: &World) -> String {
-    std::fs::read_to_string(world.audit.path().join("payshim.jsonl")).unwrap_or_default()
+    payshim::audit::read_records(&world.audit.path().join("payshim.jsonl")).unwrap_or_default()
 }
 
 fn audit_events(world: &World) -> Vec<Value> {

@@ -59,8 +59,8 @@ api_key_sha256 = "{}"
     /// Every payment and transaction record written so far (not the start and stop
     /// records, which have no request id).
     fn audit_records(&self) -> Vec<Value> {
-        let text =
-            std::fs::read_to_string(self.audit.path().join("payshim.jsonl")).unwrap_or_default();
+        let text = payshim::audit::read_records(&self.audit.path().join("payshim.jsonl"))
+            .unwrap_or_default();
         text.lines()
             .map(|l| serde_json::from_str::<Value>(l).expect("audit line is JSON"))
             .filter(|r| r.get("request_id").is_some())

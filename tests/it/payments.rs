@@ -119,8 +119,8 @@ impl World {
     /// The payment and transaction records written so far (parsed lines); the system
     /// records (start, stop), which have no request id, are left out.
     fn audit_records(&self) -> Vec<Value> {
-        let text =
-            std::fs::read_to_string(self.audit.path().join("payshim.jsonl")).unwrap_or_default();
+        let text = payshim::audit::read_records(&self.audit.path().join("payshim.jsonl"))
+            .unwrap_or_default();
         text.lines()
             .map(|l| serde_json::from_str::<Value>(l).expect("audit line is JSON"))
             .filter(|r| r.get("request_id").is_some())

@@ -405,7 +405,7 @@ async fn a_storefront_is_added_and_another_revoked_by_reload() {
         .unwrap()
         .expect("the payment in flight is answered");
     assert_eq!(answer.status, 201, "{}", answer.text());
-    let audit = std::fs::read_to_string(scene.dir.path().join("audit").join("payshim.jsonl"));
+    let audit = payshim::audit::read_records(&scene.dir.path().join("audit").join("payshim.jsonl"));
     let completed = audit
         .unwrap()
         .lines()
@@ -623,7 +623,7 @@ async fn reloads_are_audited_and_the_audit_key_rotates_mid_run() {
     pay(&client, &binary).await;
     binary.stop().await;
 
-    let text = std::fs::read_to_string(&audit).unwrap();
+    let text = payshim::audit::read_records(&audit).unwrap();
     let records: Vec<serde_json::Value> = text
         .lines()
         .map(|l| serde_json::from_str(l).unwrap())

@@ -330,7 +330,7 @@ fn gzip(data: &[u8]) -> Vec<u8> {
 async fn audit_records(dir: &Path, event: &str, n: usize) -> Vec<Value> {
     let deadline = std::time::Instant::now() + Duration::from_secs(5);
     loop {
-        let text = std::fs::read_to_string(dir.join("payshim.jsonl")).unwrap_or_default();
+        let text = payshim::audit::read_records(&dir.join("payshim.jsonl")).unwrap_or_default();
         let records: Vec<Value> = text
             .lines()
             .filter_map(|l| serde_json::from_str::<Value>(l).ok())

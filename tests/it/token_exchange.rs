@@ -402,7 +402,7 @@ async fn session_token_pays_with_the_store_token_and_is_never_forwarded() {
     }
     assert_eq!(world.upstream.count(), 4);
     // The payments are attributed to the browser client in the audit log.
-    let audit = std::fs::read_to_string(world.audit.path().join("payshim.jsonl")).unwrap();
+    let audit = payshim::audit::read_records(&world.audit.path().join("payshim.jsonl")).unwrap();
     let forwarded: Vec<Value> = audit
         .lines()
         .map(|l| serde_json::from_str::<Value>(l).unwrap())

@@ -32,7 +32,7 @@ fn action(payshim: &Payshim, action: &str, body: &str) -> Request<Bytes> {
 /// The transaction and payment records of `path` (not the start and stop records, which
 /// have no request id).
 fn audit_records(path: &Path) -> Vec<Value> {
-    std::fs::read_to_string(path)
+    payshim::audit::read_records(path)
         .expect("audit file")
         .lines()
         .map(|l| serde_json::from_str::<Value>(l).expect(l))

@@ -99,7 +99,7 @@ pub async fn settle(proc: &Proc, baseline: (u64, usize)) -> (u64, usize) {
 fn audit_events(files: &[PathBuf]) -> HashMap<String, Vec<String>> {
     let mut by_request: HashMap<String, Vec<String>> = HashMap::new();
     for file in files {
-        let text = std::fs::read_to_string(file).expect("read audit file");
+        let text = payshim::audit::read_records(file).expect("read audit file");
         for line in text.lines() {
             let record: Value = serde_json::from_str(line).expect("audit line is JSON");
             // System records (start, stop) belong to no request.
