@@ -2,8 +2,8 @@
 //! URIs they make (they would otherwise be formatted again for every request).
 
 use http::HeaderValue;
-use http::uri::{self, Authority, PathAndQuery, Scheme};
 use http::Uri;
+use http::uri::{self, Authority, PathAndQuery, Scheme};
 
 use super::error::UpstreamError;
 
@@ -32,7 +32,11 @@ impl Base {
     pub(crate) fn port(&self) -> u16 {
         self.authority
             .port_u16()
-            .unwrap_or(if self.scheme == Scheme::HTTPS { 443 } else { 80 })
+            .unwrap_or(if self.scheme == Scheme::HTTPS {
+                443
+            } else {
+                80
+            })
     }
 
     /// `scheme://authority/path?query`: HTTP/2 sends scheme and authority as

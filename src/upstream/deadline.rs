@@ -61,4 +61,3 @@ impl Body for Deadline {
         self.body.size_hint()
     }
 }
-

@@ -135,13 +135,19 @@ impl Pool {
     /// Opens a connection; every failure here is `Unreachable` (nothing was sent).
     async fn open(&self) -> Result<Lease, UpstreamError> {
         let unreachable = |e: &dyn std::fmt::Display| UpstreamError::Unreachable(e.to_string());
-        let (stream, protocol) = self.connector.connect().await.map_err(|e| unreachable(&e))?;
+        let (stream, protocol) = self
+            .connector
+            .connect()
+            .await
+            .map_err(|e| unreachable(&e))?;
         self.start_sweeper();
         self.http2
             .store(protocol == Protocol::Http2, Ordering::Relaxed);
         match protocol {
             Protocol::Http1 => {
-                let sender = http1::handshake(stream).await.map_err(|e| unreachable(&e))?;
+                let sender = http1::handshake(stream)
+                    .await
+                    .map_err(|e| unreachable(&e))?;
                 Ok(self.lease_h1(sender))
             }
             Protocol::Http2 => {

@@ -91,11 +91,10 @@ impl Connector {
         let Some(tls) = &self.tls else {
             return Ok((Stream::Plain(tcp), Protocol::Http1));
         };
-        let name = ServerName::try_from(self.host.clone()).map_err(|_| {
-            ConnectError::ServerName {
+        let name =
+            ServerName::try_from(self.host.clone()).map_err(|_| ConnectError::ServerName {
                 host: self.host.clone(),
-            }
-        })?;
+            })?;
         let stream = tls
             .connect(name, tcp)
             .await

@@ -115,7 +115,9 @@ fn post(server: &Server) -> Request<Full<Bytes>> {
 /// it is handed back unwritten, every time.
 async fn doomed_connection(pool: &Pool) -> Lease {
     let doomed = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let tcp = TcpStream::connect(doomed.local_addr().unwrap()).await.unwrap();
+    let tcp = TcpStream::connect(doomed.local_addr().unwrap())
+        .await
+        .unwrap();
     drop(doomed.accept().await.unwrap());
     tokio::time::sleep(Duration::from_millis(100)).await;
     let sender = http1::handshake(Stream::Plain(tcp)).await.unwrap();
@@ -124,7 +126,10 @@ async fn doomed_connection(pool: &Pool) -> Lease {
 
 async fn read_all(response: Response<PooledBody>) -> (u16, Bytes) {
     let status = response.status().as_u16();
-    (status, response.into_body().collect().await.unwrap().to_bytes())
+    (
+        status,
+        response.into_body().collect().await.unwrap().to_bytes(),
+    )
 }
 
 #[tokio::test]

@@ -96,7 +96,12 @@ impl TestPki {
     /// A server leaf for the given DNS names, valid from `from_secs` to `to_secs` from now
     /// (negative: in the past), signed by the CA: a wrong host name or an expired
     /// certificate for upstream verification tests.
-    pub fn server_cert_for(&self, names: &[&str], from_secs: i64, to_secs: i64) -> (PathBuf, PathBuf) {
+    pub fn server_cert_for(
+        &self,
+        names: &[&str],
+        from_secs: i64,
+        to_secs: i64,
+    ) -> (PathBuf, PathBuf) {
         let names = names.iter().map(|n| n.to_string()).collect::<Vec<_>>();
         let mut params = CertificateParams::new(names).expect("server SANs");
         params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
