@@ -304,3 +304,80 @@ async fn an_upstream_certificate_for_another_host_sends_nothing() {
 async fn an_expired_upstream_certificate_sends_nothing() {
     a_certificate_that_does_not_verify_sends_nothing(BadCert::Expired).await;
 }
+
+/// An HTTP/2-only TLS upstream that allows `max_streams` concurrent streams per
+/// connection and answers every request 200 after `delay`; returns its URL and its
+/// accepted-connection counter.
+async fn h2_upstream_with_stream_limit(
+    pki: &TestPki,
+    max_streams: u32,
+    delay: Duration,
+) -> (String, Arc<std::sync::atomic::AtomicUsize>) {
+    use hyper::service::service_fn;
+    use hyper_util::rt::{TokioExecutor, TokioIo};
+    use std::sync::atomic::Ordering;
+
+    let mut tls = pki.server_config(false);
+    tls.alpn_protocols = vec![b"h2".to_vec()];
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(tls));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!(
+        "https://localhost:{}",
+        listener.local_addr().unwrap().port()
+    );
+    let accepts = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counted = accepts.clone();
+    tokio::spawn(async move {
+        loop {
+            let (tcp, _) = listener.accept().await.unwrap();
+            counted.fetch_add(1, Ordering::SeqCst);
+            let acceptor = acceptor.clone();
+            tokio::spawn(async move {
+                let Ok(tls) = acceptor.accept(tcp).await else {
+                    return;
+                };
+                let service = service_fn(move |_req| async move {
+                    tokio::time::sleep(delay).await;
+                    let body = http_body_util::Full::new(bytes::Bytes::from_static(b"{}"));
+                    Ok::<_, std::convert::Infallible>(http::Response::new(body))
+                });
+                let _ = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+                    .max_concurrent_streams(max_streams)
+                    .serve_connection(TokioIo::new(tls), service)
+                    .await;
+            });
+        }
+    });
+    (url, accepts)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_http2_connection_makes_the_pool_open_another() {
+    use std::sync::atomic::Ordering;
+
+    let pki = TestPki::new();
+    let (url, accepts) = h2_upstream_with_stream_limit(&pki, 2, Duration::from_millis(400)).await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = base_config(&pki, &url, dir.path()) + ROUTE;
+    let payshim = Arc::new(Payshim::start(&config).await);
+    let client = payshim.client(HttpVersion::Http2);
+    // The first request brings the server's SETTINGS (2 streams) in.
+    assert_eq!(get_cart(&client, &payshim).await, 200);
+    assert_eq!(accepts.load(Ordering::SeqCst), 1);
+
+    let mut requests = JoinSet::new();
+    for _ in 0..10 {
+        let (client, payshim) = (client.clone(), payshim.clone());
+        requests.spawn(async move { get_cart(&client, &payshim).await });
+    }
+    while let Some(status) = requests.join_next().await {
+        assert_eq!(status.unwrap(), 200);
+    }
+    // Ten requests over two-stream connections: queued on one connection they would all
+    // still succeed, so the count of connections is what shows the limit was respected.
+    let opened = accepts.load(Ordering::SeqCst);
+    assert!(
+        opened >= 3,
+        "10 concurrent requests used {opened} connection(s) of 2 streams"
+    );
+}
