@@ -129,7 +129,9 @@ impl Pool {
                 }
             }
         }
-        self.open().await
+        // Boxed: the connect and TLS handshake state would otherwise double the size of
+        // every request's future, and a new connection is the rare case.
+        Box::pin(self.open()).await
     }
 
     /// Opens a connection; every failure here is `Unreachable` (nothing was sent).
