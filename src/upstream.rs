@@ -24,7 +24,6 @@ use deadline::Deadline;
 use pool::{Pool, PoolSettings};
 
 pub use error::UpstreamError;
-pub use pool::PooledBody;
 
 mod base;
 mod deadline;

@@ -29,7 +29,7 @@ mod http2;
 mod lease;
 mod store;
 
-pub use lease::PooledBody;
+pub(crate) use lease::PooledBody;
 
 /// The pool's limits, from `[upstream]`.
 pub(crate) struct PoolSettings {

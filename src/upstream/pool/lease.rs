@@ -50,7 +50,7 @@ impl Drop for Lease {
 }
 
 /// An upstream answer's body, holding the connection it arrives on.
-pub struct PooledBody {
+pub(crate) struct PooledBody {
     body: Incoming,
     lease: Lease,
     /// A final `None` was read (the only end a chunked body shows).
