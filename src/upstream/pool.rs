@@ -8,7 +8,7 @@
 //! for writing), and then once, on a new connection. Anything that may have reached the
 //! API is `UpstreamError::Failed`, never resent.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Once};
 use std::time::Duration;
 
@@ -44,6 +44,13 @@ pub(crate) struct Pool {
     store: Arc<Store>,
     /// The last connection opened chose HTTP/2: look for a shared connection first.
     http2: AtomicBool,
+    /// HTTP/2 connections are opened one at a time (`open_shared`); this holds why the
+    /// last of those opens failed, if it did.
+    opening: tokio::sync::Mutex<Option<String>>,
+    /// Opens finished under `opening`.
+    opened: AtomicU64,
+    /// The HTTP/2 stream limit the server last announced.
+    server_max_streams: Arc<AtomicUsize>,
     sweeper: Once,
 }
 
@@ -68,6 +75,9 @@ impl Pool {
             base,
             store: Arc::new(Store::new(settings.idle_timeout, settings.max_idle)),
             http2: AtomicBool::new(false),
+            opening: tokio::sync::Mutex::new(None),
+            opened: AtomicU64::new(0),
+            server_max_streams: Arc::new(AtomicUsize::new(http2::INITIAL_MAX_STREAMS)),
             sweeper: Once::new(),
         }
     }
@@ -120,6 +130,7 @@ impl Pool {
                 if let Some(conn) = self.store.acquire_h2() {
                     return Ok(self.lease_h2(conn));
                 }
+                return Box::pin(self.open_shared()).await;
             } else {
                 while let Some(mut sender) = self.store.take_h1() {
                     // Put back as its answer ended; hyper may not have marked it ready yet.
@@ -132,6 +143,30 @@ impl Pool {
         // Boxed: the connect and TLS handshake state would otherwise double the size of
         // every request's future, and a new connection is the rare case.
         Box::pin(self.open()).await
+    }
+
+    /// HTTP/2, every connection full: requests wait for the one connection being opened
+    /// instead of each opening their own, and when that open fails they fail with it
+    /// (nothing was sent) rather than trying again one after another.
+    async fn open_shared(&self) -> Result<Lease, UpstreamError> {
+        let seen = self.opened.load(Ordering::Acquire);
+        let mut last_failure = self.opening.lock().await;
+        if self.opened.load(Ordering::Acquire) != seen {
+            if let Some(conn) = self.store.acquire_h2() {
+                return Ok(self.lease_h2(conn));
+            }
+            if let Some(why) = last_failure.as_ref() {
+                return Err(UpstreamError::Unreachable(why.clone()));
+            }
+        }
+        let opened = self.open().await;
+        *last_failure = match &opened {
+            Ok(_) => None,
+            Err(UpstreamError::Unreachable(why)) => Some(why.clone()),
+            Err(other) => Some(other.to_string()),
+        };
+        self.opened.fetch_add(1, Ordering::Release);
+        opened
     }
 
     /// Opens a connection; every failure here is `Unreachable` (nothing was sent).
@@ -153,7 +188,7 @@ impl Pool {
                 Ok(self.lease_h1(sender))
             }
             Protocol::Http2 => {
-                let conn = http2::handshake(stream, self.store.now_ms())
+                let conn = http2::handshake(stream, self.store.now_ms(), &self.server_max_streams)
                     .await
                     .map_err(|e| unreachable(&e))?;
                 let conn = Arc::new(conn);

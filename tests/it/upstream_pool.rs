@@ -374,10 +374,12 @@ async fn a_full_http2_connection_makes_the_pool_open_another() {
         assert_eq!(status.unwrap(), 200);
     }
     // Ten requests over two-stream connections: queued on one connection they would all
-    // still succeed, so the count of connections is what shows the limit was respected.
+    // still succeed, so the count of connections is what shows the limit was respected;
+    // about five are needed, and the requests that find every connection full wait for
+    // the one being opened rather than each opening their own (that would be nine).
     let opened = accepts.load(Ordering::SeqCst);
     assert!(
-        opened >= 3,
+        (3..=7).contains(&opened),
         "10 concurrent requests used {opened} connection(s) of 2 streams"
     );
 }

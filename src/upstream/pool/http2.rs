@@ -17,9 +17,10 @@ use super::super::tls_connect::Stream;
 pub(crate) type Sender = http2::SendRequest<Full<Bytes>>;
 type Connection = http2::Connection<TokioIo<Stream>, Full<Bytes>, TokioExecutor>;
 
-/// The stream limit assumed until the server's SETTINGS arrive (RFC 9113 recommends no
-/// less than 100, and it is h2's initial value).
-const INITIAL_MAX_STREAMS: usize = 100;
+/// The stream limit assumed for the first connection until the server's SETTINGS arrive
+/// (RFC 9113 recommends no less than 100; hyper's default too). Later connections start
+/// from the limit the server last announced.
+pub(crate) const INITIAL_MAX_STREAMS: usize = 100;
 
 /// One HTTP/2 connection shared by the requests in flight on it.
 pub(crate) struct Shared {
@@ -67,15 +68,24 @@ impl Shared {
 }
 
 /// Starts HTTP/2 on a new connection (ALPN chose `h2`); hyper's connection task is the only
-/// task it gets. The connection ends when the last handle to it is dropped.
-pub(crate) async fn handshake(stream: Stream, now_ms: u64) -> Result<Shared, hyper::Error> {
+/// task it gets. The connection ends when the last handle to it is dropped. `known` is the
+/// stream limit the server last announced on any connection: the new one sends no more
+/// streams than that before its own SETTINGS arrive, and updates it.
+pub(crate) async fn handshake(
+    stream: Stream,
+    now_ms: u64,
+    known: &Arc<AtomicUsize>,
+) -> Result<Shared, hyper::Error> {
+    let limit = known.load(Ordering::Relaxed);
     let (sender, connection) = http2::Builder::new(TokioExecutor::new())
+        .initial_max_send_streams(limit)
         .handshake(TokioIo::new(stream))
         .await?;
-    let max_streams = Arc::new(AtomicUsize::new(INITIAL_MAX_STREAMS));
+    let max_streams = Arc::new(AtomicUsize::new(limit));
     tokio::spawn(Drive {
         connection,
         max_streams: max_streams.clone(),
+        known: known.clone(),
     });
     Ok(Shared {
         sender,
@@ -90,6 +100,7 @@ pub(crate) async fn handshake(stream: Stream, now_ms: u64) -> Result<Shared, hyp
 struct Drive {
     connection: Connection,
     max_streams: Arc<AtomicUsize>,
+    known: Arc<AtomicUsize>,
 }
 
 impl Future for Drive {
@@ -100,6 +111,7 @@ impl Future for Drive {
         let done = Pin::new(&mut this.connection).poll(cx);
         let max = this.connection.current_max_send_streams();
         this.max_streams.store(max, Ordering::Relaxed);
+        this.known.store(max, Ordering::Relaxed);
         // Errors reach the requests in flight; the pool sees the connection closed.
         done.map(|_| ())
     }
