@@ -48,7 +48,7 @@ pub struct Answer {
 }
 
 enum Target {
-    Remote(Pool),
+    Remote(Box<Pool>),
     Sandbox,
 }
 
@@ -72,7 +72,7 @@ impl Upstream {
                     max_idle: config.pool_max_idle,
                     connect_timeout: config.connect_timeout,
                 };
-                Target::Remote(Pool::new(base, tls, &settings))
+                Target::Remote(Box::new(Pool::new(base, tls, &settings)))
             }
         };
         Ok(Upstream {
