@@ -306,13 +306,18 @@ async fn an_expired_upstream_certificate_sends_nothing() {
 }
 
 /// An HTTP/2-only TLS upstream that allows `max_streams` concurrent streams per
-/// connection and answers every request 200 after `delay`; returns its URL and its
-/// accepted-connection counter.
+/// connection and answers every request 200 after `delay`; returns its URL, its
+/// accepted-connection counter, and a switch that makes it hold new connections silent
+/// (no TLS handshake: the client's connect timeout fires).
 async fn h2_upstream_with_stream_limit(
     pki: &TestPki,
     max_streams: u32,
     delay: Duration,
-) -> (String, Arc<std::sync::atomic::AtomicUsize>) {
+) -> (
+    String,
+    Arc<std::sync::atomic::AtomicUsize>,
+    Arc<std::sync::atomic::AtomicBool>,
+) {
     use hyper::service::service_fn;
     use hyper_util::rt::{TokioExecutor, TokioIo};
     use std::sync::atomic::Ordering;
@@ -326,11 +331,17 @@ async fn h2_upstream_with_stream_limit(
         listener.local_addr().unwrap().port()
     );
     let accepts = Arc::new(std::sync::atomic::AtomicUsize::new(0));
-    let counted = accepts.clone();
+    let silent = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let (counted, silenced) = (accepts.clone(), silent.clone());
     tokio::spawn(async move {
+        let mut held = Vec::new();
         loop {
             let (tcp, _) = listener.accept().await.unwrap();
             counted.fetch_add(1, Ordering::SeqCst);
+            if silenced.load(Ordering::SeqCst) {
+                held.push(tcp);
+                continue;
+            }
             let acceptor = acceptor.clone();
             tokio::spawn(async move {
                 let Ok(tls) = acceptor.accept(tcp).await else {
@@ -348,7 +359,7 @@ async fn h2_upstream_with_stream_limit(
             });
         }
     });
-    (url, accepts)
+    (url, accepts, silent)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -356,7 +367,8 @@ async fn a_full_http2_connection_makes_the_pool_open_another() {
     use std::sync::atomic::Ordering;
 
     let pki = TestPki::new();
-    let (url, accepts) = h2_upstream_with_stream_limit(&pki, 2, Duration::from_millis(400)).await;
+    let (url, accepts, _) =
+        h2_upstream_with_stream_limit(&pki, 2, Duration::from_millis(400)).await;
     let dir = tempfile::tempdir().unwrap();
     let config = base_config(&pki, &url, dir.path()) + ROUTE;
     let payshim = Arc::new(Payshim::start(&config).await);
@@ -382,4 +394,57 @@ async fn a_full_http2_connection_makes_the_pool_open_another() {
         (3..=7).contains(&opened),
         "10 concurrent requests used {opened} connection(s) of 2 streams"
     );
+}
+
+/// Requests waiting for a new HTTP/2 connection fail with its failed open: each trying
+/// again one after another would take a connect timeout each, and the last ones would
+/// end in the upstream timeout, an unknown outcome for a payment that was never sent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_waiting_for_a_failed_http2_open_fail_with_it_at_once() {
+    use std::sync::atomic::Ordering;
+
+    let pki = TestPki::new();
+    let (url, accepts, silent) =
+        h2_upstream_with_stream_limit(&pki, 1, Duration::from_millis(3000)).await;
+    let dir = tempfile::tempdir().unwrap();
+    // connect_timeout 1s (base_config); the upstream timeout is 2s: two opens in a row
+    // would not fit.
+    let config = base_config(&pki, &url, dir.path()) + ROUTE;
+    let config = set_key(&config, "upstream", "timeout", Some("\"5s\""));
+    let config = set_key(&config, "upstream", "connect_timeout", Some("\"1500ms\""));
+    let payshim = Arc::new(Payshim::start(&config).await);
+    let client = payshim.client(HttpVersion::Http2);
+    // A first request brings the server's SETTINGS (1 stream) in; the next keeps the
+    // connection's one stream busy for 3 s.
+    assert_eq!(get_cart(&client, &payshim).await, 200);
+    let (c, p) = (client.clone(), payshim.clone());
+    let busy = tokio::spawn(async move { get_cart(&c, &p).await });
+    assert!(
+        eventually(Duration::from_secs(10), || accepts.load(Ordering::SeqCst)
+            == 1)
+        .await
+    );
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    silent.store(true, Ordering::SeqCst);
+
+    let started = Instant::now();
+    let mut waiting = JoinSet::new();
+    for _ in 0..4 {
+        let (client, payshim) = (client.clone(), payshim.clone());
+        waiting.spawn(async move { get_cart(&client, &payshim).await });
+    }
+    while let Some(status) = waiting.join_next().await {
+        assert_eq!(
+            status.unwrap(),
+            502,
+            "a request that was never sent must be a 502"
+        );
+    }
+    // One connect timeout (1.5 s), not four in a row (6 s, past the 5 s upstream timeout).
+    assert!(
+        started.elapsed() < Duration::from_millis(4500),
+        "waiting requests took {:?}",
+        started.elapsed()
+    );
+    assert_eq!(busy.await.unwrap(), 200);
 }

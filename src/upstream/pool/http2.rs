@@ -96,7 +96,10 @@ pub(crate) async fn handshake(
 }
 
 /// Runs hyper's connection and publishes the server's stream limit after each step, so
-/// the pool can see when the connection is full without asking the connection task.
+/// the pool can see when the connection is full without asking the connection task. The
+/// limit shows once this task runs after the server's SETTINGS (hyper reads frames in a
+/// task of its own); until then requests beyond it wait in the connection, as HTTP/2
+/// queues them, rather than fail.
 struct Drive {
     connection: Connection,
     max_streams: Arc<AtomicUsize>,
