@@ -109,24 +109,30 @@ impl Connector {
         Ok((Stream::Tls(Box::new(stream)), protocol))
     }
 
-    /// The first address of the host that accepts, tried in resolver order.
+    /// The first address of the host that accepts, tried in resolver order. Each try gets
+    /// an equal share of the connect timeout, so an address that never answers (an IPv6
+    /// route that drops packets) leaves time for the next.
     async fn tcp(&self) -> Result<TcpStream, ConnectError> {
-        let addrs = tokio::net::lookup_host((self.host.as_str(), self.port))
+        let addrs: Vec<SocketAddr> = tokio::net::lookup_host((self.host.as_str(), self.port))
             .await
             .map_err(|reason| ConnectError::Resolve {
                 host: self.host.clone(),
                 reason,
-            })?;
+            })?
+            .collect();
+        let share = self.timeout / u32::try_from(addrs.len().max(1)).unwrap_or(u32::MAX);
         let mut last = None;
         for addr in addrs {
-            match TcpStream::connect(addr).await {
-                Ok(tcp) => {
+            let reason = match tokio::time::timeout(share, TcpStream::connect(addr)).await {
+                Ok(Ok(tcp)) => {
                     // Small requests and answers: send each at once.
                     let _ = tcp.set_nodelay(true);
                     return Ok(tcp);
                 }
-                Err(reason) => last = Some(ConnectError::Tcp { addr, reason }),
-            }
+                Ok(Err(reason)) => reason,
+                Err(_) => io::Error::new(io::ErrorKind::TimedOut, "no answer"),
+            };
+            last = Some(ConnectError::Tcp { addr, reason });
         }
         Err(last.unwrap_or_else(|| ConnectError::NoAddress {
             host: self.host.clone(),
