@@ -149,6 +149,10 @@ impl Pool {
     /// instead of each opening their own, and when that open fails they fail with it
     /// (nothing was sent) rather than trying again one after another.
     async fn open_shared(&self) -> Result<Lease, UpstreamError> {
+        if !self.store.keeps_connections() {
+            // Nothing opened is shared, so there is nothing to wait for.
+            return self.open().await;
+        }
         let seen = self.opened.load(Ordering::Acquire);
         let mut last_failure = self.opening.lock().await;
         if self.opened.load(Ordering::Acquire) != seen {

@@ -43,6 +43,11 @@ impl Store {
         self.idle_timeout
     }
 
+    /// False with `pool_max_idle = 0`: no connection is kept for a later request.
+    pub(crate) fn keeps_connections(&self) -> bool {
+        self.max_idle > 0
+    }
+
     /// Milliseconds since the pool was made.
     pub(crate) fn now_ms(&self) -> u64 {
         u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX)
