@@ -4,6 +4,7 @@
 #   bench/run.sh [--duration 15s] [--only GROUP|TARGET[,...]] [--no-build] [--no-install]
 #                [--perf] [--keep-logs] [--rounds N] [--ab-base FILE] [--ab-request REQ]
 #                [--ab-idem local|redis]
+#                [--upstream-tls]
 #
 # Groups: all (default), passthrough (direct nginx haproxy payshim-passthrough),
 #         payments (payshim-payments), limits (payshim-payments payshim-payments-limits
@@ -23,6 +24,11 @@
 #         off (row payshim-ab-idem-off) beside payments each with a unique Idempotency-Key
 #         and the defaults on (row payshim-ab-idem-local, or payshim-ab-idem-redis with the
 #         keys in Redis), limits off on both.
+# --upstream-tls: the proxies re-encrypt to the upstream, as in production: the upstream
+#         nginx adds a TLS listener (HTTP/1.1, a localhost certificate from a bench CA),
+#         nginx proxies to it with proxy_ssl and kept-alive connections
+#         (nginx-proxy-tls.conf), payshim with upstream.url https://localhost:PORT and
+#         upstream.ca the bench CA. Both verify the certificate.
 #
 # Proxy and upstream (and Redis) run pinned to core 0, wrk to core 1. Every target gets a
 # 3 s warm-up, then one measured wrk run of --duration, 64 keep-alive connections.
@@ -51,10 +57,12 @@ AB_BASE=""
 AB_REQUEST=payments
 AB_IDEM=""
 AB_REQUEST_GIVEN=0
+UPSTREAM_TLS=0
 
 # Loopback ports (payshim's own are also in payshim-bench.toml; run.sh passes them as
 # PAYSHIM__ overrides so the two cannot drift apart).
 UPSTREAM_PORT=${BENCH_UPSTREAM_PORT:-18080}
+UPSTREAM_TLS_PORT=${BENCH_UPSTREAM_TLS_PORT:-18081}
 PAYSHIM_PORT=${BENCH_PAYSHIM_PORT:-18443}
 ADMIN_PORT=${BENCH_ADMIN_PORT:-19901}
 NGINX_PORT=${BENCH_NGINX_PORT:-18444}
@@ -68,7 +76,7 @@ STOREFRONT_KEY=bench-storefront-key-0001
 ALL_TARGETS=(direct nginx haproxy payshim-passthrough payshim-payments payshim-payments-limits payshim-payments-redis)
 
 usage() {
-    sed -n '2,21p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
+    sed -n '2,/^set -euo/p' "${BASH_SOURCE[0]}" | grep '^#' | sed 's/^# \{0,1\}//'
 }
 
 while [[ $# -gt 0 ]]; do
@@ -86,6 +94,7 @@ while [[ $# -gt 0 ]]; do
         --ab-base) AB_BASE=${2:?--ab-base needs a payshim binary}; shift 2 ;;
         --ab-request) AB_REQUEST=${2:?--ab-request needs passthrough or payments}; AB_REQUEST_GIVEN=1; shift 2 ;;
         --ab-idem) AB_IDEM=${2:?--ab-idem needs local or redis}; shift 2 ;;
+        --upstream-tls) UPSTREAM_TLS=1; shift ;;
         -h|--help) usage; exit 0 ;;
         *) echo "run.sh: unknown argument $1" >&2; usage >&2; exit 2 ;;
     esac
@@ -273,7 +282,8 @@ wait_ready() {
 }
 
 render() { # template -> file, replacing the placeholders
-    sed -e "s|@OUT@|$OUT|g" -e "s|@UPSTREAM_PORT@|$UPSTREAM_PORT|g" -e "s|@PORT@|$3|g" "$1" >"$2"
+    sed -e "s|@OUT@|$OUT|g" -e "s|@UPSTREAM_PORT@|$UPSTREAM_PORT|g" -e "s|@PORT@|$3|g" \
+        -e "s|@UPSTREAM_TLS_PORT@|$UPSTREAM_TLS_PORT|g" "$1" >"$2"
 }
 
 # Machine conditions: the machine is shared; a concurrent build halves the figures.
@@ -385,9 +395,34 @@ openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 
     || die "openssl req failed (see $OUT/tls/openssl.log)"
 cat "$OUT/tls/cert.pem" "$OUT/tls/key.pem" >"$OUT/tls/combined.pem"
 
+# --upstream-tls: a bench CA and a localhost leaf it signs, for the upstream's TLS
+# listener (rustls, like browsers, refuses a self-signed CA certificate as a server's).
+NGINX_PROXY_CONF=$BENCH_DIR/nginx-proxy.conf
+UPSTREAM_CONF=$BENCH_DIR/upstream/nginx-upstream.conf
+PAYSHIM_UPSTREAM_ENV=(PAYSHIM__UPSTREAM__URL="http://127.0.0.1:$UPSTREAM_PORT")
+upstream_tls_setup() {
+    local d=$OUT/tls
+    {
+        openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 2 \
+            -subj "/CN=payshim bench upstream CA" -keyout "$d/upstream-ca.key" -out "$d/upstream-ca.pem" &&
+        openssl req -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes \
+            -subj /CN=localhost -keyout "$d/upstream-key.pem" -out "$d/upstream.csr" &&
+        printf 'subjectAltName=DNS:localhost,IP:127.0.0.1\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n' >"$d/upstream.ext" &&
+        openssl x509 -req -in "$d/upstream.csr" -CA "$d/upstream-ca.pem" -CAkey "$d/upstream-ca.key" \
+            -CAcreateserial -days 2 -extfile "$d/upstream.ext" -out "$d/upstream-cert.pem"
+    } >>"$d/openssl.log" 2>&1 || die "upstream certificate failed (see $d/openssl.log)"
+    NGINX_PROXY_CONF=$BENCH_DIR/nginx-proxy-tls.conf
+    UPSTREAM_CONF=$BENCH_DIR/upstream/nginx-upstream-tls.conf
+    PAYSHIM_UPSTREAM_ENV=(PAYSHIM__UPSTREAM__URL="https://localhost:$UPSTREAM_TLS_PORT"
+        PAYSHIM__UPSTREAM__CA="$d/upstream-ca.pem")
+    check_ports "$UPSTREAM_TLS_PORT"
+    echo "upstream: TLS on 127.0.0.1:$UPSTREAM_TLS_PORT (--upstream-tls)" >>"$OUT/env.txt"
+}
+(( UPSTREAM_TLS )) && upstream_tls_setup
+
 check_ports "$UPSTREAM_PORT"
 mkdir -p "$OUT/upstream/tmp"
-render "$BENCH_DIR/upstream/nginx-upstream.conf" "$OUT/upstream/nginx.conf" "$UPSTREAM_PORT"
+render "$UPSTREAM_CONF" "$OUT/upstream/nginx.conf" "$UPSTREAM_PORT"
 taskset -c "$PROXY_CPU" nginx -p "$OUT/upstream" -e "$OUT/upstream/error.log" \
     -c "$OUT/upstream/nginx.conf" >"$OUT/upstream/stdout.log" 2>&1 &
 PIDS[upstream]=$!
@@ -415,7 +450,7 @@ start_payshim() { # name dir [extra env...]
         exec env "$@" \
             PAYSHIM__SERVER__LISTEN="127.0.0.1:$PAYSHIM_PORT" \
             PAYSHIM__ADMIN__LISTEN="127.0.0.1:$ADMIN_PORT" \
-            PAYSHIM__UPSTREAM__URL="http://127.0.0.1:$UPSTREAM_PORT" \
+            "${PAYSHIM_UPSTREAM_ENV[@]}" \
             taskset -c "$PROXY_CPU" "$PAYSHIM_BIN" --config "$BENCH_DIR/payshim-bench.toml"
     ) >"$dir/payshim.stdout.log" 2>"$dir/payshim.stderr.log" &
     PIDS[$name]=$!
@@ -547,7 +582,8 @@ run_target() {
             # The template's paths are under @OUT@/nginx; keep them inside this target.
             sed -e "s|@OUT@/nginx|$dir/nginx|g" -e "s|@OUT@|$OUT|g" \
                 -e "s|@UPSTREAM_PORT@|$UPSTREAM_PORT|g" -e "s|@PORT@|$NGINX_PORT|g" \
-                "$BENCH_DIR/nginx-proxy.conf" >"$dir/nginx.conf"
+                -e "s|@UPSTREAM_TLS_PORT@|$UPSTREAM_TLS_PORT|g" \
+                "$NGINX_PROXY_CONF" >"$dir/nginx.conf"
             taskset -c "$PROXY_CPU" nginx -p "$dir/nginx" -e "$dir/nginx/error.log" \
                 -c "$dir/nginx.conf" >"$dir/nginx.stdout.log" 2>&1 &
             PIDS[$t]=$!
@@ -789,7 +825,8 @@ start_ab_nginx() { # dir
     mkdir -p "$dir/nginx/tmp"
     sed -e "s|@OUT@/nginx|$dir/nginx|g" -e "s|@OUT@|$OUT|g" \
         -e "s|@UPSTREAM_PORT@|$UPSTREAM_PORT|g" -e "s|@PORT@|$NGINX_PORT|g" \
-        "$BENCH_DIR/nginx-proxy.conf" >"$dir/nginx.conf"
+        -e "s|@UPSTREAM_TLS_PORT@|$UPSTREAM_TLS_PORT|g" \
+        "$NGINX_PROXY_CONF" >"$dir/nginx.conf"
     taskset -c "$PROXY_CPU" nginx -p "$dir/nginx" -e "$dir/nginx/error.log" \
         -c "$dir/nginx.conf" >"$dir/nginx.stdout.log" 2>&1 &
     PIDS[ab-nginx]=$!

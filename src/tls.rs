@@ -106,7 +106,8 @@ fn not_after(leaf: &CertificateDer<'_>) -> i64 {
         .map_or(0, |(_, cert)| cert.validity().not_after.timestamp())
 }
 
-/// The upstream side: the public web PKI roots plus an optional private CA.
+/// The upstream side: the public web PKI roots plus an optional private CA; ALPN offers
+/// `h2` and `http/1.1`.
 pub fn client_config(extra_ca: Option<&Path>) -> Result<rustls::ClientConfig, TlsError> {
     let mut roots = RootCertStore::empty();
     roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
@@ -115,11 +116,13 @@ pub fn client_config(extra_ca: Option<&Path>) -> Result<rustls::ClientConfig, Tl
             roots.add(cert)?;
         }
     }
-    // ALPN is left to hyper-rustls, which sets it from the enabled HTTP versions.
-    Ok(rustls::ClientConfig::builder_with_provider(provider())
+    let mut config = rustls::ClientConfig::builder_with_provider(provider())
         .with_protocol_versions(VERSIONS)?
         .with_root_certificates(roots)
-        .with_no_client_auth())
+        .with_no_client_auth();
+    // The pool speaks HTTP/2 when the API chooses it, else HTTP/1.1.
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Ok(config)
 }
 
 fn root_store(key: &'static str, path: &Path) -> Result<RootCertStore, TlsError> {

@@ -1,45 +1,35 @@
-//! The upstream side: a pooled HTTPS client to the commerce API (or the sandbox), request
-//! rewriting and timeouts.
+//! The upstream side: payshim's own connection pool to the commerce API (or the sandbox),
+//! request rewriting and timeouts (README.md, Architecture).
 //!
 //! Rewriting is where credential isolation happens: the storefront's `Authorization` and
 //! the hop-by-hop headers are dropped and the store's real bearer token is added.
-//! Nothing here ever retries a request that may have reached the API.
+//! Nothing here ever resends a request that may have reached the API: the pool resends
+//! only a request its connection handed back unwritten (`upstream/pool.rs`).
 
-use std::pin::Pin;
-use std::task::{Context, Poll};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
-use http::uri::{self, PathAndQuery};
-use http::{Method, Request, Response, Uri, Version};
+use http::uri::{PathAndQuery, Scheme};
+use http::{Method, Request, Response, Uri};
 use http_body_util::{BodyExt, Full};
-use hyper::body::{Body, Frame, Incoming, SizeHint};
-use hyper_rustls::HttpsConnector;
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::TokioExecutor;
 
-use crate::body::{BoxError, ProxyBody, full_body, read_limited};
+use crate::body::{ProxyBody, full_body, read_limited};
 use crate::config::{UpstreamConfig, UpstreamTarget};
 use crate::sandbox;
 use crate::tls::{self, TlsError};
-use connect::TcpConnector;
+use base::Base;
+use deadline::Deadline;
+use pool::{Pool, PoolSettings};
 
-mod connect;
+pub use error::UpstreamError;
 
-/// Why an upstream call produced no usable response.
-#[derive(Debug, thiserror::Error)]
-pub enum UpstreamError {
-    /// Could not connect (refused, DNS, TLS handshake): nothing was sent.
-    #[error("upstream unreachable: {0}")]
-    Unreachable(String),
-    /// The connection failed after the request may have been sent.
-    #[error("upstream failed: {0}")]
-    Failed(String),
-    #[error("upstream timed out")]
-    Timeout,
-}
+mod base;
+mod deadline;
+mod error;
+mod pool;
+mod tls_connect;
 
 /// A request ready to go upstream: method, path and query, filtered headers, full body.
 #[derive(Clone)]
@@ -58,10 +48,7 @@ pub struct Answer {
 }
 
 enum Target {
-    Remote {
-        client: Box<Client<HttpsConnector<TcpConnector>, Full<Bytes>>>,
-        base: Base,
-    },
+    Remote(Box<Pool>),
     Sandbox,
 }
 
@@ -75,29 +62,17 @@ impl Upstream {
         let target = match &config.target {
             UpstreamTarget::Sandbox => Target::Sandbox,
             UpstreamTarget::Remote(scheme, authority) => {
-                let tls = tls::client_config(config.ca.as_deref())?;
-                let mut http = HttpConnector::new();
-                http.enforce_http(false);
-                http.set_connect_timeout(Some(config.connect_timeout));
-                http.set_nodelay(true);
-                let https = hyper_rustls::HttpsConnectorBuilder::new()
-                    .with_tls_config(tls)
-                    .https_or_http()
-                    .enable_http1()
-                    .enable_http2()
-                    .wrap_connector(TcpConnector(http));
-                let client = Client::builder(TokioExecutor::new())
-                    .pool_idle_timeout(Duration::from_secs(30))
-                    .pool_max_idle_per_host(256)
-                    // Small JSON requests: one flat write beats a vectored one (bench/).
-                    .http1_writev(false)
-                    // `build_request` sets the prebuilt Host value itself.
-                    .set_host(false)
-                    .build(https);
-                Target::Remote {
-                    client: Box::new(client),
-                    base: Base::new(scheme.clone(), authority.clone()),
-                }
+                let base = Base::new(scheme.clone(), authority.clone());
+                let tls = match *scheme == Scheme::HTTPS {
+                    true => Some(Arc::new(tls::client_config(config.ca.as_deref())?)),
+                    false => None,
+                };
+                let settings = PoolSettings {
+                    idle_timeout: config.pool_idle_timeout,
+                    max_idle: config.pool_max_idle,
+                    connect_timeout: config.connect_timeout,
+                };
+                Target::Remote(Box::new(Pool::new(base, tls, &settings)))
             }
         };
         Ok(Upstream {
@@ -106,11 +81,12 @@ impl Upstream {
         })
     }
 
-    /// Sends one request with the given bearer value, once. The whole wait for the
-    /// response head is bounded by `upstream.timeout`.
+    /// Sends one request with the given bearer value (resent only if it provably never
+    /// left, see the pool). The whole answer, head and body, is bounded by
+    /// `upstream.timeout`.
     pub async fn send(&self, out: Outgoing, bearer: &HeaderValue) -> Result<Answer, UpstreamError> {
         let started = Instant::now();
-        let (client, base) = match &self.target {
+        let pool = match &self.target {
             Target::Sandbox => {
                 let response =
                     sandbox::respond(&out.method, out.path_and_query.as_str(), &out.body);
@@ -119,16 +95,12 @@ impl Upstream {
                     latency: started.elapsed(),
                 });
             }
-            Target::Remote { client, base } => (client, base),
+            Target::Remote(pool) => pool,
         };
-        let request = build_request(base, out, bearer)?;
-        let response = match tokio::time::timeout(self.timeout, client.request(request)).await {
+        let request = build_request(pool.base(), out, bearer);
+        let response = match tokio::time::timeout(self.timeout, pool.send(request)).await {
             Err(_) => return Err(UpstreamError::Timeout),
-            Ok(Err(e)) if e.is_connect() => {
-                return Err(UpstreamError::Unreachable(error_chain(&e)));
-            }
-            Ok(Err(e)) => return Err(UpstreamError::Failed(error_chain(&e))),
-            Ok(Ok(r)) => r,
+            Ok(result) => result?,
         };
         let latency = started.elapsed();
         let (mut parts, body) = response.into_parts();
@@ -149,29 +121,22 @@ impl Upstream {
         content_type: &'static str,
         body: Bytes,
     ) -> Result<(u16, Bytes), UpstreamError> {
-        let (client, base) = match &self.target {
+        let pool = match &self.target {
             Target::Sandbox => return Err(UpstreamError::Unreachable("sandbox".into())),
-            Target::Remote { client, base } => (client, base),
+            Target::Remote(pool) => pool,
         };
         let path = PathAndQuery::try_from(path)
             .map_err(|_| UpstreamError::Failed("request path is not a valid URI".into()))?;
-        let uri = base.uri(path)?;
         let request = Request::builder()
             .method(method)
-            .uri(uri)
-            .header(header::HOST, base.host.clone())
+            .uri(Uri::from(path))
+            .header(header::HOST, pool.base().host.clone())
             .header(header::CONTENT_TYPE, content_type)
             .header(header::ACCEPT, "application/json")
             .body(Full::new(body))
             .map_err(|e| UpstreamError::Failed(e.to_string()))?;
         let fut = async {
-            let resp = client.request(request).await.map_err(|e| {
-                if e.is_connect() {
-                    UpstreamError::Unreachable(error_chain(&e))
-                } else {
-                    UpstreamError::Failed(error_chain(&e))
-                }
-            })?;
+            let resp = pool.send(request).await?;
             let status = resp.status().as_u16();
             let bytes = read_limited(resp.into_body(), 64 * 1024)
                 .await
@@ -181,95 +146,6 @@ impl Upstream {
         tokio::time::timeout(self.timeout, fut)
             .await
             .map_err(|_| UpstreamError::Timeout)?
-    }
-}
-
-/// An upstream answer's body, cut off at the call's deadline: `upstream.timeout` bounds
-/// the whole answer, so an upstream that stalls mid-body cannot hold the storefront's
-/// request open for ever. The timer is only armed once the body makes a caller wait; an
-/// answer that arrives with its head (the usual case) never sets one.
-struct Deadline {
-    body: Incoming,
-    at: tokio::time::Instant,
-    timer: Option<Pin<Box<tokio::time::Sleep>>>,
-}
-
-impl Deadline {
-    fn new(body: Incoming, at: tokio::time::Instant) -> Deadline {
-        Deadline {
-            body,
-            at,
-            timer: None,
-        }
-    }
-}
-
-impl Body for Deadline {
-    type Data = Bytes;
-    type Error = BoxError;
-
-    fn poll_frame(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        // Incoming and the boxed timer are both Unpin.
-        let this = self.get_mut();
-        if let Poll::Ready(frame) = Pin::new(&mut this.body).poll_frame(cx) {
-            return Poll::Ready(frame.map(|f| f.map_err(BoxError::from)));
-        }
-        let at = this.at;
-        let timer = this
-            .timer
-            .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(at)));
-        match timer.as_mut().poll(cx) {
-            Poll::Ready(()) => Poll::Ready(Some(Err(UpstreamError::Timeout.into()))),
-            Poll::Pending => Poll::Pending,
-        }
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.body.is_end_stream()
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        self.body.size_hint()
-    }
-}
-
-/// Scheme and authority of the API, parsed once at start-up, and the `Host` value they
-/// make (the client would otherwise format it again for every request).
-struct Base {
-    scheme: http::uri::Scheme,
-    authority: http::uri::Authority,
-    host: HeaderValue,
-}
-
-impl Base {
-    fn new(scheme: http::uri::Scheme, authority: http::uri::Authority) -> Base {
-        let default_port = if scheme == http::uri::Scheme::HTTPS {
-            443
-        } else {
-            80
-        };
-        let host = match authority.port_u16() {
-            Some(port) if port != default_port => format!("{}:{port}", authority.host()),
-            _ => authority.host().to_string(),
-        };
-        Base {
-            scheme,
-            authority,
-            // An authority is made of characters a header value allows.
-            host: HeaderValue::from_str(&host).expect("a URI authority is a valid Host value"),
-        }
-    }
-
-    fn uri(&self, path_and_query: PathAndQuery) -> Result<Uri, UpstreamError> {
-        let mut parts = uri::Parts::default();
-        parts.scheme = Some(self.scheme.clone());
-        parts.authority = Some(self.authority.clone());
-        parts.path_and_query = Some(path_and_query);
-        Uri::from_parts(parts)
-            .map_err(|_| UpstreamError::Failed("request path is not a valid URI".into()))
     }
 }
 
@@ -285,22 +161,17 @@ pub fn path_only(uri: &Uri) -> PathAndQuery {
 
 /// The request as it goes out: the storefront's filtered headers (moved, not copied), the
 /// API's `Host` and the store's bearer token.
-fn build_request(
-    base: &Base,
-    out: Outgoing,
-    bearer: &HeaderValue,
-) -> Result<Request<Full<Bytes>>, UpstreamError> {
-    let uri = base.uri(out.path_and_query)?;
+/// The URI is in origin form (path and query): what HTTP/1.1 sends; the pool adds scheme
+/// and authority for HTTP/2.
+fn build_request(base: &Base, out: Outgoing, bearer: &HeaderValue) -> Request<Full<Bytes>> {
     let mut request = Request::new(Full::new(out.body));
     *request.method_mut() = out.method;
-    *request.uri_mut() = uri;
-    // The client picks HTTP/2 when ALPN agrees; it needs an HTTP/1.1 request to start from.
-    *request.version_mut() = Version::HTTP_11;
+    *request.uri_mut() = Uri::from(out.path_and_query);
     *request.headers_mut() = out.headers;
     let headers = request.headers_mut();
     headers.insert(header::HOST, base.host.clone());
     headers.insert(header::AUTHORIZATION, bearer.clone());
-    Ok(request)
+    request
 }
 
 /// The storefront headers that may reach the API: an allow-list, because the store's
@@ -362,17 +233,6 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     for name in &HOP_BY_HOP {
         headers.remove(name);
     }
-}
-
-fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut s = e.to_string();
-    let mut cur = e.source();
-    while let Some(inner) = cur {
-        s.push_str(": ");
-        s.push_str(&inner.to_string());
-        cur = inner.source();
-    }
-    s
 }
 
 #[cfg(test)]
@@ -460,15 +320,6 @@ mod tests {
         assert_eq!(path_only(&with_query).as_str(), "/v2/orders/1/payments");
         let plain: Uri = "/v2/orders/1/payments".parse().unwrap();
         assert_eq!(path_only(&plain).as_str(), "/v2/orders/1/payments");
-    }
-
-    #[test]
-    fn the_upstream_uri_joins_base_and_path() {
-        let base = Base::new(http::uri::Scheme::HTTPS, "api.moltin.com".parse().unwrap());
-        let uri = base
-            .uri(PathAndQuery::from_static("/v2/orders?page=2"))
-            .unwrap();
-        assert_eq!(uri.to_string(), "https://api.moltin.com/v2/orders?page=2");
     }
 
     #[test]

@@ -60,6 +60,12 @@ impl fmt::Display for Config {
             d(self.upstream.connect_timeout)
         )?;
         writeln!(f, "timeout = \"{}\"", d(self.upstream.timeout))?;
+        writeln!(
+            f,
+            "pool_idle_timeout = \"{}\"",
+            d(self.upstream.pool_idle_timeout)
+        )?;
+        writeln!(f, "pool_max_idle = {}", self.upstream.pool_max_idle)?;
         match &self.upstream.auth {
             UpstreamAuth::Static(_) => writeln!(f, "auth.token = \"****\"")?,
             UpstreamAuth::ClientCredentials { client_id, .. } => writeln!(

@@ -55,6 +55,8 @@ pub(super) struct RawUpstream {
     pub(super) ca: Option<PathBuf>,
     pub(super) connect_timeout: Option<String>,
     pub(super) timeout: Option<String>,
+    pub(super) pool_idle_timeout: Option<String>,
+    pub(super) pool_max_idle: Option<usize>,
     pub(super) auth: RawUpstreamAuth,
 }
 

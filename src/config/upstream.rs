@@ -26,6 +26,11 @@ pub struct UpstreamConfig {
     pub ca: Option<PathBuf>,
     pub connect_timeout: Duration,
     pub timeout: Duration,
+    /// An idle upstream connection is closed after this: shorter than the API's own
+    /// keep-alive timeout, so payshim never sends on a connection the API is closing.
+    pub pool_idle_timeout: Duration,
+    /// Idle connections kept at most (HTTP/2: connections kept for reuse).
+    pub pool_max_idle: usize,
     pub auth: UpstreamAuth,
 }
 
@@ -120,8 +125,24 @@ pub(super) fn upstream_config(raw: RawUpstream) -> Result<UpstreamConfig> {
             "2s",
         )?,
         timeout: duration("upstream.timeout", raw.timeout.as_deref(), "40s")?,
+        pool_idle_timeout: pool_idle_timeout(raw.pool_idle_timeout.as_deref())?,
+        pool_max_idle: raw.pool_max_idle.unwrap_or(256),
         auth,
     })
+}
+
+/// Between 100 ms and 10 min: a longer idle time than the API's (60 s behind common load
+/// balancers) would send requests on connections the API is closing.
+fn pool_idle_timeout(raw: Option<&str>) -> Result<Duration> {
+    let key = "upstream.pool_idle_timeout";
+    let value = duration(key, raw, "30s")?;
+    if !(Duration::from_millis(100)..=Duration::from_secs(600)).contains(&value) {
+        return Err(ConfigError::new(
+            key,
+            "must be between 100ms and 10min; keep it below the API's keep-alive timeout",
+        ));
+    }
+    Ok(value)
 }
 
 /// `https://host[:port]`, or `http://` for loopback hosts only (tests, benchmarks): the

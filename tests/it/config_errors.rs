@@ -92,6 +92,21 @@ fn cases() -> Vec<Case> {
             "upstream.connect_timeout",
         ),
         case(
+            "upstream.pool_idle_timeout longer than 10 minutes",
+            set("upstream", "pool_idle_timeout", "\"1h\""),
+            "upstream.pool_idle_timeout",
+        ),
+        case(
+            "upstream.pool_idle_timeout not a duration",
+            set("upstream", "pool_idle_timeout", "\"30\""),
+            "upstream.pool_idle_timeout",
+        ),
+        case(
+            "upstream.pool_max_idle negative",
+            set("upstream", "pool_max_idle", "-1"),
+            "upstream.pool_max_idle",
+        ),
+        case(
             "server.header_read_timeout not a duration",
             set("server", "header_read_timeout", "\"10\""),
             "server.header_read_timeout",

@@ -37,5 +37,6 @@ mod support_ports;
 mod support_selftest;
 mod token_exchange;
 mod transactions;
+mod upstream_pool;
 mod upstream_timeouts;
 mod upstream_token;

@@ -93,6 +93,35 @@ impl TestPki {
         self.issue("server", params)
     }
 
+    /// A server leaf for the given DNS names, valid from `from_secs` to `to_secs` from now
+    /// (negative: in the past), signed by the CA: a wrong host name or an expired
+    /// certificate for upstream verification tests.
+    pub fn server_cert_for(
+        &self,
+        names: &[&str],
+        from_secs: i64,
+        to_secs: i64,
+    ) -> (PathBuf, PathBuf) {
+        let names = names.iter().map(|n| n.to_string()).collect::<Vec<_>>();
+        let mut params = CertificateParams::new(names).expect("server SANs");
+        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+        params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+        set_validity(&mut params, from_secs, to_secs);
+        self.issue("server-for", params)
+    }
+
+    /// A rustls server config (ALPN h2 and http/1.1) serving `chain` and `key`.
+    pub fn server_config_from(chain: &Path, key: &Path) -> ServerConfig {
+        let mut config = ServerConfig::builder_with_provider(Arc::new(default_provider()))
+            .with_safe_default_protocol_versions()
+            .expect("protocol versions")
+            .with_no_client_auth()
+            .with_single_cert(load_certs(chain), load_key(key))
+            .expect("server cert and key");
+        config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+        config
+    }
+
     /// A client-auth leaf with subject `CN=cn` and SAN DNS `cn`, valid now.
     pub fn client_cert(&self, cn: &str) -> (PathBuf, PathBuf) {
         self.issue(

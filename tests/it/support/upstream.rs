@@ -10,7 +10,7 @@ use std::hash::{BuildHasher, RandomState};
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -82,6 +82,9 @@ pub enum Reply {
     StallAfterHeaders,
     /// Reads the request, then drops the connection without any response.
     CloseImmediately,
+    /// Does the inner reply, then closes the connection (FIN) `after` the answer went
+    /// out: a server ending a kept-alive connection between requests.
+    ThenClose(Duration, Box<Reply>),
     /// Status 200 with `Content-Length`, then the body in `chunks` parts of
     /// [`TRICKLE_CHUNK`], one every `every`: a slow but complete answer.
     Trickle { chunks: usize, every: Duration },
@@ -128,6 +131,9 @@ pub fn handler(f: impl Fn(&Recorded) -> Reply + Send + Sync + 'static) -> Handle
 }
 
 struct State {
+    /// Connections accepted, and those of them that have ended.
+    accepted: AtomicUsize,
+    closed: AtomicUsize,
     requests: Mutex<Vec<Recorded>>,
     handler: Mutex<Handler>,
     count: watch::Sender<usize>,
@@ -170,6 +176,8 @@ impl Upstream {
             .expect("bind upstream double");
         let addr = listener.local_addr().expect("upstream local addr");
         let state = Arc::new(State {
+            accepted: AtomicUsize::new(0),
+            closed: AtomicUsize::new(0),
             requests: Mutex::new(Vec::new()),
             handler: Mutex::new(handler),
             count: watch::channel(0).0,
@@ -207,6 +215,16 @@ impl Upstream {
         self.state.requests.lock().unwrap().len()
     }
 
+    /// TCP connections accepted so far.
+    pub fn accepts(&self) -> usize {
+        self.state.accepted.load(Ordering::SeqCst)
+    }
+
+    /// Accepted connections that have ended (either side closed them).
+    pub fn closed(&self) -> usize {
+        self.state.closed.load(Ordering::SeqCst)
+    }
+
     /// Replaces the handler for requests that arrive from now on.
     pub fn set_handler(&self, handler: Handler) {
         *self.state.handler.lock().unwrap() = handler;
@@ -231,7 +249,13 @@ async fn accept_loop(listener: TcpListener, acceptor: Option<TlsAcceptor>, state
             accepted = listener.accept() => match accepted {
                 Ok((tcp, _)) => {
                     let _ = tcp.set_nodelay(true);
-                    connections.spawn(serve_connection(tcp, acceptor.clone(), state.clone()));
+                    state.accepted.fetch_add(1, Ordering::SeqCst);
+                    let state = state.clone();
+                    let acceptor = acceptor.clone();
+                    connections.spawn(async move {
+                        serve_connection(tcp, acceptor, state.clone()).await;
+                        state.closed.fetch_add(1, Ordering::SeqCst);
+                    });
                 }
                 Err(_) => tokio::time::sleep(Duration::from_millis(10)).await,
             },
@@ -380,6 +404,14 @@ async fn handle(
         match reply {
             Reply::Delay(delay, inner) => {
                 tokio::time::sleep(delay).await;
+                reply = *inner;
+            }
+            Reply::ThenClose(after, inner) => {
+                let control = control.clone();
+                tokio::spawn(async move {
+                    tokio::time::sleep(after).await;
+                    control.kill.notify_one();
+                });
                 reply = *inner;
             }
             Reply::Respond {
