@@ -82,7 +82,7 @@ def main():
     ap.add_argument("--pids", required=True, help="comma-separated PIDs whose VmRSS is summed")
     ap.add_argument("--path", default="/v2/bench/order-42")
     ap.add_argument("--key", default="bench-storefront-key-0001")
-    ap.add_argument("--settle", type=float, default=2.0, help="seconds idle before reading RSS")
+    ap.add_argument("--settle", type=float, default=5.0, help="seconds idle before reading RSS")
     ap.add_argument("--label", default="")
     args = ap.parse_args()
     pids = [int(p) for p in args.pids.split(",") if p]
