@@ -89,6 +89,14 @@ stop_proc() {
     kill -KILL "$pid" 2>/dev/null || true
     wait "$pid" 2>/dev/null || true
 }
+# Per-request logs and audit files (hundreds of MB per h2 run): cut to their first 1000
+# lines once the run is over.
+trim_logs() {
+    local f
+    find "$1" -type f -size +1M -print0 | while IFS= read -r -d '' f; do
+        head -n 1000 "$f" >"$f.head" && mv "$f.head" "$f"
+    done
+}
 cleanup() {
     local rc=$? n
     trap - EXIT INT TERM
@@ -273,6 +281,7 @@ run_h2() { # target round request(passthrough|payments)
     record "h2-$req" "$t" "$r" "${rps:-NA}" req/s \
         "${ok:-?} succeeded, status 3xx-5xx ${fail:-?}, proxy $(awk -v c=$((after - before)) -v n="${ok:-0}" 'BEGIN { if (n > 0) printf "%.1f", c / 1e3 / n; else printf "?" }') us CPU/req"
     stop_proc "$t"
+    trim_logs "$dir"
 }
 
 order_for_round() { # round -> targets, reversed every other round
