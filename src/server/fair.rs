@@ -39,6 +39,11 @@ impl<T> Fair<T> {
         }
     }
 
+    /// The stream read from.
+    pub(super) fn get_ref(&self) -> &T {
+        &self.inner
+    }
+
     /// Also ends the connection when the peer floods SETTINGS or PING frames.
     pub(super) fn with_flood_limit(mut self, per_second: u32) -> Fair<T> {
         self.frames = Some(FrameCounter::new(per_second));

@@ -30,6 +30,9 @@ impl Signal {
     pub(super) const STOP: u8 = 1;
     /// Nothing happened on the connection for its limit.
     pub(super) const IDLE: u8 = 2;
+    /// HTTP/1.1: nothing happened on the connection for a whole tick; told once per quiet
+    /// spell, so that the connection can let go of its buffers (`park`).
+    pub(super) const QUIET: u8 = 4;
 
     pub(super) fn stop(self) -> bool {
         self.0 & Self::STOP != 0
@@ -38,7 +41,15 @@ impl Signal {
     pub(super) fn idle(self) -> bool {
         self.0 & Self::IDLE != 0
     }
+
+    pub(super) fn quiet(self) -> bool {
+        self.0 & Self::QUIET != 0
+    }
 }
+
+/// The longest time between two checks. A check costs a few atomic loads per open
+/// connection: 10,000 connections once a second is far below 1 % of a core.
+const MAX_TICK: Duration = Duration::from_secs(1);
 
 /// Time limits of connections.
 #[derive(Debug, Clone, Copy)]
@@ -51,9 +62,10 @@ pub(super) struct IdleLimits {
 
 impl IdleLimits {
     /// How often connections are checked: a quarter of the shorter limit, so a connection
-    /// is closed at most a quarter late.
+    /// is closed at most a quarter late, and at least every [`MAX_TICK`], so a quiet
+    /// HTTP/1.1 connection parks within two of them.
     fn tick(&self) -> Duration {
-        (self.first_request.min(self.idle) / 4).max(Duration::from_millis(50))
+        (self.first_request.min(self.idle) / 4).clamp(Duration::from_millis(50), MAX_TICK)
     }
 }
 
@@ -69,6 +81,8 @@ pub(super) struct Watched {
     /// the watchdog started) it saw it change.
     seen: AtomicU64,
     quiet_since_ms: AtomicU64,
+    /// Whether [`Signal::QUIET`] was raised since the last activity.
+    told_quiet: AtomicBool,
 }
 
 /// Marks one request in flight until dropped: hold it until the answer's body is done
@@ -153,6 +167,7 @@ impl Watchdog {
             waker: AtomicWaker::new(),
             seen: AtomicU64::new(0),
             quiet_since_ms: AtomicU64::new(self.now_ms()),
+            told_quiet: AtomicBool::new(false),
         });
         let mut conns = self.lock();
         if self.stopping.load(Ordering::Acquire) {
@@ -201,6 +216,7 @@ impl Watchdog {
         if busy || events != conn.seen.load(Ordering::Acquire) {
             conn.seen.store(events, Ordering::Release);
             conn.quiet_since_ms.store(now, Ordering::Release);
+            conn.told_quiet.store(false, Ordering::Release);
             return;
         }
         let limit = if conn.h2 && events > 0 {
@@ -211,6 +227,11 @@ impl Watchdog {
         let quiet = now.saturating_sub(conn.quiet_since_ms.load(Ordering::Acquire));
         if quiet >= limit.as_millis() as u64 {
             conn.raise(Signal::IDLE);
+        } else if !conn.h2
+            && quiet >= self.limits.tick().as_millis() as u64
+            && !conn.told_quiet.swap(true, Ordering::AcqRel)
+        {
+            conn.raise(Signal::QUIET);
         }
     }
 
@@ -232,12 +253,36 @@ mod tests {
         idle: Duration::from_secs(20),
     };
 
-    /// The next signal for `conn` and how long after the call it came; None within `wait`.
+    /// The next signal other than QUIET alone for `conn` and how long after the call it
+    /// came; None within `wait`.
     async fn next_signal(conn: &Watched, wait: Duration) -> Option<(Signal, Duration)> {
         let start = Instant::now();
-        let signal = std::future::poll_fn(|cx| conn.poll_signal(cx));
+        let signal = std::future::poll_fn(|cx| match conn.poll_signal(cx) {
+            Poll::Ready(s) if s.0 == Signal::QUIET => {
+                cx.waker().wake_by_ref();
+                Poll::Pending
+            }
+            polled => polled,
+        });
         let signal = tokio::time::timeout(wait, signal).await.ok()?;
         Some((signal, start.elapsed()))
+    }
+
+    /// The QUIET signals `conn` gets within `wait`, and when (after the call) the first came.
+    async fn quiet_signals(conn: &Watched, wait: Duration) -> (usize, Option<Duration>) {
+        let start = Instant::now();
+        let (mut count, mut first) = (0, None);
+        let _ = tokio::time::timeout(wait, async {
+            loop {
+                let signal = std::future::poll_fn(|cx| conn.poll_signal(cx)).await;
+                if signal.quiet() {
+                    count += 1;
+                    first.get_or_insert(start.elapsed());
+                }
+            }
+        })
+        .await;
+        (count, first)
     }
 
     fn started() -> Arc<Watchdog> {
@@ -318,6 +363,44 @@ mod tests {
         let late = watchdog.watch(true);
         let (signal, _) = next_signal(&late, Duration::from_millis(1)).await.unwrap();
         assert!(signal.stop());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_quiet_http1_connection_is_told_once_per_quiet_spell() {
+        let tick = LIMITS.tick();
+        let watchdog = started();
+        let conn = watchdog.watch(false);
+        let (count, first) = quiet_signals(&conn, tick * 3).await;
+        assert_eq!(count, 1, "one QUIET per quiet spell");
+        let first = first.unwrap();
+        assert!(first >= tick && first <= tick * 2, "QUIET after {first:?}");
+        // A request in flight is never quiet, however long it takes.
+        let request = conn.begin();
+        assert_eq!(quiet_signals(&conn, tick * 3).await.0, 0);
+        drop(request);
+        // Done: quiet again, told once more, long before the idle limit.
+        let (count, first) = quiet_signals(&conn, tick * 3).await;
+        assert_eq!(count, 1);
+        assert!(first.unwrap() <= tick * 2);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn http2_connections_are_never_told_quiet() {
+        let watchdog = started();
+        let conn = watchdog.watch(true);
+        drop(conn.begin());
+        assert_eq!(quiet_signals(&conn, LIMITS.idle / 2).await.0, 0);
+    }
+
+    #[test]
+    fn the_tick_is_a_quarter_of_the_shorter_limit_and_at_most_a_second() {
+        let limits = |first: u64, idle: u64| IdleLimits {
+            first_request: Duration::from_millis(first),
+            idle: Duration::from_millis(idle),
+        };
+        assert_eq!(limits(2_000, 60_000).tick(), Duration::from_millis(500));
+        assert_eq!(limits(10_000, 60_000).tick(), MAX_TICK);
+        assert_eq!(limits(100, 100).tick(), Duration::from_millis(50));
     }
 
     #[tokio::test(start_paused = true)]

@@ -518,6 +518,46 @@ async fn idle_http1_keep_alive_connection_is_closed() {
     eprintln!("idle HTTP/1.1 keep-alive connection closed {took:?} after the last answer");
 }
 
+/// A quiet HTTP/1.1 keep-alive connection lets go of its HTTP buffers (it parks, once the
+/// watchdog finds it quiet for a tick: 1 s here) and is served again when the next request
+/// comes: a request head split by a pause, whose first half payshim had already read when
+/// the connection parked (those bytes must be kept), and a whole request after a pause.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn parked_http1_connection_keeps_serving_and_keeps_bytes_read_ahead() {
+    let pause = Duration::from_millis(2_500);
+    let world = World::new(moltin_like()).await;
+    // Closed when idle for 8 s: longer than both pauses, which are not activity.
+    let payshim = Payshim::start(&world.config(&[("header_read_timeout", "\"8s\"")])).await;
+    let mut tls = tls_connect(payshim.addr, &payshim.ca_pem, ALPN_H1, None, CONNECT_GUARD)
+        .await
+        .unwrap();
+    let request = b"GET /not-a-route HTTP/1.1\r\nhost: localhost\r\nx-test: parked\r\n\r\n";
+    let (first, second) = request.split_at(30);
+    // (what is sent, then the pause, then the rest: each must get its 404)
+    let steps: [(&str, &[u8], &[u8]); 3] = [
+        ("first request", request, b""),
+        ("head split by a pause", first, second),
+        ("request after a pause", b"", request),
+    ];
+    for (step, before, after) in steps {
+        tls.write_all(before).await.unwrap();
+        tls.flush().await.unwrap();
+        if !after.is_empty() {
+            tokio::time::sleep(pause).await;
+            tls.write_all(after).await.unwrap();
+            tls.flush().await.unwrap();
+        }
+        let (head, _) = read_h1_response(&mut tls, Duration::from_secs(5))
+            .await
+            .unwrap_or_else(|e| panic!("{step}: {e}"));
+        assert!(head.starts_with("HTTP/1.1 404"), "{step}: {head}");
+        assert!(
+            !head.to_ascii_lowercase().contains("connection: close"),
+            "{step}: {head}"
+        );
+    }
+}
+
 /// The HTTP/2 forms of slowloris: a client (ALPN h2) that completes TLS and then sends
 /// nothing, not even the connection preface; and one that sends the preface, SETTINGS and a
 /// HEADERS frame without END_HEADERS that it never continues. Both must be cut off after
