@@ -845,9 +845,10 @@ run_ab() {
     [[ $a == nginx ]] && port[$a]=$NGINX_PORT
     local -A admin=([$a]=$ADMIN_PORT [$b]=$((ADMIN_PORT + 10)))
     local -A bin=([$a]=${AB_BASE:-$PAYSHIM_BIN} [$b]=$PAYSHIM_BIN)
-    local -A wrkpid=() lua=([$a]=$AB_REQUEST [$b]=$AB_REQUEST)
+    local -A wrkpid=() lua=([$a]=$AB_REQUEST [$b]=$AB_REQUEST) luaarg=([$a]= [$b]=)
     [[ $a == nginx ]] && lua[$a]=passthrough
-    [[ -n $AB_IDEM ]] && lua[$b]=payments-keyed
+    # payments.lua's one argument: a unique Idempotency-Key on every request.
+    [[ -n $AB_IDEM ]] && luaarg[$b]=keyed
     log "== payshim-ab ($a and $b at once, $AB_REQUEST requests, $half connections each)"
     for side in $a $b; do
         if [[ $side == nginx ]]; then
@@ -885,7 +886,7 @@ run_ab() {
         for side in $a $b; do
             timeout -k 5 $((secs + 30)) taskset -c "$WRK_CPU" wrk -t1 -c"$half" -d"${secs}s" \
                 --latency -s "$BENCH_DIR/lua/${lua[$side]}.lua" "$url:${port[$side]}/" \
-                >"$base/$side/$phase.txt" 2>&1 &
+                ${luaarg[$side]:+-- "${luaarg[$side]}"} >"$base/$side/$phase.txt" 2>&1 &
             wrkpid[$side]=$!
             PIDS[wrk-$side]=${wrkpid[$side]}
         done

@@ -10,6 +10,9 @@ local counter = 0
 local run_tag = 0
 local uuid_a, uuid_b, uuid_c = 0, 0, 0
 local tno = 0 -- from the global thread_no that setup() sets in this thread
+-- `wrk ... -s payments.lua URL -- keyed`: a DISTINCT Idempotency-Key on every request, as
+-- a storefront server that sets one per checkout attempt sends them (run.sh --ab-idem).
+local keyed = false
 
 local headers = {
   ["Content-Type"] = "application/json",
@@ -39,6 +42,7 @@ function setup(thread)
 end
 
 function init(args)
+  keyed = args[1] == "keyed"
   tno = tonumber(thread_no) or 0
   math.randomseed(os.time() * 1000 + tno)
   -- The 5-digit tag keeps runs apart; the thread number keeps threads apart.
@@ -58,6 +62,9 @@ function request()
   local body = '{"data":{"gateway":"card_connect","method":"purchase",'
     .. '"first_name":"Ada","last_name":"Lovelace","number":"' .. pan .. '",'
     .. '"month":"12","year":"2031","verification_value":"123"}}'
+  if keyed then
+    headers["Idempotency-Key"] = string.format("bench-%05d-%d-%d", run_tag, tno, n)
+  end
   return wrk.format("POST", "/v2/orders/" .. uuid .. "/payments", headers, body)
 end
 

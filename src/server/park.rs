@@ -4,8 +4,8 @@
 //! 8 KiB read buffer reserved while it waits for the next request head, plus a box for the
 //! request handler's future: with rustls' 4 KiB record buffer and the task, an idle TLS
 //! keep-alive connection cost 36 KiB, nginx 16 (bench/conns.sh, README.md "Architecture").
-//! A connection the watchdog finds quiet for a tick (`Signal::QUIET`: nothing in flight, no
-//! request started or finished) is parked: its hyper connection is ended without touching
+//! A connection the watchdog finds quiet for a park tick (`Signal::QUIET`: nothing in
+//! flight, no request started or finished for up to a second) is parked: its hyper connection is ended without touching
 //! the TLS stream (`poll_without_shutdown`), bytes hyper had already read are kept, and the
 //! task waits for the socket to become readable holding only the TLS stream. The next
 //! request gets a new hyper connection. A busy connection never parks, so back-to-back
