@@ -8,6 +8,8 @@
 # rss        COUNT TLS connections (each after one passthrough request) held idle, then
 #            VmRSS of the proxy (nginx: master + worker) against the same proxy with one
 #            request done and no connection open; KiB per connection (bench/idle-conns.py).
+# rss-h2     the same over HTTP/2, as browsers connect (bench/idle-conns-h2.mjs, node's
+#            http2 client; nginx with http2).
 # handshake  `openssl s_time -new` (16 in parallel, on core 1): a full handshake per
 #            connection, no session resumption on the client side; handshakes divided by
 #            the proxy's CPU time (utime + stime from /proc/PID/stat) over the same seconds.
@@ -59,12 +61,12 @@ while [[ $# -gt 0 ]]; do
         *) echo "conns.sh: unknown argument $1" >&2; usage >&2; exit 2 ;;
     esac
 done
-[[ $MODE =~ ^(rss|handshake|h2|all)$ ]] || { echo "conns.sh: --mode rss|handshake|h2|all" >&2; exit 2; }
+[[ $MODE =~ ^(rss|rss-h2|handshake|h2|all)$ ]] || { echo "conns.sh: --mode rss|rss-h2|handshake|h2|all" >&2; exit 2; }
 [[ $ROUNDS =~ ^[1-9][0-9]?$ ]] || { echo "conns.sh: --rounds 1..99" >&2; exit 2; }
 [[ $DURATION =~ ^[0-9]+$ ]] && (( DURATION >= 1 && DURATION <= 600 )) \
     || { echo "conns.sh: --duration 1s..600s" >&2; exit 2; }
 [[ -z $BASE_BIN || -x $BASE_BIN ]] || { echo "conns.sh: --base $BASE_BIN is not executable" >&2; exit 2; }
-for tool in nginx openssl h2load python3 taskset curl ss; do
+for tool in nginx openssl h2load python3 node taskset curl ss; do
     command -v "$tool" >/dev/null || { echo "conns.sh: needs $tool (h2load: apt-get install nghttp2-client)" >&2; exit 1; }
 done
 
@@ -196,17 +198,19 @@ RESULTS=$OUT/results.tsv
 printf 'mode\ttarget\tround\tvalue\tunit\tdetail\n' >"$RESULTS"
 record() { printf '%s\t%s\t%s\t%s\t%s\t%s\n' "$@" >>"$RESULTS"; log "$1 $2 round $3: $4 $5 ($6)"; }
 
-run_rss() { # target round count
-    local t=$1 r=$2 n=$3 dir=$OUT/rss-$3/round$2/$1 line
-    start "$t" "$dir" || { record rss-"$n" "$t" "$r" NA KiB/conn "did not start"; stop_proc "$t"; return; }
-    line=$(taskset -c "$CLIENT_CPU" timeout 600 python3 "$BENCH_DIR/idle-conns.py" --port "$(port_of "$t")" \
+run_rss() { # target round count [h2]
+    local t=$1 r=$2 n=$3 mode=rss${4:+-h2} line client=(python3 "$BENCH_DIR/idle-conns.py")
+    local dir=$OUT/$mode-$3/round$2/$1
+    [[ -n ${4:-} ]] && client=(node "$BENCH_DIR/idle-conns-h2.mjs")
+    start "$t" "$dir" || { record "$mode-$n" "$t" "$r" NA KiB/conn "did not start"; stop_proc "$t"; return; }
+    line=$(taskset -c "$CLIENT_CPU" timeout 600 "${client[@]}" --port "$(port_of "$t")" \
         --count "$n" --pids "$(pids_of "$t")" --label "$t" 2>"$dir/client.err" || true)
     echo "$line" >"$dir/client.json"
     if [[ -n $line ]]; then
-        record rss-"$n" "$t" "$r" "$(jq -r .kib_per_conn <<<"$line")" KiB/conn \
+        record "$mode-$n" "$t" "$r" "$(jq -r .kib_per_conn <<<"$line")" KiB/conn \
             "$(jq -r '"\(.rss_before_kib) -> \(.rss_after_kib) KiB, \(.alive)/\(.connections) alive"' <<<"$line")"
     else
-        record rss-"$n" "$t" "$r" NA KiB/conn "client failed: $(tail -1 "$dir/client.err")"
+        record "$mode-$n" "$t" "$r" NA KiB/conn "client failed: $(tail -1 "$dir/client.err")"
     fi
     stop_proc "$t"
 }
@@ -293,6 +297,11 @@ for r in $(seq 1 "$ROUNDS"); do
     if [[ $MODE == rss || $MODE == all ]]; then
         for n in ${COUNTS//,/ }; do
             for t in "${order[@]}"; do run_rss "$t" "$r" "$n"; done
+        done
+    fi
+    if [[ $MODE == rss-h2 || $MODE == all ]]; then
+        for n in ${COUNTS//,/ }; do
+            for t in "${order[@]}"; do run_rss "$t" "$r" "$n" h2; done
         done
     fi
     if [[ $MODE == handshake || $MODE == all ]]; then
