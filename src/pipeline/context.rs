@@ -57,6 +57,8 @@ pub(crate) struct RequestCtx<'c> {
     pub started: Instant,
     pub conn: &'c ConnInfo,
     pub method: Method,
+    /// "1.1", "2" (or "1.0"), for the log line: which protocol a storefront's browser chose.
+    pub http: &'static str,
     pub route: Route,
     /// The browser's `Origin`, for the CORS headers of the answer.
     pub origin: Option<HeaderValue>,
@@ -148,6 +150,7 @@ impl<'c> RequestCtx<'c> {
             conn,
             origin: req.headers().get(http::header::ORIGIN).cloned(),
             method,
+            http: http_version(req.version()),
             route,
             client: None,
             audit,
@@ -180,6 +183,16 @@ impl<'c> RequestCtx<'c> {
         self.audit
             .as_mut()
             .expect("audited phases run only on audited routes")
+    }
+}
+
+/// The protocol as the log line names it (a fixed string: nothing the client sends
+/// reaches the line).
+fn http_version(version: http::Version) -> &'static str {
+    match version {
+        http::Version::HTTP_2 => "2",
+        http::Version::HTTP_10 => "1.0",
+        _ => "1.1",
     }
 }
 

@@ -40,6 +40,7 @@ pub(crate) fn record(
         client,
         route = route.as_str(),
         method = ctx.method.as_str(),
+        http = ctx.http,
         status,
         total_us = total.as_micros() as u64,
         upstream_us,

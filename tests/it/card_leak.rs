@@ -815,7 +815,7 @@ async fn batched_log_lines_arrive_within_the_interval_and_at_exit() {
 }
 
 /// The request log line (issue 2) and the payment log line (issue 3) carry what an operator
-/// needs: request id, client, route, method, status, total and upstream latency, and for a
+/// needs: request id, client, route, method, HTTP version, status, total and upstream latency, and for a
 /// payment the order, brand, last four, method and outcome. No credential is ever logged:
 /// neither the storefront key nor the store's upstream token. In sandbox mode every line
 /// says `"sandbox":true`.
@@ -849,6 +849,15 @@ async fn log_lines_carry_the_request_and_payment_fields_and_no_credential() {
         .await
         .unwrap();
     assert_eq!(missing.status, 404);
+    let h2 = TestClient::new(&pki.ca_pem, HttpVersion::Http2)
+        .send(
+            Request::get(binary.url("/v2/not-a-route"))
+                .body(Bytes::new())
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(h2.status, 404);
     binary.stop().await;
 
     let stdout = std::fs::read_to_string(&binary.stdout).unwrap();
@@ -871,6 +880,7 @@ async fn log_lines_carry_the_request_and_payment_fields_and_no_credential() {
         ("client", json!("web-eu")),
         ("route", json!("payments")),
         ("method", json!("POST")),
+        ("http", json!("1.1")),
         ("status", json!(201)),
         ("order_id", json!(ORDER_OK)),
         ("brand", json!(BRANDS[0].name)),
@@ -885,7 +895,10 @@ async fn log_lines_carry_the_request_and_payment_fields_and_no_credential() {
         assert!(pay[key].is_u64(), "{key} in {pay}");
     }
     assert!(pay.get("sandbox").is_none(), "not a sandbox: {pay}");
+    let over_h2 = line(&h2.header("x-request-id").unwrap());
+    assert_eq!(over_h2["http"], "2", "{over_h2}");
     let miss = line(&missing.header("x-request-id").unwrap());
+    assert_eq!(miss["http"], "1.1", "{miss}");
     assert_eq!(miss["route"], "not_found", "{miss}");
     assert_eq!(miss["status"], 404, "{miss}");
     assert!(
