@@ -6,11 +6,16 @@
 //! reset the HTTP/2 stream (`RST_STREAM(NO_ERROR)`, which RFC 9113 allows but curl 7.88
 //! reports as "(92) Stream error" instead of the answer) or close the HTTP/1.1 connection
 //! under a client still writing (the kernel then resets it, and a client that sends its
-//! whole body before reading gets no answer). So before answering, the rest of a body up
-//! to `limits.max_body` is read and thrown away within a short bound; what is still
-//! coming after that is read and thrown away in the background, up to [`LINGER_BYTES`]
-//! and never longer than `server.header_read_timeout` in all. Nothing read here is kept,
-//! forwarded or logged.
+//! whole body before reading gets no answer). Answering mid-upload over HTTP/2 has a second
+//! trap: curl stops sending when the answer's head arrives and ends the stream short of its
+//! `content-length`, which h2 must treat as a malformed request: it resets the stream with
+//! PROTOCOL_ERROR, and if the answer's DATA frame had not left yet, it is dropped and curl
+//! reports "(92) ... PROTOCOL_ERROR" (about one 2 MB refusal in thirty in
+//! tests/it/early_refusals.rs before this was known). So before answering, the rest of a
+//! body up to [`LINGER_BYTES`] is read and thrown away within a short bound (the client then
+//! reads its answer with nothing left to send); what is still coming after that is read and
+//! thrown away in the background, up to [`LINGER_BYTES`] more and never longer than
+//! `server.header_read_timeout` in all. Nothing read here is kept, forwarded or logged.
 
 use std::time::Duration;
 
@@ -18,7 +23,9 @@ use http_body_util::BodyExt;
 use hyper::body::{Body, Incoming};
 use tokio::time::Instant;
 
-/// How much of a refused body is read and discarded in the background at most.
+/// How much of a refused body is read and discarded at most, before the answer and again
+/// in the background after it: what an attacker can make payshim read per refused request
+/// is bounded either way.
 pub(crate) const LINGER_BYTES: usize = 8 << 20;
 /// How long the answer may wait for the rest of a refused body at most.
 const BEFORE_ANSWER: Duration = Duration::from_secs(1);
@@ -31,12 +38,12 @@ pub(crate) struct Linger {
 }
 
 impl Linger {
-    /// Discards what is left of `body` before the answer is sent: up to `max_body`
-    /// bytes, within one second (or `server.header_read_timeout` if shorter). Returns
-    /// when the body ended or a bound was reached.
+    /// Discards what is left of `body` before the answer is sent: up to [`LINGER_BYTES`]
+    /// (or `max_body`, if larger), within one second (or `server.header_read_timeout` if
+    /// shorter). Returns when the body ended or a bound was reached.
     pub(crate) async fn before_answer(&self, body: &mut Incoming) {
         let deadline = Instant::now() + BEFORE_ANSWER.min(self.total);
-        discard(body, self.max_body, deadline).await;
+        discard(body, LINGER_BYTES.max(self.max_body), deadline).await;
     }
 
     /// Keeps discarding what is still coming in a task of its own, so the answer leaves

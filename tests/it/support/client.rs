@@ -298,6 +298,8 @@ pub fn tls11_hello_bytes(server_name: &str) -> Vec<u8> {
 pub struct StreamedBody {
     pieces: std::collections::VecDeque<Bytes>,
     open: bool,
+    /// Counts the pieces handed to the client so far (`counted`).
+    taken: Option<std::sync::Arc<std::sync::atomic::AtomicUsize>>,
 }
 
 impl StreamedBody {
@@ -313,6 +315,7 @@ impl StreamedBody {
         StreamedBody {
             pieces,
             open: false,
+            taken: None,
         }
     }
 
@@ -321,7 +324,17 @@ impl StreamedBody {
         StreamedBody {
             pieces: pieces.into_iter().collect(),
             open: false,
+            taken: None,
         }
+    }
+
+    /// The number of pieces the client has taken so far goes to `taken`.
+    pub fn counted(
+        mut self,
+        taken: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    ) -> StreamedBody {
+        self.taken = Some(taken);
+        self
     }
 
     /// The same pieces, but the body stays open after the last one.
@@ -341,7 +354,12 @@ impl hyper::body::Body for StreamedBody {
     ) -> std::task::Poll<Option<Result<hyper::body::Frame<Bytes>, Self::Error>>> {
         use std::task::Poll;
         match self.pieces.pop_front() {
-            Some(piece) => Poll::Ready(Some(Ok(hyper::body::Frame::data(piece)))),
+            Some(piece) => {
+                if let Some(taken) = &self.taken {
+                    taken.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                }
+                Poll::Ready(Some(Ok(hyper::body::Frame::data(piece))))
+            }
             // Left open: never ready again (and never woken), like a client that stopped
             // sending without finishing its body.
             None if self.open => Poll::Pending,
