@@ -14,8 +14,8 @@
 //! tests/it/early_refusals.rs before this was known). So before answering, the rest of a
 //! body up to [`LINGER_BYTES`] is read and thrown away within a short bound (the client then
 //! reads its answer with nothing left to send); what is still coming after that is read and
-//! thrown away in the background, up to [`LINGER_BYTES`] more and never longer than
-//! `server.header_read_timeout` in all. Nothing read here is kept, forwarded or logged.
+//! thrown away in the background, up to [`LINGER_BYTES`] in all and never longer than
+//! `server.header_read_timeout`. Nothing read here is kept, forwarded or logged.
 
 use std::time::Duration;
 
@@ -23,9 +23,8 @@ use http_body_util::BodyExt;
 use hyper::body::{Body, Incoming};
 use tokio::time::Instant;
 
-/// How much of a refused body is read and discarded at most, before the answer and again
-/// in the background after it: what an attacker can make payshim read per refused request
-/// is bounded either way.
+/// How much of a refused body is read and discarded at most, before and after the answer
+/// together: what a client can make payshim read per refused request.
 pub(crate) const LINGER_BYTES: usize = 8 << 20;
 /// How long the answer may wait for the rest of a refused body at most.
 const BEFORE_ANSWER: Duration = Duration::from_secs(1);
@@ -40,31 +39,39 @@ pub(crate) struct Linger {
 impl Linger {
     /// Discards what is left of `body` before the answer is sent: up to [`LINGER_BYTES`]
     /// (or `max_body`, if larger), within one second (or `server.header_read_timeout` if
-    /// shorter). Returns when the body ended or a bound was reached.
-    pub(crate) async fn before_answer(&self, body: &mut Incoming) {
+    /// shorter). Returns when the body ended or a bound was reached, with the bytes read.
+    pub(crate) async fn before_answer(&self, body: &mut Incoming) -> usize {
         let deadline = Instant::now() + BEFORE_ANSWER.min(self.total);
-        discard(body, LINGER_BYTES.max(self.max_body), deadline).await;
+        discard(body, self.budget(), deadline).await
     }
 
     /// Keeps discarding what is still coming in a task of its own, so the answer leaves
     /// now and the connection is closed (or reused) only once the client has finished
-    /// sending, or the linger's bounds are reached.
-    pub(crate) fn after_answer(&self, mut body: Incoming) {
+    /// sending, or the linger's bounds are reached: `already` bytes read before the answer
+    /// count against the same budget.
+    pub(crate) fn after_answer(&self, mut body: Incoming, already: usize) {
         let deadline = Instant::now() + self.total;
-        tokio::spawn(async move { discard(&mut body, LINGER_BYTES, deadline).await });
+        let left = self.budget().saturating_sub(already);
+        tokio::spawn(async move { discard(&mut body, left, deadline).await });
+    }
+
+    /// How much of one refused body is read at most, before and after the answer.
+    fn budget(&self) -> usize {
+        LINGER_BYTES.max(self.max_body)
     }
 }
 
 /// Reads and drops frames until the body ends, `max_bytes` were read, the body fails
-/// or `deadline` passes.
-async fn discard(body: &mut Incoming, max_bytes: usize, deadline: Instant) {
+/// or `deadline` passes; returns the bytes read.
+async fn discard(body: &mut Incoming, max_bytes: usize, deadline: Instant) -> usize {
     let mut read = 0usize;
     while !body.is_end_stream() && read <= max_bytes {
         match tokio::time::timeout_at(deadline, body.frame()).await {
             Ok(Some(Ok(frame))) => {
                 read += frame.data_ref().map_or(0, |d| d.len());
             }
-            Ok(Some(Err(_)) | None) | Err(_) => return,
+            Ok(Some(Err(_)) | None) | Err(_) => break,
         }
     }
+    read
 }

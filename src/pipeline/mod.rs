@@ -158,9 +158,9 @@ impl Pipeline {
         if !body.is_end_stream() {
             // Answered without reading the whole body (a refusal): let the client finish
             // sending, so the answer reaches it (see linger.rs). Boxed: rare.
-            Box::pin(self.linger.before_answer(&mut body)).await;
+            let read = Box::pin(self.linger.before_answer(&mut body)).await;
             if !body.is_end_stream() {
-                self.linger.after_answer(body);
+                self.linger.after_answer(body, read);
             }
         }
         let client = ctx.client.map(|c| live.clients.get(c).id.as_str());
