@@ -840,21 +840,15 @@ async fn log_lines_carry_the_request_and_payment_fields_and_no_credential() {
     };
     let paid = client.send(payment(&binary)).await.unwrap();
     assert_eq!(paid.status, 201, "{}", paid.text());
-    let missing = client
-        .send(
-            Request::get(binary.url("/v2/not-a-route"))
-                .body(Bytes::new())
-                .unwrap(),
-        )
-        .await
-        .unwrap();
+    let not_found = || {
+        Request::get(binary.url("/v2/not-a-route"))
+            .body(Bytes::new())
+            .unwrap()
+    };
+    let missing = client.send(not_found()).await.unwrap();
     assert_eq!(missing.status, 404);
     let h2 = TestClient::new(&pki.ca_pem, HttpVersion::Http2)
-        .send(
-            Request::get(binary.url("/v2/not-a-route"))
-                .body(Bytes::new())
-                .unwrap(),
-        )
+        .send(not_found())
         .await
         .unwrap();
     assert_eq!(h2.status, 404);
