@@ -17,7 +17,7 @@ use serde::Deserialize;
 use serde::de::IgnoredAny;
 use zeroize::Zeroizing;
 
-use crate::config::ConfigError;
+use crate::config::{ConfigError, SecretList};
 
 /// The same minimum the proxy enforces for `audit.key`.
 const MIN_KEY_LEN: usize = 32;
@@ -50,19 +50,11 @@ pub struct OfflineAudit {
 struct RawAudit {
     path: Option<PathBuf>,
     key: Option<SecretString>,
-    previous_keys: Option<PreviousKeys>,
+    previous_keys: Option<SecretList>,
     #[serde(rename = "max_file_size")]
     _max_file_size: Option<IgnoredAny>,
     #[serde(rename = "fingerprint_key")]
     _fingerprint_key: Option<IgnoredAny>,
-}
-
-/// `audit.previous_keys`: a TOML array, or one comma-separated string (the environment).
-#[derive(Debug, Deserialize)]
-#[serde(untagged)]
-enum PreviousKeys {
-    List(Vec<SecretString>),
-    Joined(SecretString),
 }
 
 /// Only the `[audit]` table: every other table is skipped without being looked at.
@@ -102,24 +94,14 @@ pub fn load_offline(
 /// `PAYSHIM__AUDIT__PREVIOUS_KEYS`, else `audit.previous_keys`.
 fn previous_keys(
     env: &HashMap<String, String>,
-    from_file: Option<PreviousKeys>,
+    from_file: Option<SecretList>,
 ) -> Result<Vec<SecretSlice<u8>>, ConfigError> {
     let listed = match env.get("PAYSHIM__AUDIT__PREVIOUS_KEYS") {
-        Some(joined) => Some(PreviousKeys::Joined(SecretString::from(joined.as_str()))),
+        Some(joined) => Some(SecretList::Joined(SecretString::from(joined.as_str()))),
         None => from_file,
     };
-    let keys: Vec<SecretString> = match listed {
-        None => Vec::new(),
-        Some(PreviousKeys::List(keys)) => keys,
-        Some(PreviousKeys::Joined(joined)) => joined
-            .expose_secret()
-            .split(',')
-            .map(str::trim)
-            .filter(|k| !k.is_empty())
-            .map(SecretString::from)
-            .collect(),
-    };
-    keys.iter()
+    SecretList::secrets(listed)
+        .iter()
         .enumerate()
         .map(|(i, k)| checked(&format!("audit.previous_keys[{i}]"), k.expose_secret()))
         .collect()

@@ -92,18 +92,8 @@ pub(super) fn audit_config(raw: RawAudit) -> Result<AuditConfig> {
 }
 
 fn previous_keys(raw: Option<SecretList>) -> Result<Vec<SecretSlice<u8>>> {
-    let keys: Vec<SecretString> = match raw {
-        None => Vec::new(),
-        Some(SecretList::List(keys)) => keys,
-        Some(SecretList::Joined(joined)) => joined
-            .expose_secret()
-            .split(',')
-            .map(str::trim)
-            .filter(|k| !k.is_empty())
-            .map(SecretString::from)
-            .collect(),
-    };
-    keys.iter()
+    SecretList::secrets(raw)
+        .iter()
         .enumerate()
         .map(|(i, k)| checked(&format!("audit.previous_keys[{i}]"), k))
         .collect()

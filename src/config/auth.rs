@@ -39,18 +39,7 @@ pub(super) fn auth_config(raw: RawAuth) -> Result<AuthConfig> {
         .session_key
         .map(|k| checked_key("auth.session_key", &k))
         .transpose()?;
-    let previous: Vec<SecretString> = match raw.previous_session_keys {
-        None => Vec::new(),
-        Some(SecretList::List(keys)) => keys,
-        Some(SecretList::Joined(joined)) => joined
-            .expose_secret()
-            .split(',')
-            .map(str::trim)
-            .filter(|k| !k.is_empty())
-            .map(SecretString::from)
-            .collect(),
-    };
-    let previous_session_keys = previous
+    let previous_session_keys = SecretList::secrets(raw.previous_session_keys)
         .iter()
         .enumerate()
         .map(|(i, k)| checked_key(&format!("auth.previous_session_keys[{i}]"), k))

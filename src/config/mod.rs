@@ -42,6 +42,7 @@ pub use self::load::{from_toml, load};
 pub use self::log::{LogConfig, LogFormat};
 pub use self::parse::parse_size;
 pub use self::quota::{Quota, parse_quota};
+pub(crate) use self::raw::SecretList;
 pub use self::server::{AdminConfig, ServerConfig, TlsSource};
 pub use self::source::ConfigSource;
 pub use self::upstream::{UpstreamAuth, UpstreamConfig, UpstreamTarget};

@@ -4,7 +4,7 @@
 
 use std::path::PathBuf;
 
-use secrecy::SecretString;
+use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 
 #[derive(Debug, Default, Deserialize)]
@@ -136,9 +136,26 @@ pub(super) struct RawAudit {
 /// string of comma-separated values.
 #[derive(Debug, Deserialize)]
 #[serde(untagged)]
-pub(super) enum SecretList {
+pub(crate) enum SecretList {
     List(Vec<SecretString>),
     Joined(SecretString),
+}
+
+impl SecretList {
+    /// The secrets, in order; empty entries of a joined string are skipped.
+    pub(crate) fn secrets(list: Option<SecretList>) -> Vec<SecretString> {
+        match list {
+            None => Vec::new(),
+            Some(SecretList::List(keys)) => keys,
+            Some(SecretList::Joined(joined)) => joined
+                .expose_secret()
+                .split(',')
+                .map(str::trim)
+                .filter(|k| !k.is_empty())
+                .map(SecretString::from)
+                .collect(),
+        }
+    }
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -154,4 +171,31 @@ pub(super) struct RawLog {
 pub(super) struct RawPayments {
     pub(super) gateways: Option<Vec<String>>,
     pub(super) raw_card_gateways: Option<Vec<String>>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::{Value, json};
+
+    #[test]
+    fn secret_lists_from_arrays_and_joined_strings() {
+        // (the value as the config gives it, the secrets expected)
+        let cases: Vec<(Value, &[&str])> = vec![
+            (json!(["a", "b"]), &["a", "b"]),
+            (json!("a,b"), &["a", "b"]),
+            (json!(" a , b ,"), &["a", "b"]),
+            (json!(""), &[]),
+            (json!([]), &[]),
+        ];
+        for (value, want) in cases {
+            let list: SecretList = serde_json::from_value(value.clone()).unwrap();
+            let got: Vec<String> = SecretList::secrets(Some(list))
+                .iter()
+                .map(|k| k.expose_secret().to_owned())
+                .collect();
+            assert_eq!(got, want, "{value}");
+        }
+        assert!(SecretList::secrets(None).is_empty());
+    }
 }
