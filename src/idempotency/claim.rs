@@ -8,7 +8,7 @@ use super::Digest;
 use super::answer::StoredAnswer;
 use super::codec::{self, Decoded};
 use super::orders::OrdersInFlight;
-use super::redis::{RedisIdempotency, Unavailable, key_name, order_name};
+use super::redis::{Claim, RedisIdempotency, Swap, Unavailable, key_name, order_name};
 use super::resolve::{Probe, Unresolved, now_ms};
 use super::store::{LocalStore, Lookup};
 use super::ticket::{HeldKey, HeldOrder, Ticket};
@@ -174,25 +174,38 @@ impl Idempotency {
         Ok(())
     }
 
-    /// Holds the payment's order in Redis.
+    /// Holds the payment's order in Redis (after its key was taken over).
     async fn lock_shared_order(
         &self,
         shared: &RedisIdempotency,
         ticket: &mut Ticket,
         req: &TicketRequest<'_>,
     ) -> Result<Result<(), ApiError>, Unavailable> {
-        if let Some(order) = req.order.filter(|_| self.one_payment_per_order) {
-            let token = token();
-            if shared
-                .claim(&order_name(&order), &token, self.order_hold)
-                .await?
-                .is_some()
-            {
-                return Ok(Err(ApiError::OrderInFlight));
-            }
-            ticket.order = Some(HeldOrder::Shared { order, token });
+        let Some(order) = self.order_claim(req) else {
+            return Ok(Ok(()));
+        };
+        if shared
+            .claim(std::slice::from_ref(&order.1))
+            .await?
+            .is_some()
+        {
+            return Ok(Err(ApiError::OrderInFlight));
         }
+        ticket.order = Some(order.0);
         Ok(Ok(()))
+    }
+
+    /// For a payment whose order may have only one payment in flight: the shared order
+    /// claim to make, and what the ticket holds once it is made.
+    fn order_claim(&self, req: &TicketRequest<'_>) -> Option<(HeldOrder, Claim)> {
+        let order = req.order.filter(|_| self.one_payment_per_order)?;
+        let token = token();
+        let claim = Claim {
+            name: order_name(&order),
+            value: token.clone(),
+            ttl: self.order_hold,
+        };
+        Some((HeldOrder::Shared { order, token }, claim))
     }
 
     /// Resolves an unknown outcome with what the order's transactions showed (`found`):
@@ -214,9 +227,13 @@ impl Idempotency {
             let answer = Arc::new(answer);
             match (shared, &unresolved.shared_value) {
                 (Some(shared), Some(held)) => {
-                    let value = codec::done(&req.fingerprint, &answer);
-                    let name = key_name(&unresolved.key);
-                    let _ = shared.settle(&name, held, &value, keep).await;
+                    let swap = Swap {
+                        name: key_name(&unresolved.key),
+                        held: held.clone(),
+                        value: codec::done(&req.fingerprint, &answer),
+                        ttl: keep,
+                    };
+                    let _ = shared.settle(&[swap]).await;
                 }
                 _ => {
                     let expires = Instant::now() + keep;
@@ -237,8 +254,13 @@ impl Idempotency {
         match (shared, unresolved.shared_value) {
             (Some(shared), Some(held)) => {
                 let value = codec::in_flight(&token(), &req.fingerprint);
-                let name = key_name(&unresolved.key);
-                if shared.settle(&name, &held, &value, self.ttl).await != Ok(true) {
+                let swap = Swap {
+                    name: key_name(&unresolved.key),
+                    held,
+                    value: value.clone(),
+                    ttl: self.ttl,
+                };
+                if shared.settle(&[swap]).await != Ok(1) {
                     return Err(in_flight(req));
                 }
                 ticket.key = Some(HeldKey::Shared {
@@ -263,24 +285,43 @@ impl Idempotency {
         Ok(Resolution::Retry(Box::new(ticket)))
     }
 
-    /// The same check against Redis; `Err` when Redis could not answer.
+    /// The same check against Redis, in one round trip: the key and the order are claimed
+    /// together or not at all. `Err` when Redis could not answer.
     async fn check_shared(
         &self,
         shared: &Arc<RedisIdempotency>,
         req: &TicketRequest<'_>,
     ) -> Result<Result<Decision, ApiError>, Unavailable> {
         let mut ticket = self.ticket(req, Some(shared.clone()));
-        if let Some(key) = self.key_of(req, &mut ticket) {
+        let mut claims = Vec::with_capacity(2);
+        let key = self.key_of(req, &mut ticket).map(|key| {
             let value = codec::in_flight(&token(), &req.fingerprint);
-            match shared.claim(&key_name(&key), &value, self.ttl).await? {
-                None => ticket.key = Some(HeldKey::Shared { key, value }),
-                Some(existing) => return Ok(existing_entry(req, key, existing)),
+            claims.push(Claim {
+                name: key_name(&key),
+                value: value.clone(),
+                ttl: self.ttl,
+            });
+            HeldKey::Shared { key, value }
+        });
+        let order = self.order_claim(req).map(|(held, claim)| {
+            claims.push(claim);
+            held
+        });
+        if claims.is_empty() {
+            return Ok(Ok(Decision::Proceed(ticket)));
+        }
+        match (shared.claim(&claims).await?, key) {
+            (None, key) => {
+                ticket.key = key;
+                ticket.order = order;
+                Ok(Ok(Decision::Proceed(ticket)))
             }
+            // The key is claimed first: refused there, it is someone's key.
+            (Some((0, existing)), Some(HeldKey::Shared { key, .. })) => {
+                Ok(existing_entry(req, key, existing))
+            }
+            (Some(_), _) => Ok(Err(ApiError::OrderInFlight)),
         }
-        if let Err(refused) = self.lock_shared_order(shared, &mut ticket, req).await? {
-            return Ok(Err(refused));
-        }
-        Ok(Ok(Decision::Proceed(ticket)))
     }
 
     /// The key the request is tracked under: its `Idempotency-Key`, or for a payment

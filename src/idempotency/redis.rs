@@ -3,11 +3,14 @@
 //!
 //! Keys: `payshim:idem:key:<hex>` (keyed hashes of explicit and implicit keys, never a
 //! client's key or card data) and `payshim:idem:order:<uuid>`; values as in `codec.rs`. A
-//! claim is one `SET NX PX` in a script that returns the entry already there, so two
-//! replicas cannot both claim a key. Settling is compare-and-set on the claim's own value,
-//! so a replica never overwrites a claim it does not hold. Every entry expires in Redis
-//! too (claims after `idempotency.ttl`, orders after the longest a payment can run), so a
-//! replica that crashed holding a claim cannot hold it forever.
+//! claim is `SET NX PX` in a script that returns the entry already there, so two replicas
+//! cannot both claim a key. Settling is compare-and-set on the claim's own value, so a
+//! replica never overwrites a claim it does not hold. Both scripts take several keys, so a
+//! payment claims its key and its order in one round trip, all or nothing, and settles
+//! both in one more (a standalone Redis: a multi-key script needs every key on one node).
+//! Every entry expires in Redis too (claims after `idempotency.ttl`, orders after the
+//! longest a payment can run), so a replica that crashed holding a claim cannot hold it
+//! forever.
 //!
 //! Every command is bounded by `limits.redis_timeout`; a failure is [`Unavailable`], and
 //! the caller applies `limits.on_store_error`.
@@ -20,28 +23,69 @@ use ::redis::{Client, Script};
 use super::Digest;
 use crate::audit::hex32;
 
-/// Claims `KEYS[1]` with `ARGV[1]` for `ARGV[2]` ms: `{1, ''}` when claimed, else
-/// `{0, <the entry there>}` (`''` if it expired in between).
+/// Claims each `KEYS[i]` in order with `ARGV[2i-1]` for `ARGV[2i]` ms (`SET NX PX`) and
+/// stops at the first one already held, releasing the ones it claimed before it: all or
+/// nothing, in one round trip. `{0, ''}` when all are claimed, else `{i, <the entry at
+/// KEYS[i]>}` (`''` if it expired in between).
 const CLAIM: &str = r#"
-if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then
-  return {1, ''}
+for i = 1, #KEYS do
+  if not redis.call('SET', KEYS[i], ARGV[2 * i - 1], 'NX', 'PX', ARGV[2 * i]) then
+    local existing = redis.call('GET', KEYS[i]) or ''
+    for j = 1, i - 1 do
+      redis.call('DEL', KEYS[j])
+    end
+    return {i, existing}
+  end
 end
-return {0, redis.call('GET', KEYS[1]) or ''}
+return {0, ''}
 "#;
 
-/// If `KEYS[1]` still holds `ARGV[1]` (our claim), replaces it with `ARGV[2]` for
-/// `ARGV[3]` ms, or deletes it when `ARGV[2]` is empty. Returns 1 when it did.
+/// For each `KEYS[i]` that still holds `ARGV[3i-2]` (our claim): replaces it with
+/// `ARGV[3i-1]` for `ARGV[3i]` ms, or deletes it when `ARGV[3i-1]` is empty. Returns how
+/// many were ours.
 const SETTLE: &str = r#"
-if redis.call('GET', KEYS[1]) ~= ARGV[1] then
-  return 0
+local done = 0
+for i = 1, #KEYS do
+  local a = 3 * i - 2
+  if redis.call('GET', KEYS[i]) == ARGV[a] then
+    if ARGV[a + 1] == '' then
+      redis.call('DEL', KEYS[i])
+    else
+      redis.call('SET', KEYS[i], ARGV[a + 1], 'PX', ARGV[a + 2])
+    end
+    done = done + 1
+  end
 end
-if ARGV[2] == '' then
-  redis.call('DEL', KEYS[1])
-else
-  redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3])
-end
-return 1
+return done
 "#;
+
+/// One entry to claim: `name` set to `value` for `ttl`, unless something holds it.
+pub(crate) struct Claim {
+    pub name: String,
+    pub value: String,
+    pub ttl: Duration,
+}
+
+/// One claim to settle: if `name` still holds `held` (ours), it becomes `value` for `ttl`;
+/// an empty `value` deletes it.
+pub(crate) struct Swap {
+    pub name: String,
+    pub held: String,
+    pub value: String,
+    pub ttl: Duration,
+}
+
+impl Swap {
+    /// Frees our claim `held` on `name`.
+    pub(crate) fn release(name: String, held: String) -> Swap {
+        Swap {
+            name,
+            held,
+            value: String::new(),
+            ttl: Duration::ZERO,
+        }
+    }
+}
 
 /// Redis could not answer in time (down, timed out, or an error reply).
 #[derive(Debug, PartialEq, Eq)]
@@ -109,33 +153,31 @@ impl RedisIdempotency {
         }
     }
 
-    /// Claims `name` with `value` for `ttl`: `None` when claimed, else the entry there.
+    /// Claims every entry or none, in one round trip: `None` when all are claimed, else the
+    /// index of the first one already held and the entry there (`""` if it just expired).
     pub(crate) async fn claim(
         &self,
-        name: &str,
-        value: &str,
-        ttl: Duration,
-    ) -> Result<Option<String>, Unavailable> {
+        claims: &[Claim],
+    ) -> Result<Option<(usize, String)>, Unavailable> {
         let mut inv = self.claim.prepare_invoke();
-        inv.key(name).arg(value).arg(millis(ttl));
-        let (claimed, existing): (i64, String) =
+        for c in claims {
+            inv.key(&c.name).arg(&c.value).arg(millis(c.ttl));
+        }
+        let (refused, existing): (usize, String) =
             self.run(async |c| inv.invoke_async(c).await).await?;
-        Ok((claimed != 1).then_some(existing))
+        Ok(refused.checked_sub(1).map(|i| (i, existing)))
     }
 
-    /// Replaces our claim `held` on `name` with `value` for `ttl` (`""`: deletes it);
-    /// `false` when `name` no longer holds `held`.
-    pub(crate) async fn settle(
-        &self,
-        name: &str,
-        held: &str,
-        value: &str,
-        ttl: Duration,
-    ) -> Result<bool, Unavailable> {
+    /// Settles the claims that are still ours, in one round trip; returns how many were.
+    pub(crate) async fn settle(&self, swaps: &[Swap]) -> Result<usize, Unavailable> {
         let mut inv = self.settle.prepare_invoke();
-        inv.key(name).arg(held).arg(value).arg(millis(ttl));
-        let done: i64 = self.run(async |c| inv.invoke_async(c).await).await?;
-        Ok(done == 1)
+        for s in swaps {
+            inv.key(&s.name)
+                .arg(&s.held)
+                .arg(&s.value)
+                .arg(millis(s.ttl));
+        }
+        self.run(async |c| inv.invoke_async(c).await).await
     }
 }
 

@@ -11,7 +11,7 @@ use super::Digest;
 use super::answer::StoredAnswer;
 use super::codec;
 use super::orders::OrderGuard;
-use super::redis::{RedisIdempotency, key_name, order_name};
+use super::redis::{RedisIdempotency, Swap, key_name, order_name};
 use super::resolve::{Probe, UnknownOutcome};
 use super::store::{LocalStore, Settle};
 use crate::outcome::Outcome;
@@ -85,33 +85,35 @@ impl Ticket {
             (Some(_), Settle::Done(_)) => (Settle::Release, self.ttl),
             (_, settle) => (settle, self.ttl),
         };
-        if let Some(held) = self.key.take() {
-            self.settle_key(held, settle, keep).await;
+        let mut swaps = Vec::with_capacity(2);
+        match self.key.take() {
+            Some(HeldKey::Local { key, claim }) => {
+                self.local
+                    .settle(&key, claim, settle, Instant::now() + keep);
+            }
+            Some(HeldKey::Shared { key, value }) => swaps.push(Swap {
+                name: key_name(&key),
+                held: value,
+                value: self.shared_entry(&settle),
+                ttl: keep,
+            }),
+            None => {}
         }
-        if let Some(HeldOrder::Shared { order, token }) = self.order.take()
-            && let Some(shared) = &self.shared
-        {
-            let _ = shared
-                .settle(&order_name(&order), &token, "", Duration::ZERO)
-                .await;
+        // The order is freed after the key is settled (in the same script when shared).
+        if let Some(HeldOrder::Shared { order, token }) = self.order.take() {
+            swaps.push(Swap::release(order_name(&order), token));
+        }
+        if let (Some(shared), false) = (&self.shared, swaps.is_empty()) {
+            let _ = shared.settle(&swaps).await;
         }
     }
 
-    async fn settle_key(&self, held: HeldKey, settle: Settle, keep: Duration) {
-        match held {
-            HeldKey::Local { key, claim } => {
-                self.local
-                    .settle(&key, claim, settle, Instant::now() + keep)
-            }
-            HeldKey::Shared { key, value } => {
-                let Some(shared) = &self.shared else { return };
-                let new = match &settle {
-                    Settle::Release => String::new(),
-                    Settle::Unknown(unknown) => codec::unknown(&self.fingerprint, unknown),
-                    Settle::Done(answer) => codec::done(&self.fingerprint, answer),
-                };
-                let _ = shared.settle(&key_name(&key), &value, &new, keep).await;
-            }
+    /// What a shared key holds once settled (`""`: nothing, it is deleted).
+    fn shared_entry(&self, settle: &Settle) -> String {
+        match settle {
+            Settle::Release => String::new(),
+            Settle::Unknown(unknown) => codec::unknown(&self.fingerprint, unknown),
+            Settle::Done(answer) => codec::done(&self.fingerprint, answer),
         }
     }
 }
@@ -158,21 +160,17 @@ impl Drop for Ticket {
         else {
             return;
         };
-        let key = match key {
-            Some(HeldKey::Shared { key, value }) => Some((key_name(&key), value)),
-            _ => None,
-        };
-        let order = match order {
-            Some(HeldOrder::Shared { order, token }) => Some((order_name(&order), token)),
-            _ => None,
-        };
-        if key.is_none() && order.is_none() {
-            return;
+        let mut swaps = Vec::with_capacity(2);
+        if let Some(HeldKey::Shared { key, value }) = key {
+            swaps.push(Swap::release(key_name(&key), value));
         }
-        runtime.spawn(async move {
-            for (name, held) in key.into_iter().chain(order) {
-                let _ = shared.settle(&name, &held, "", Duration::ZERO).await;
-            }
-        });
+        if let Some(HeldOrder::Shared { order, token }) = order {
+            swaps.push(Swap::release(order_name(&order), token));
+        }
+        if !swaps.is_empty() {
+            runtime.spawn(async move {
+                let _ = shared.settle(&swaps).await;
+            });
+        }
     }
 }

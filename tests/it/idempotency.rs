@@ -427,6 +427,74 @@ async fn two_processes_sharing_redis_replay_each_others_keys() {
     );
 }
 
+/// With Redis, a payment claims its key and its order in one script, all or nothing: the
+/// payment refused for its order leaves its key free (a retry with it goes through once
+/// the order is), and settling frees the order in the same round trip as the key.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_claims_key_and_order_together_and_frees_both() {
+    let redis = RedisServer::start();
+    let world = World::new(handler(|_| {
+        answer("complete").delayed(Duration::from_millis(500))
+    }))
+    .await;
+    let redis_url = format!("\"{}\"", redis.url());
+    let config = set_key(
+        &world.base_config(),
+        "limits",
+        "redis_url",
+        Some(&redis_url),
+    );
+    let config = set_key(
+        &config,
+        "idempotency",
+        "one_payment_per_order",
+        Some("true"),
+    );
+    let payshim = Payshim::start(&config).await;
+    let (a, b) = tokio::join!(
+        pay(&payshim, PAN, Some(b"order-key-a")),
+        pay(&payshim, "5555555555554444", Some(b"order-key-b")),
+    );
+    let mut statuses = [a.status, b.status];
+    statuses.sort();
+    assert_eq!(statuses, [201, 409], "{} / {}", a.text(), b.text());
+    let (refused, pan, key) = match a.status {
+        409 => (&a, PAN, b"order-key-a"),
+        _ => (&b, "5555555555554444", b"order-key-b"),
+    };
+    assert!(
+        refused.text().contains("order"),
+        "refused for its order: {}",
+        refused.text()
+    );
+    let orders = |entries: &[(String, String)]| {
+        entries
+            .iter()
+            .filter(|(k, _)| k.starts_with("payshim:idem:order:"))
+            .count()
+    };
+    let entries = redis_entries(&redis.url());
+    assert_eq!(
+        orders(&entries),
+        0,
+        "the order is freed with the key: {entries:?}"
+    );
+    let keys = entries
+        .iter()
+        .filter(|(k, _)| k.starts_with("payshim:idem:key:"))
+        .count();
+    assert_eq!(
+        keys, 1,
+        "only the charged payment's key is kept: {entries:?}"
+    );
+    // The refused key was never left claimed: its retry is forwarded, not held in flight.
+    let retry = pay(&payshim, pan, Some(key)).await;
+    assert_eq!(retry.status, 201, "{}", retry.text());
+    assert_eq!(retry.header("idempotent-replayed"), None);
+    assert_eq!(world.upstream.count(), 2);
+    assert_eq!(orders(&redis_entries(&redis.url())), 0);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_down_with_deny_is_503_and_nothing_forwarded() {
     let mut redis = RedisServer::start();
