@@ -1,6 +1,6 @@
 // Drives headless Chromium (Debian's `chromium`, through playwright-core from
 // tests/sdk/node_modules: no browser download) through the storefront page's scenarios.
-// Run by tests/it/browser.rs:
+// Run by tests/it/browser/:
 //
 //   node tests/browser/run.mjs <plan.json>
 //
