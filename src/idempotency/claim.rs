@@ -181,17 +181,13 @@ impl Idempotency {
         ticket: &mut Ticket,
         req: &TicketRequest<'_>,
     ) -> Result<Result<(), ApiError>, Unavailable> {
-        let Some(order) = self.order_claim(req) else {
+        let Some((held, claim)) = self.order_claim(req) else {
             return Ok(Ok(()));
         };
-        if shared
-            .claim(std::slice::from_ref(&order.1))
-            .await?
-            .is_some()
-        {
+        if shared.claim(&[claim]).await?.is_some() {
             return Ok(Err(ApiError::OrderInFlight));
         }
-        ticket.order = Some(order.0);
+        ticket.order = Some(held);
         Ok(Ok(()))
     }
 
