@@ -1,7 +1,8 @@
 //! Graceful shutdown of the real binary (issue 2): on SIGTERM or SIGINT payshim stops
 //! accepting, lets the in-flight request finish with the upstream's answer, then exits 0.
-//! While running it cannot dump core (memory holds card data). And the shipped dev config
-//! runs as is (sandbox, generated dev certificate).
+//! While running it cannot dump core (memory holds card data), and it keeps transparent
+//! huge pages off unless the operator allows them. And the shipped dev config runs as is
+//! (sandbox, generated dev certificate).
 
 use crate::support;
 
@@ -35,8 +36,8 @@ impl Drop for Process {
 
 impl Process {
     /// Starts `payshim [--config FILE]` in `dir` (its working directory), with the
-    /// environment's PAYSHIM__ variables replaced by `env`; stdout and stderr go to files in
-    /// `dir`.
+    /// environment's PAYSHIM__ variables and MIMALLOC_ALLOW_THP replaced by `env`; stdout and
+    /// stderr go to files in `dir`.
     fn spawn(dir: &Path, config: Option<&Path>, env: &[(&str, String)]) -> Process {
         let mut cmd = Command::new(BIN);
         cmd.current_dir(dir)
@@ -47,7 +48,7 @@ impl Process {
             cmd.arg("--config").arg(config);
         }
         for (key, _) in std::env::vars() {
-            if key.starts_with("PAYSHIM__") {
+            if key.starts_with("PAYSHIM__") || key == "MIMALLOC_ALLOW_THP" {
                 cmd.env_remove(key);
             }
         }
@@ -86,6 +87,11 @@ impl Process {
         self.signal("TERM");
     }
 
+    /// The "THP_enabled" flag of the running process, from /proc/<pid>/status.
+    fn thp_enabled(&self) -> String {
+        status_field(self.child.id(), "THP_enabled")
+    }
+
     /// The soft and hard "Max core file size" of the running process, from
     /// /proc/<pid>/limits (a number of bytes, or "unlimited").
     fn core_limits(&self) -> (String, String) {
@@ -120,6 +126,17 @@ impl Process {
 }
 
 /// The process's stdout and stderr (files in `dir`), for failure messages.
+/// A field of /proc/<pid>/status, e.g. "THP_enabled".
+fn status_field(pid: u32, field: &str) -> String {
+    let path = format!("/proc/{pid}/status");
+    let status = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
+        .map(|v| v.trim().to_string())
+        .unwrap_or_else(|| panic!("no {field} in {path}:\n{status}"))
+}
+
 fn output(dir: &Path) -> String {
     let read = |name: &str| std::fs::read_to_string(dir.join(name)).unwrap_or_default();
     format!(
@@ -362,4 +379,36 @@ async fn shipped_config_serves_a_sandbox_payment_with_the_dev_certificate() {
     );
     // The dev certificate went to the overridden directory, not the default var/tls.
     assert!(!dir.path().join("var/tls/dev-cert.pem").exists());
+}
+
+/// Transparent huge pages are off in payshim unless `MIMALLOC_ALLOW_THP` says otherwise
+/// (README.md, "Memory per idle connection"): idle connections then cost what they hold,
+/// not the 2 MiB pages khugepaged fills around them.
+#[tokio::test]
+async fn transparent_huge_pages_are_off_unless_the_operator_allows_them() {
+    let ours = status_field(std::process::id(), "THP_enabled");
+    let cases: &[(&[(&str, &str)], &str)] = &[
+        (&[], "0"),
+        (&[("MIMALLOC_ALLOW_THP", "0")], "0"),
+        // Allowed: the process keeps what it inherited (this test's own flag).
+        (&[("MIMALLOC_ALLOW_THP", "1")], ours.as_str()),
+    ];
+    for (env, expected) in cases {
+        let dir = tempfile::tempdir().unwrap();
+        let mut env: Vec<(&str, String)> = env.iter().map(|(k, v)| (*k, v.to_string())).collect();
+        env.push(("PAYSHIM__SERVER__LISTEN", "127.0.0.1:0".to_string()));
+        env.push(("PAYSHIM__ADMIN__LISTEN", "127.0.0.1:0".to_string()));
+        let certs = dir.path().join("dev-tls").to_str().unwrap().to_string();
+        env.push(("PAYSHIM__SERVER__DEV_CERT_DIR", certs));
+        let mut process = Process::spawn(dir.path(), None, &env);
+        process.wait_bound().await;
+        assert_eq!(
+            process.thp_enabled(),
+            *expected,
+            "THP_enabled of payshim started with {env:?}"
+        );
+    }
+    if ours == "0" {
+        eprintln!("note: THP is off for this test process: the allowed case proves nothing");
+    }
 }
