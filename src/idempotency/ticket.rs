@@ -85,6 +85,16 @@ impl Ticket {
             (Some(_), Settle::Done(_)) => (Settle::Release, self.ttl),
             (_, settle) => (settle, self.ttl),
         };
+        let swaps = self.settle_claims(settle, keep);
+        if let (Some(shared), false) = (&self.shared, swaps.is_empty()) {
+            let _ = shared.settle(&swaps).await;
+        }
+    }
+
+    /// Takes the ticket's claims: settles a local key here and returns what settles the
+    /// shared ones (the key first, then the order, in one script). A local order is freed
+    /// as its guard drops, after the key.
+    fn settle_claims(&mut self, settle: Settle, keep: Duration) -> Vec<Swap> {
         let mut swaps = Vec::with_capacity(2);
         match self.key.take() {
             Some(HeldKey::Local { key, claim }) => {
@@ -99,13 +109,10 @@ impl Ticket {
             }),
             None => {}
         }
-        // The order is freed after the key is settled (in the same script when shared).
         if let Some(HeldOrder::Shared { order, token }) = self.order.take() {
             swaps.push(Swap::release(order_name(&order), token));
         }
-        if let (Some(shared), false) = (&self.shared, swaps.is_empty()) {
-            let _ = shared.settle(&swaps).await;
-        }
+        swaps
     }
 
     /// What a shared key holds once settled (`""`: nothing, it is deleted).
@@ -148,25 +155,13 @@ fn settlement(settled: Settled, probe: Option<Probe>) -> (Settle, bool) {
 
 impl Drop for Ticket {
     fn drop(&mut self) {
-        let key = self.key.take();
-        let order = self.order.take();
-        if let Some(HeldKey::Local { key, claim }) = &key {
-            self.local
-                .settle(key, *claim, Settle::Release, Instant::now());
-        }
+        let swaps = self.settle_claims(Settle::Release, Duration::ZERO);
         // Shared claims are released by a task of their own: Drop cannot wait.
         let (Some(shared), Ok(runtime)) =
             (self.shared.clone(), tokio::runtime::Handle::try_current())
         else {
             return;
         };
-        let mut swaps = Vec::with_capacity(2);
-        if let Some(HeldKey::Shared { key, value }) = key {
-            swaps.push(Swap::release(key_name(&key), value));
-        }
-        if let Some(HeldOrder::Shared { order, token }) = order {
-            swaps.push(Swap::release(order_name(&order), token));
-        }
         if !swaps.is_empty() {
             runtime.spawn(async move {
                 let _ = shared.settle(&swaps).await;
