@@ -79,15 +79,50 @@ impl Ticket {
     /// without a key, for the duplicate window); an unknown outcome keeps the key claimed,
     /// so a retry cannot charge again; nothing sent frees the key. Then frees the order.
     pub(crate) async fn finish(mut self, settled: Settled) {
-        let (settle, approved) = settlement(settled, self.probe.take());
-        let (settle, keep) = match (self.window, settle) {
-            (Some(window), Settle::Done(answer)) if approved => (Settle::Done(answer), window),
-            (Some(_), Settle::Done(_)) => (Settle::Release, self.ttl),
-            (_, settle) => (settle, self.ttl),
-        };
+        let (settle, keep) = self.settlement(settled);
         let swaps = self.settle_claims(settle, keep);
         if let (Some(shared), false) = (&self.shared, swaps.is_empty()) {
             let _ = shared.settle(&swaps).await;
+        }
+    }
+
+    /// What the key becomes, and for how long. The answer is copied and scrubbed for
+    /// keeping only when it will be kept: not for a payment that holds no key (duplicate
+    /// window off) nor for a declined one inside the window.
+    fn settlement(&mut self, settled: Settled) -> (Settle, Duration) {
+        let probe = self.probe.take();
+        match settled {
+            Settled::NotSent => (Settle::Release, self.ttl),
+            Settled::Unknown {
+                sent_at_ms,
+                request_id,
+            } => {
+                let unknown = UnknownOutcome {
+                    sent_at_ms,
+                    request_id,
+                    probe,
+                };
+                (Settle::Unknown(Arc::new(unknown)), self.ttl)
+            }
+            Settled::Answered {
+                status,
+                content_type,
+                body,
+                outcome,
+                request_id,
+            } => {
+                let keep = match self.window {
+                    Some(window) if outcome == Outcome::Approved => window,
+                    Some(_) => return (Settle::Release, self.ttl),
+                    None => self.ttl,
+                };
+                if self.key.is_none() {
+                    return (Settle::Release, keep);
+                }
+                let answer =
+                    StoredAnswer::storable(status, content_type, body, outcome, request_id);
+                (Settle::Done(Arc::new(answer)), keep)
+            }
         }
     }
 
@@ -121,34 +156,6 @@ impl Ticket {
             Settle::Release => String::new(),
             Settle::Unknown(unknown) => codec::unknown(&self.fingerprint, unknown),
             Settle::Done(answer) => codec::done(&self.fingerprint, answer),
-        }
-    }
-}
-
-/// What to do with the key, and whether the answer was an approval.
-fn settlement(settled: Settled, probe: Option<Probe>) -> (Settle, bool) {
-    match settled {
-        Settled::NotSent => (Settle::Release, false),
-        Settled::Unknown {
-            sent_at_ms,
-            request_id,
-        } => {
-            let unknown = UnknownOutcome {
-                sent_at_ms,
-                request_id,
-                probe,
-            };
-            (Settle::Unknown(Arc::new(unknown)), false)
-        }
-        Settled::Answered {
-            status,
-            content_type,
-            body,
-            outcome,
-            request_id,
-        } => {
-            let answer = StoredAnswer::storable(status, content_type, body, outcome, request_id);
-            (Settle::Done(Arc::new(answer)), outcome == Outcome::Approved)
         }
     }
 }

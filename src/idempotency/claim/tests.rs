@@ -149,3 +149,43 @@ fn a_shared_entry_decides_replay_resolution_or_refusal() {
         Err(ApiError::IdempotencyInFlight)
     ));
 }
+
+/// An answer is copied and scrubbed for keeping only when something keeps it: a payment
+/// that holds no key (duplicate window off) keeps nothing, so nothing is masked or warned
+/// about; a keyed one keeps the answer masked.
+#[tokio::test]
+async fn only_a_kept_answer_is_scrubbed_for_keeping() {
+    let card_like = || Settled::Answered {
+        status: StatusCode::CREATED,
+        content_type: None,
+        body: Bytes::from_static(b"{\"data\":{\"reference\":\"4111111111111111\"}}"),
+        outcome: Outcome::Approved,
+        request_id: "r1".into(),
+    };
+    let capture = crate::redact::CaptureWriter::new();
+    let subscriber = tracing_subscriber::fmt()
+        .with_writer(capture.clone())
+        .finish();
+    let _logs = tracing::subscriber::set_default(subscriber);
+    let idem = Idempotency::local(&config(None), b"k");
+
+    let keyless = proceed(&idem, request(None, 1)).await;
+    keyless.finish(card_like()).await;
+    assert!(
+        !capture.contents().contains("kept for replay"),
+        "{}",
+        capture.contents()
+    );
+
+    let keyed = proceed(&idem, request(Some([9; 32]), 1)).await;
+    keyed.finish(card_like()).await;
+    assert!(capture.contents().contains("kept for replay"));
+    match idem.check(&request(Some([9; 32]), 1)).await {
+        Ok(Decision::Replay(answer)) => {
+            let body = String::from_utf8_lossy(&answer.body).into_owned();
+            assert!(body.contains("[PAN ****1111]"), "{body}");
+            assert!(!body.contains("4111111111111111"), "{body}");
+        }
+        _ => panic!("the keyed answer was not kept"),
+    }
+}
