@@ -9,21 +9,6 @@
 # drift between separate runs. Two rows: payshim-ab-off and payshim-ab-limits. With
 # --ab-base FILE the first side is that binary and the second the current build, limits
 # off on both (rows payshim-ab-base and payshim-ab-new): a code change measured the same way.
-# nginx as the nginx target runs it (nginx-proxy.conf), for the nginx side of payshim-ab.
-start_ab_nginx() { # dir
-    local dir=$1
-    check_ports "$NGINX_PORT"
-    mkdir -p "$dir/nginx/tmp"
-    sed -e "s|@OUT@/nginx|$dir/nginx|g" -e "s|@OUT@|$OUT|g" \
-        -e "s|@UPSTREAM_PORT@|$UPSTREAM_PORT|g" -e "s|@PORT@|$NGINX_PORT|g" \
-        -e "s|@UPSTREAM_TLS_PORT@|$UPSTREAM_TLS_PORT|g" \
-        "$NGINX_PROXY_CONF" >"$dir/nginx.conf"
-    taskset -c "$PROXY_CPU" nginx -p "$dir/nginx" -e "$dir/nginx/error.log" \
-        -c "$dir/nginx.conf" >"$dir/nginx.stdout.log" 2>&1 &
-    PIDS[ab-nginx]=$!
-    wait_ready ab-nginx "https://127.0.0.1:$NGINX_PORT/"
-}
-
 run_ab() {
     local base=$OUT/payshim-ab
     (( ROUNDS > 1 )) && base=$OUT/round$ROUND/payshim-ab
@@ -43,7 +28,7 @@ run_ab() {
     log "== payshim-ab ($a and $b at once, $AB_REQUEST requests, $half connections each)"
     for side in $a $b; do
         if [[ $side == nginx ]]; then
-            start_ab_nginx "$base/nginx" || {
+            start_nginx_proxy "$base/nginx" ab-nginx || {
                 log "payshim-ab: nginx did not start; skipped"
                 stop_proc ab-nginx
                 return 0

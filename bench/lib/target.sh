@@ -2,6 +2,23 @@
 # bench/run.sh, sourced: one target: start it, load it with wrk, collect its figures (run_target), and the helpers it needs.
 # Uses run.sh's globals (OUT, PIDS, the ports and settings); defines functions only.
 
+# nginx proxying as the nginx target does (nginx-proxy.conf, or nginx-proxy-tls.conf with
+# --upstream-tls), its files under DIR, registered in PIDS as NAME; fails if it does not
+# answer. The template's paths are under @OUT@/nginx; they are kept inside DIR.
+start_nginx_proxy() { # dir name
+    local dir=$1 name=$2
+    check_ports "$NGINX_PORT"
+    mkdir -p "$dir/nginx/tmp"
+    sed -e "s|@OUT@/nginx|$dir/nginx|g" -e "s|@OUT@|$OUT|g" \
+        -e "s|@UPSTREAM_PORT@|$UPSTREAM_PORT|g" -e "s|@PORT@|$NGINX_PORT|g" \
+        -e "s|@UPSTREAM_TLS_PORT@|$UPSTREAM_TLS_PORT|g" \
+        "$NGINX_PROXY_CONF" >"$dir/nginx.conf"
+    taskset -c "$PROXY_CPU" nginx -p "$dir/nginx" -e "$dir/nginx/error.log" \
+        -c "$dir/nginx.conf" >"$dir/nginx.stdout.log" 2>&1 &
+    PIDS[$name]=$!
+    wait_ready "$name" "https://127.0.0.1:$NGINX_PORT/"
+}
+
 start_payshim() { # name dir [extra env...]
     local name=$1 dir=$2; shift 2
     check_ports "$PAYSHIM_PORT" "$ADMIN_PORT"
@@ -133,17 +150,7 @@ run_target() {
     case "$t" in
         direct) ;;
         nginx)
-            check_ports "$NGINX_PORT"
-            mkdir -p "$dir/nginx/tmp"
-            # The template's paths are under @OUT@/nginx; keep them inside this target.
-            sed -e "s|@OUT@/nginx|$dir/nginx|g" -e "s|@OUT@|$OUT|g" \
-                -e "s|@UPSTREAM_PORT@|$UPSTREAM_PORT|g" -e "s|@PORT@|$NGINX_PORT|g" \
-                -e "s|@UPSTREAM_TLS_PORT@|$UPSTREAM_TLS_PORT|g" \
-                "$NGINX_PROXY_CONF" >"$dir/nginx.conf"
-            taskset -c "$PROXY_CPU" nginx -p "$dir/nginx" -e "$dir/nginx/error.log" \
-                -c "$dir/nginx.conf" >"$dir/nginx.stdout.log" 2>&1 &
-            PIDS[$t]=$!
-            wait_ready "$t" "https://127.0.0.1:$NGINX_PORT/" || { note="nginx did not start"; }
+            start_nginx_proxy "$dir" "$t" || note="nginx did not start"
             ;;
         haproxy)
             check_ports "$HAPROXY_PORT"
