@@ -6,8 +6,8 @@
 //! runtime. It blocks for the first queued record, lets the group gather for
 //! [`GATHER`], takes everything queued by then, signs the group onto the chain, writes
 //! it over the padding after the last record with one positioned write, makes it durable
-//! with one `sync_data`, then answers every waiter. The chain only advances for records
-//! that were synced.
+//! with one `sync_data`, then answers every waiter (handed to the async runtime as one
+//! message, see [`Answers`]). The chain only advances for records that were synced.
 
 use std::fs::File;
 use std::io;
@@ -25,7 +25,7 @@ use super::error::AuditError;
 use super::file::{self, WriteFailure};
 use super::key_id::{Keyring, Signer};
 use super::prealloc::Prealloc;
-use super::queue::{CHANNEL_CAPACITY, Msg, Reply, Shared};
+use super::queue::{Answers, CHANNEL_CAPACITY, Msg, Reply, Shared};
 use super::record::{AuditEvent, AuditRecord, ChainHead, encode_line};
 use super::resume::ChainKeys;
 use super::rotate;
@@ -59,6 +59,8 @@ pub(super) struct Writer {
     /// The group being written, and who waits for it (kept between groups).
     chunk: Vec<u8>,
     waiting: Vec<(Reply, u64)>,
+    /// Where a durable group's waiters are answered from (the runtime, in one piece).
+    answers: Answers,
 }
 
 struct Pending {
@@ -114,6 +116,8 @@ impl Writer {
             prealloc: Prealloc::default(),
             chunk: Vec::new(),
             waiting: Vec::new(),
+            // Made on the caller's thread, which knows the runtime.
+            answers: Answers::start(),
         }
     }
 
@@ -374,9 +378,7 @@ impl Writer {
         self.shared
             .records
             .fetch_add(waiting.len() as u64, Ordering::Relaxed);
-        for (reply, seq) in waiting.drain(..) {
-            reply.send(Ok(seq));
-        }
+        self.answers.durable(waiting.drain(..));
     }
 
     /// One positioned write over the padding and one `sync_data`. On failure the handle is
