@@ -32,9 +32,6 @@ impl Reply {
     }
 }
 
-/// A waiter and the `seq` its record got.
-type Durable = (oneshot::Sender<Result<u64, AuditError>>, u64);
-
 /// Answers the waiters of a durable group from a task on the async runtime, all at once.
 ///
 /// Completing a waiter's oneshot from the writer thread wakes its task across threads, and
@@ -44,7 +41,7 @@ type Durable = (oneshot::Sender<Result<u64, AuditError>>, u64);
 /// from inside the runtime. Without a runtime at start, or once that runtime is gone, the
 /// writer answers them itself.
 pub(super) struct Answers {
-    to_runtime: Option<mpsc::UnboundedSender<Vec<Durable>>>,
+    to_runtime: Option<mpsc::UnboundedSender<Vec<(Reply, u64)>>>,
 }
 
 impl Answers {
@@ -53,7 +50,7 @@ impl Answers {
         let Ok(runtime) = tokio::runtime::Handle::try_current() else {
             return Answers { to_runtime: None };
         };
-        let (to_runtime, mut groups) = mpsc::unbounded_channel::<Vec<Durable>>();
+        let (to_runtime, mut groups) = mpsc::unbounded_channel::<Vec<(Reply, u64)>>();
         runtime.spawn(async move {
             while let Some(group) = groups.recv().await {
                 answer(group);
@@ -66,9 +63,8 @@ impl Answers {
 
     /// Tells each waiter in `waiting` that its record is durable as `seq`.
     pub(super) fn durable(&self, waiting: impl Iterator<Item = (Reply, u64)>) {
-        let group: Vec<Durable> = waiting
-            .filter_map(|(reply, seq)| reply.0.map(|waiter| (waiter, seq)))
-            .collect();
+        // Records nobody waits for need no answer, and a group of those no hand-over.
+        let group: Vec<(Reply, u64)> = waiting.filter(|(reply, _)| reply.0.is_some()).collect();
         if group.is_empty() {
             return;
         }
@@ -84,10 +80,9 @@ impl Answers {
     }
 }
 
-fn answer(group: Vec<Durable>) {
-    for (waiter, seq) in group {
-        // The caller may have gone away; the record's fate no longer matters to it.
-        let _ = waiter.send(Ok(seq));
+fn answer(group: Vec<(Reply, u64)>) {
+    for (reply, seq) in group {
+        reply.send(Ok(seq));
     }
 }
 
