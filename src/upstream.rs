@@ -98,7 +98,10 @@ impl Upstream {
             Target::Remote(pool) => pool,
         };
         let request = build_request(pool.base(), out, bearer);
-        let response = match tokio::time::timeout(self.timeout, pool.send(request)).await {
+        // Boxed: the pool's send is most of a request's future; boxed once here, the
+        // futures of every phase above it stay small and cheap to move.
+        let sending = Box::pin(pool.send(request));
+        let response = match tokio::time::timeout(self.timeout, sending).await {
             Err(_) => return Err(UpstreamError::Timeout),
             Ok(result) => result?,
         };

@@ -144,7 +144,12 @@ impl UpstreamToken {
     pub async fn bearer(&self) -> Option<HeaderValue> {
         match &*self.source.load() {
             Source::Static(v) | Source::Sandbox(v) => Some(v.clone()),
-            Source::Managed(m) => m.valid_or_in_flight().await,
+            Source::Managed(m) => match m.valid_now() {
+                Some(v) => Some(v),
+                // Boxed: the waiting path (a token fetch included) is ten times the size
+                // of the rest, and every request's future would carry it.
+                None => Box::pin(m.valid_or_in_flight()).await,
+            },
         }
     }
 
@@ -173,12 +178,14 @@ impl UpstreamToken {
 }
 
 impl Managed {
+    /// The valid token without waiting, if the lock is free (it is held for writing only
+    /// while a fetched token is stored).
+    fn valid_now(&self) -> Option<HeaderValue> {
+        unexpired(&*self.current.try_read().ok()?)
+    }
+
     async fn valid(&self) -> Option<HeaderValue> {
-        let current = self.current.read().await;
-        current
-            .as_ref()
-            .filter(|c| Instant::now() < c.expires_at)
-            .map(|c| c.value.clone())
+        unexpired(&*self.current.read().await)
     }
 
     /// The valid token, else the outcome of the fetch in flight (or of the first one,
@@ -299,6 +306,14 @@ async fn refresher(managed: std::sync::Weak<Managed>, wake: Arc<tokio::sync::Not
             _ = wake.notified() => {}
         }
     }
+}
+
+/// The token's header value while it has not expired.
+fn unexpired(current: &Option<Current>) -> Option<HeaderValue> {
+    current
+        .as_ref()
+        .filter(|c| Instant::now() < c.expires_at)
+        .map(|c| c.value.clone())
 }
 
 /// `Bearer <token>`, marked sensitive so hyper and any debug output leave it out.

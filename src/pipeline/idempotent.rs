@@ -82,8 +82,10 @@ impl Phase<'_> {
         match self.idempotency.check(&request).await? {
             Decision::Proceed(ticket) => Ok(Claimed::Forward(Some(ticket))),
             Decision::Replay(answer) => Ok(self.replay(ctx, client_id, &answer)),
+            // Boxed: resolving reads the order's transactions upstream, a rare path that
+            // would otherwise make every tracked payment's future several times larger.
             Decision::Resolve(unresolved) => {
-                self.resolve(ctx, client_id, &request, unresolved).await
+                Box::pin(self.resolve(ctx, client_id, &request, unresolved)).await
             }
         }
     }
