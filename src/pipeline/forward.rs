@@ -61,7 +61,9 @@ pub(crate) async fn audited(
     ticket: Option<Ticket>,
 ) -> Completed {
     let fwd = fwd.clone();
-    let task = tokio::spawn(async move {
+    // Boxed: tokio moves a task's whole stage when it finishes and when its output is
+    // taken, and this future is kilobytes; the box makes those moves a pointer's.
+    let task = tokio::spawn(Box::pin(async move {
         let _work = fwd.auditor.work();
         if let Err(e) = fwd.auditor.durable(forwarded.clone()).await {
             tracing::error!(error = %e, "audit log unavailable: request refused");
@@ -97,7 +99,7 @@ pub(crate) async fn audited(
                  the request is listed by `payshim audit pending`");
         }
         done.completed
-    });
+    }));
     task.await.unwrap_or_else(|_| Completed {
         response: Err(ApiError::UpstreamBadResponse),
         outcome: Outcome::UpstreamError,
